@@ -1,0 +1,43 @@
+// Package child is what a Go server uses to be a good prefork child: the
+// process side of the child contract in SPEC.md.
+//
+// The protocol, as the master speaks it:
+//
+//   - Listen. Under --sockets master the master passes the slot's listener by
+//     systemd socket activation (LISTEN_FDS=1, the socket as fd 3,
+//     LISTEN_PID equal to the child's pid); otherwise the child binds
+//     PREFORK_LISTEN itself with SO_REUSEADDR and SO_REUSEPORT so every child
+//     of every generation shares the address. Without either (standalone)
+//     it binds 127.0.0.1:8080. The same binary thus runs in both socket modes
+//     and on its own.
+//   - Ready. Once the child accepts, it sends READY=1 to NOTIFY_SOCKET (the
+//     sd_notify protocol). The master tells children apart by the sender's
+//     credentials, so the message carries nothing else.
+//   - Drain. SIGTERM starts the drain; so does SIGINT, but only when the
+//     process runs standalone: under a master (PREFORK_SLOT set) SIGINT is
+//     ignored, because a terminal Ctrl-C reaches the whole process group
+//     and only the master decides who drains. The child stops accepting,
+//     answers every request from then on with "Connection: close", closes a
+//     connection only after such a response or once it has been idle for
+//     DrainGrace, and returns when none is left, or when
+//     PREFORK_DRAIN_TIMEOUT has passed (so a child orphaned by a SIGKILLed
+//     master still exits). http.Server.Shutdown is not used: it closes idle
+//     keep-alive connections at once and so drops the requests clients are
+//     already sending on them.
+//   - Master gone. The master starts every child with a parent-death signal
+//     of SIGTERM, so a child whose master dies drains exactly as on a
+//     planned stop; nothing here polls the parent.
+//
+// A server needs a few lines:
+//
+//	ln, err := child.Listen(ctx)
+//	...
+//	srv := &http.Server{Handler: h}
+//	errc := make(chan error, 1)
+//	go func() { errc <- child.Serve(srv, ln) }()
+//	if err := child.Ready(); err != nil { ... }
+//	err = <-errc
+//
+// Counting accepts on the shared page of PREFORK_COUNTERS_FD is not done
+// yet; the listener Listen returns has the hook for it.
+package child

@@ -1,0 +1,123 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// Defaults of Config, as documented in the SPEC and the README.
+const (
+	DefaultListen       = "127.0.0.1:8080"
+	DefaultReadyTimeout = 10 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultSockets      = SocketsChild
+	DefaultLogFormat    = "text"
+)
+
+// Socket modes: who binds the listeners.
+const (
+	// SocketsChild makes every child bind its own SO_REUSEPORT listener.
+	SocketsChild = "child"
+	// SocketsMaster makes the master bind one listener per slot and pass it
+	// to the children of that slot by socket activation.
+	SocketsMaster = "master"
+)
+
+// MaxWorkers bounds Config.Workers; it is far above any sensible process
+// count and only catches typing errors.
+const MaxWorkers = 4096
+
+// Config is everything a supervisor needs to run. Fill it from
+// DefaultConfig, then from a config file, the environment and flags, in
+// rising order of precedence, and check it with Validate.
+type Config struct {
+	// Workers is the number of children per generation (slots 0..Workers-1).
+	Workers int
+	// Listen is the address every child binds (host:port, port not 0).
+	Listen string
+	// ReadyTimeout is how long a new child has to send READY=1.
+	ReadyTimeout time.Duration
+	// DrainTimeout is how long a draining child has before SIGKILL.
+	DrainTimeout time.Duration
+	// Sockets is SocketsChild or SocketsMaster.
+	Sockets string
+	// LogFormat is "text" or "json"; the master's log handler follows it.
+	LogFormat string
+	// Command is the program and arguments started once per slot.
+	Command []string
+}
+
+// DefaultConfig returns the documented defaults. Command is left to the
+// caller, since its default depends on where the master binary lives.
+func DefaultConfig() Config {
+	return Config{
+		Workers:      runtime.NumCPU(),
+		Listen:       DefaultListen,
+		ReadyTimeout: DefaultReadyTimeout,
+		DrainTimeout: DefaultDrainTimeout,
+		Sockets:      DefaultSockets,
+		LogFormat:    DefaultLogFormat,
+	}
+}
+
+// Validate reports the first thing wrong with c, phrased for an operator.
+// It also checks that the command exists and is executable.
+func (c Config) Validate() error {
+	if c.Workers < 1 || c.Workers > MaxWorkers {
+		return fmt.Errorf("workers: %d is out of range 1..%d", c.Workers, MaxWorkers)
+	}
+	if err := validateListen(c.Listen); err != nil {
+		return err
+	}
+	if c.ReadyTimeout <= 0 {
+		return fmt.Errorf("ready-timeout: %v must be positive", c.ReadyTimeout)
+	}
+	if c.DrainTimeout <= 0 {
+		return fmt.Errorf("drain-timeout: %v must be positive", c.DrainTimeout)
+	}
+	switch c.Sockets {
+	case SocketsChild:
+	case SocketsMaster:
+		return errors.New("sockets: mode \"master\" is not available yet; use \"child\"")
+	default:
+		return fmt.Errorf("sockets: %q is not child or master", c.Sockets)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log-format: %q is not text or json", c.LogFormat)
+	}
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return errors.New("command: none given")
+	}
+	if _, err := exec.LookPath(c.Command[0]); err != nil {
+		return fmt.Errorf("command: %w", err)
+	}
+	return nil
+}
+
+func validateListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("listen: %q is not host:port (%s)", addr, ae.Err)
+		}
+		return fmt.Errorf("listen: %q is not host:port", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		// Port 0 would give every child a port of its own instead of one
+		// shared address.
+		return fmt.Errorf("listen: port %q of %q is not a number in 1..65535", port, addr)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("listen: host %q of %q is not an IP address", host, addr)
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+package supervisor
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig() Config {
+	c := DefaultConfig()
+	c.Command = []string{"/bin/sh"}
+	return c
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "script")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr string
+	}{
+		{name: "defaults", mutate: func(*Config) {}},
+		{name: "zero workers", mutate: func(c *Config) { c.Workers = 0 }, wantErr: "workers"},
+		{name: "too many workers", mutate: func(c *Config) { c.Workers = MaxWorkers + 1 }, wantErr: "workers"},
+		{name: "no port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: "listen"},
+		{name: "port zero", mutate: func(c *Config) { c.Listen = "127.0.0.1:0" }, wantErr: "listen"},
+		{name: "port too big", mutate: func(c *Config) { c.Listen = "127.0.0.1:70000" }, wantErr: "listen"},
+		{name: "named port", mutate: func(c *Config) { c.Listen = "127.0.0.1:http" }, wantErr: "listen"},
+		{name: "bad host", mutate: func(c *Config) { c.Listen = "999.1.1.1:80" }, wantErr: "listen"},
+		{name: "all interfaces", mutate: func(c *Config) { c.Listen = ":8080" }},
+		{name: "ipv6", mutate: func(c *Config) { c.Listen = "[::1]:8080" }},
+		{name: "zero ready timeout", mutate: func(c *Config) { c.ReadyTimeout = 0 }, wantErr: "ready-timeout"},
+		{name: "negative drain timeout", mutate: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},
+		{name: "unknown sockets", mutate: func(c *Config) { c.Sockets = "both" }, wantErr: "sockets"},
+		{name: "unknown log format", mutate: func(c *Config) { c.LogFormat = "xml" }, wantErr: "log-format"},
+		{name: "no command", mutate: func(c *Config) { c.Command = nil }, wantErr: "command"},
+		{name: "missing command", mutate: func(c *Config) { c.Command = []string{filepath.Join(dir, "absent")} }, wantErr: "command"},
+		{name: "not executable", mutate: func(c *Config) { c.Command = []string{notExec} }, wantErr: "command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr+":") {
+				t.Fatalf("Validate() = %v, want an error starting %q", err, tt.wantErr+":")
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q spans more than one line", err)
+			}
+		})
+	}
+}
+
+func TestParseConfigFile(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    func(*Config)
+		wantErr string
+	}{
+		{name: "empty file changes nothing", in: "", want: func(*Config) {}},
+		{name: "comment only", in: "# nothing\n", want: func(*Config) {}},
+		{
+			name: "every key",
+			in: "workers: 3\nlisten: 127.0.0.1:9000\nready-timeout: 2s\ndrain-timeout: 1m\n" +
+				"sockets: child\nlog-format: json\ncommand: [/bin/echo, hi]\n",
+			want: func(c *Config) {
+				c.Workers = 3
+				c.Listen = "127.0.0.1:9000"
+				c.ReadyTimeout = 2 * time.Second
+				c.DrainTimeout = time.Minute
+				c.LogFormat = "json"
+				c.Command = []string{"/bin/echo", "hi"}
+			},
+		},
+		{name: "unknown key", in: "wrokers: 3\n", wantErr: "wrokers"},
+		{name: "wrong type", in: "workers: many\n", wantErr: "many"},
+		{name: "bad duration", in: "drain-timeout: soon\n", wantErr: "soon"},
+		{name: "not a mapping", in: "- a\n- b\n", wantErr: "cannot unmarshal"},
+		{name: "two documents", in: "workers: 1\n---\nworkers: 2\n", wantErr: "more than one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := validConfig()
+			err := ParseConfigFile([]byte(tt.in), &got)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseConfigFile = %v, want an error with %q", err, tt.wantErr)
+				}
+				if got.Workers != validConfig().Workers {
+					t.Errorf("a rejected file changed the config")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := validConfig()
+			tt.want(&want)
+			if got.Workers != want.Workers || got.Listen != want.Listen || got.ReadyTimeout != want.ReadyTimeout ||
+				got.DrainTimeout != want.DrainTimeout || got.Sockets != want.Sockets || got.LogFormat != want.LogFormat ||
+				strings.Join(got.Command, " ") != strings.Join(want.Command, " ") {
+				t.Errorf("ParseConfigFile = %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigFileUnreadable(t *testing.T) {
+	c := validConfig()
+	err := LoadConfigFile(filepath.Join(t.TempDir(), "absent.yaml"), &c)
+	if err == nil || !strings.HasPrefix(err.Error(), "config:") {
+		t.Fatalf("LoadConfigFile(absent) = %v, want a config: error", err)
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	base := []string{"PATH=/bin", "PREFORK_WORKERS=9", "NOTIFY_SOCKET=/run/systemd/notify",
+		"LISTEN_FDS=1", "LISTEN_PID=1", "LISTEN_FDNAMES=x", "HOME=/root"}
+	got := childEnv(base, map[string]string{"PREFORK_WORKERS": "2", "NOTIFY_SOCKET": "@x"})
+	want := map[string]bool{"PATH=/bin": true, "HOME=/root": true, "PREFORK_WORKERS=2": true, "NOTIFY_SOCKET=@x": true}
+	if len(got) != len(want) {
+		t.Fatalf("childEnv = %q, want exactly %v", got, want)
+	}
+	for _, kv := range got {
+		if !want[kv] {
+			t.Errorf("childEnv has %q", kv)
+		}
+	}
+}

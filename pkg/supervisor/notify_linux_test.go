@@ -1,0 +1,36 @@
+package supervisor
+
+import (
+	"os"
+	"testing"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+)
+
+// A real sd_notify client reaches the server, and the kernel tells the
+// server who sent the message.
+func TestNotifyServerCredentials(t *testing.T) {
+	ns, err := listenNotify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.close() })
+	t.Setenv("NOTIFY_SOCKET", ns.addr)
+	sent, err := daemon.SdNotify(false, "STATUS=warming up\nREADY=1")
+	if err != nil || !sent {
+		t.Fatalf("SdNotify = %v, %v; want true, nil", sent, err)
+	}
+	buf := make([]byte, notifyMaxDatagram)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	pid, data, err := ns.read(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid != os.Getpid() {
+		t.Errorf("sender pid = %d, want %d", pid, os.Getpid())
+	}
+	if got := parseNotify(data); !got.Ready || got.Status != "warming up" {
+		t.Errorf("message = %+v, want READY and STATUS", got)
+	}
+}

@@ -1,0 +1,98 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+)
+
+// spawner starts children from one goroutine locked to its OS thread for
+// the life of the supervisor. The children's parent-death signal is tied to
+// the thread that forked them, not to the process: forking from whatever
+// thread the Go scheduler picks would SIGTERM a child whenever the runtime
+// retires that thread. With one thread that outlives every child, the signal
+// fires exactly when the master dies.
+type spawner struct {
+	reqs chan spawnRequest
+}
+
+type spawnRequest struct {
+	argv  []string
+	env   []string
+	reply chan spawnResult
+}
+
+type spawnResult struct {
+	pid int
+	err error
+}
+
+// startSpawner starts the spawning thread; it ends when stop is called.
+func startSpawner(stdin *os.File) *spawner {
+	s := &spawner{reqs: make(chan spawnRequest)}
+	ready := make(chan struct{})
+	go func() {
+		// Never unlocked: when this goroutine returns, the runtime ends the
+		// thread, which is only right once no child is left.
+		runtime.LockOSThread()
+		close(ready)
+		for req := range s.reqs {
+			pid, err := forkExec(req.argv, req.env, stdin)
+			req.reply <- spawnResult{pid: pid, err: err}
+		}
+	}()
+	<-ready
+	return s
+}
+
+// spawn starts argv with env and returns its pid. The caller owns reaping.
+func (s *spawner) spawn(argv, env []string) (int, error) {
+	reply := make(chan spawnResult, 1)
+	s.reqs <- spawnRequest{argv: argv, env: env, reply: reply}
+	r := <-reply
+	return r.pid, r.err
+}
+
+func (s *spawner) stop() { close(s.reqs) }
+
+func forkExec(argv, env []string, stdin *os.File) (int, error) {
+	attr := &syscall.ProcAttr{
+		Env: env,
+		// Every descriptor of the master is close-on-exec (Go opens them
+		// so); these three are the only ones a child inherits.
+		Files: []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()},
+		Sys: &syscall.SysProcAttr{
+			// A process group of its own keeps a terminal's Ctrl-C away
+			// from the children: the master decides how they stop.
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGTERM,
+		},
+	}
+	pid, err := syscall.ForkExec(argv[0], argv, attr)
+	if err != nil {
+		return 0, fmt.Errorf("exec %s: %w", argv[0], err)
+	}
+	return pid, nil
+}
+
+// childEnv returns the master's environment without the variables that
+// belong to the master alone (its own sd_notify socket and socket
+// activation, and every PREFORK_* setting), plus the child's own.
+func childEnv(base []string, own map[string]string) []string {
+	env := make([]string, 0, len(base)+len(own))
+	for _, kv := range base {
+		key, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(key, "PREFORK_"),
+			key == "NOTIFY_SOCKET", key == "LISTEN_FDS", key == "LISTEN_PID", key == "LISTEN_FDNAMES":
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range own {
+		env = append(env, k+"="+v)
+	}
+	return env
+}

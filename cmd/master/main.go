@@ -1,0 +1,53 @@
+// Command master is prefork's supervisor and its command-line client.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes.
+const (
+	exitFailure  = 1 // the run failed, or a client request failed
+	exitBadInput = 2 // bad flags, config or command: nothing was started
+)
+
+func main() {
+	os.Exit(run(os.Args))
+}
+
+// run executes the command line and returns the process exit code. Every
+// error is one line on stderr.
+func run(args []string) int {
+	err := newApp().Run(args)
+	if err == nil {
+		return 0
+	}
+	code := exitFailure
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode()
+	}
+	fmt.Fprintf(os.Stderr, "master: %v\n", err)
+	return code
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "master",
+		Usage: "a prefork supervisor: N SO_REUSEPORT children, crash restarts, zero-downtime reloads",
+		// Errors are printed once, by run, as one line.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   usageError,
+		Commands:       []*cli.Command{runCommand()},
+	}
+}
+
+// usageError turns a flag parsing error into one line and exit code 2,
+// instead of the help text urfave/cli prints by default.
+func usageError(_ *cli.Context, err error, _ bool) error {
+	return cli.Exit(err.Error(), exitBadInput)
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prefork/prefork/pkg/supervisor"
+	"github.com/urfave/cli/v2"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "supervise COMMAND (default: the reference child beside master)",
+		ArgsUsage: "[-- COMMAND [ARG...]]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "workers", Usage: "children per generation (default: number of CPUs)", EnvVars: []string{"PREFORK_WORKERS"}},
+			&cli.StringFlag{Name: "listen", Usage: "address every child binds", Value: supervisor.DefaultListen, EnvVars: []string{"PREFORK_LISTEN"}},
+			&cli.StringFlag{Name: "config", Usage: "YAML file with the same keys as the long flags", EnvVars: []string{"PREFORK_CONFIG"}},
+			&cli.StringFlag{Name: "ready-timeout", Usage: "how long a new child has to say READY=1", Value: supervisor.DefaultReadyTimeout.String(), EnvVars: []string{"PREFORK_READY_TIMEOUT"}},
+			&cli.StringFlag{Name: "drain-timeout", Usage: "how long a draining child has before SIGKILL", Value: supervisor.DefaultDrainTimeout.String(), EnvVars: []string{"PREFORK_DRAIN_TIMEOUT"}},
+			&cli.StringFlag{Name: "sockets", Usage: "who binds the listeners: child", Value: supervisor.DefaultSockets, EnvVars: []string{"PREFORK_SOCKETS"}},
+			&cli.StringFlag{Name: "log-format", Usage: "text or json, on stderr", Value: supervisor.DefaultLogFormat, EnvVars: []string{"PREFORK_LOG_FORMAT"}},
+		},
+		OnUsageError: usageError,
+		Action:       runAction,
+	}
+}
+
+func runAction(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return cli.Exit(err.Error(), exitBadInput)
+	}
+	log := newLogger(cfg.LogFormat)
+	sup, err := supervisor.New(cfg, log)
+	if err != nil {
+		return cli.Exit(err.Error(), exitBadInput)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	go func() {
+		for {
+			select {
+			case sig := <-sigs:
+				log.Info("signal received", "signal", sig.String())
+				if sig == syscall.SIGQUIT {
+					sup.Stop(supervisor.StopFast)
+				} else {
+					sup.Stop(supervisor.StopGraceful)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	log.Info("master started", "pid", os.Getpid(), "workers", cfg.Workers, "listen", cfg.Listen,
+		"command", cfg.Command)
+	if err := sup.Run(ctx); err != nil {
+		return cli.Exit(err.Error(), exitFailure)
+	}
+	log.Info("master stopped")
+	return nil
+}
+
+// loadConfig builds the configuration: defaults, then the config file,
+// then environment and flags (urfave/cli already lets a flag beat its
+// variable).
+func loadConfig(c *cli.Context) (supervisor.Config, error) {
+	cfg := supervisor.DefaultConfig()
+	cmd, err := defaultCommand()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Command = cmd
+	if path := c.String("config"); path != "" {
+		if err := supervisor.LoadConfigFile(path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if err := applyFlags(c, &cfg); err != nil {
+		return cfg, err
+	}
+	if c.Args().Present() {
+		cfg.Command = c.Args().Slice()
+	}
+	return cfg, cfg.Validate()
+}
+
+// applyFlags copies the flags and variables that were set over cfg.
+// Numbers and durations are parsed here rather than by urfave/cli so that a
+// bad value is reported in the same words wherever it came from.
+func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
+	if c.IsSet("workers") {
+		n, err := parseInt("workers", c.String("workers"))
+		if err != nil {
+			return err
+		}
+		cfg.Workers = n
+	}
+	if c.IsSet("listen") {
+		cfg.Listen = c.String("listen")
+	}
+	for name, dst := range map[string]*time.Duration{
+		"ready-timeout": &cfg.ReadyTimeout,
+		"drain-timeout": &cfg.DrainTimeout,
+	} {
+		if !c.IsSet(name) {
+			continue
+		}
+		d, err := time.ParseDuration(c.String(name))
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a duration such as 10s or 1m30s", name, c.String(name))
+		}
+		*dst = d
+	}
+	if c.IsSet("sockets") {
+		cfg.Sockets = c.String("sockets")
+	}
+	if c.IsSet("log-format") {
+		cfg.LogFormat = c.String("log-format")
+	}
+	return nil
+}
+
+func parseInt(name, s string) (int, error) {
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("%s: %q is not a whole number", name, s)
+	}
+	return n, nil
+}
+
+// defaultCommand is the reference child installed beside the master.
+func defaultCommand() ([]string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the default command: %w", err)
+	}
+	return []string{filepath.Join(filepath.Dir(self), "child")}, nil
+}
+
+func newLogger(format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Bad input: exit 2 and one line on stderr, before any child starts.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "started")
+	// A command that leaves a mark if it ever runs.
+	probe := filepath.Join(dir, "probe.sh")
+	write(t, probe, "#!/bin/sh\ntouch "+marker+"\nexec sleep 60\n", 0o755)
+	notExec := filepath.Join(dir, "notexec.sh")
+	write(t, notExec, "#!/bin/sh\n", 0o644)
+	badYAML := filepath.Join(dir, "bad.yaml")
+	write(t, badYAML, "workers: [\n", 0o644)
+	unknownKey := filepath.Join(dir, "unknown.yaml")
+	write(t, unknownKey, "workers: 2\nwrokers: 3\n", 0o644)
+	badValue := filepath.Join(dir, "badvalue.yaml")
+	write(t, badValue, "ready-timeout: soon\n", 0o644)
+	unreadable := filepath.Join(dir, "absent.yaml")
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	tests := []struct {
+		name string
+		args []string // after "run --listen ADDR"
+		env  []string
+		addr string // default: a free port
+		want string // in the error line
+	}{
+		{name: "zero workers", args: []string{"--workers", "0"}, want: "workers"},
+		{name: "workers not a number", args: []string{"--workers", "abc"}, want: "workers"},
+		{name: "workers from env not a number", env: []string{"PREFORK_WORKERS=abc"}, want: "workers"},
+		{name: "malformed listen", addr: "127.0.0.1", want: "listen"},
+		{name: "listen not an ip", addr: "nowhere:80", want: "listen"},
+		{name: "port bound by another program", addr: busy.Addr().String(), want: "already in use"},
+		{name: "missing command", args: []string{"--", filepath.Join(dir, "absent")}, want: "command"},
+		{name: "command not executable", args: []string{"--", notExec}, want: "command"},
+		{name: "unreadable config", args: []string{"--config", unreadable}, want: "config"},
+		{name: "invalid config", args: []string{"--config", badYAML}, want: "config"},
+		{name: "unknown key in config", args: []string{"--config", unknownKey}, want: "wrokers"},
+		{name: "bad value in config", args: []string{"--config", badValue}, want: "soon"},
+		{name: "bad duration flag", args: []string{"--drain-timeout", "forever"}, want: "drain-timeout"},
+		{name: "unknown flag", args: []string{"--wrokers", "2"}, want: "wrokers"},
+		{name: "unknown sockets mode", args: []string{"--sockets", "both"}, want: "sockets"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := tt.addr
+			if addr == "" {
+				addr = freeAddr(t)
+			}
+			args := append([]string{"run", "--listen", addr}, tt.args...)
+			if !slices.Contains(tt.args, "--") {
+				args = append(args, "--", probe)
+			}
+			cmd := exec.Command(filepath.Join(bin, "master"), args...)
+			cmd.Env = append(os.Environ(), tt.env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			cmd.WaitDelay = time.Second
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatalf("master still running after 20 s on bad input; stderr:\n%s", stderr.String())
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("exit code %d (%v), want 2", code, err)
+			}
+			out := strings.TrimRight(stderr.String(), "\n")
+			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.want) {
+				t.Errorf("stderr = %q, want one line mentioning %q", out, tt.want)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Errorf("a child started despite the bad input")
+				os.Remove(marker)
+			}
+		})
+	}
+}
+
+func write(t *testing.T, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,394 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// master is a running bin/master under test.
+type master struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string // the --listen address
+	done chan struct{}
+	err  error // Wait's result, once done is closed
+
+	mu   sync.Mutex
+	logs []logLine
+	raw  bytes.Buffer
+	pids map[int]bool // every child pid the master logged as started
+	// nsPIDs is set when the master runs in a pid namespace of its own: the
+	// pids it logs are not this test's to signal.
+	nsPIDs bool
+	change chan struct{}
+}
+
+// logLine is one JSON log line of the master.
+type logLine map[string]any
+
+func (l logLine) msg() string { s, _ := l["msg"].(string); return s }
+func (l logLine) int(key string) int {
+	switch v := l[key].(type) {
+	case float64:
+		return int(v)
+	case string:
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	return -1
+}
+func (l logLine) str(key string) string { s, _ := l[key].(string); return s }
+
+// freeAddr returns a loopback address with a port nothing listens on now.
+// Port 0 cannot be handed to the master: every child would get its own.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startMaster runs bin/master run with JSON logs on a free port, and makes
+// sure that it and every child it started are gone when the test ends.
+func startMaster(t *testing.T, args ...string) *master {
+	t.Helper()
+	addr := freeAddr(t)
+	return startMasterOn(t, addr, nil, args...)
+}
+
+// startMasterOn is startMaster with the address and extra environment
+// given.
+func startMasterOn(t *testing.T, addr string, env []string, args ...string) *master {
+	t.Helper()
+	return startMasterSys(t, addr, env, &syscall.SysProcAttr{Setpgid: true}, args...)
+}
+
+// startMasterSys is startMasterOn with the process attributes given.
+func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
+	t.Helper()
+	full := append([]string{"run", "--listen", addr, "--log-format", "json"}, args...)
+	m := &master{t: t, addr: addr, done: make(chan struct{}), pids: map[int]bool{}, change: make(chan struct{})}
+	m.cmd = exec.Command(filepath.Join(bin, "master"), full...)
+	m.cmd.Env = append(os.Environ(), env...)
+	// A process group of its own, so a test can send a terminal's Ctrl-C.
+	m.cmd.SysProcAttr = sys
+	m.nsPIDs = sys != nil && sys.Cloneflags&syscall.CLONE_NEWPID != 0
+	stderr, err := m.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.cmd.Stdout = io.Discard
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go m.readLogs(stderr)
+	t.Cleanup(m.cleanup)
+	return m
+}
+
+func (m *master) readLogs(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var l logLine
+		line := sc.Bytes()
+		m.mu.Lock()
+		m.raw.Write(line)
+		m.raw.WriteByte('\n')
+		if json.Unmarshal(line, &l) == nil {
+			m.logs = append(m.logs, l)
+			if l.msg() == "child started" {
+				m.pids[l.int("pid")] = true
+			}
+		}
+		close(m.change)
+		m.change = make(chan struct{})
+		m.mu.Unlock()
+	}
+	m.err = m.cmd.Wait()
+	close(m.done)
+}
+
+// cleanup kills what the test left running: the master, then every child
+// it started, by pid.
+func (m *master) cleanup() {
+	select {
+	case <-m.done:
+	default:
+		m.cmd.Process.Kill()
+		<-m.done
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for pid := range m.pids {
+		// Killing the init of a pid namespace killed all of it already.
+		if !m.nsPIDs && alive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if m.t.Failed() {
+		m.t.Logf("master log:\n%s", m.raw.String())
+	}
+}
+
+// waitLog waits until match accepts n log lines, and returns them.
+func (m *master) waitLog(timeout time.Duration, n int, what string, match func(logLine) bool) []logLine {
+	m.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		m.mu.Lock()
+		var got []logLine
+		for _, l := range m.logs {
+			if match(l) {
+				got = append(got, l)
+			}
+		}
+		change := m.change
+		m.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-change:
+		case <-deadline:
+			m.t.Fatalf("waited %v for %d log lines %s, saw %d", timeout, n, what, len(got))
+		case <-m.done:
+			m.t.Fatalf("master exited (%v) while waiting for %d log lines %s, saw %d", m.err, n, what, len(got))
+		}
+	}
+}
+
+// waitMsg waits for n lines with message msg.
+func (m *master) waitMsg(timeout time.Duration, n int, msg string) []logLine {
+	m.t.Helper()
+	return m.waitLog(timeout, n, strconv.Quote(msg), func(l logLine) bool { return l.msg() == msg })
+}
+
+// lines returns the log lines with message msg so far.
+func (m *master) lines(msg string) []logLine {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var got []logLine
+	for _, l := range m.logs {
+		if l.msg() == msg {
+			got = append(got, l)
+		}
+	}
+	return got
+}
+
+// readyPIDs waits until every slot 0..n-1 has a ready child and returns
+// their pids by slot, from the log.
+func (m *master) waitReady(n int) map[int]int {
+	m.t.Helper()
+	m.waitMsg(30*time.Second, n, "child ready")
+	bySlot := map[int]int{}
+	for _, l := range m.lines("child ready") {
+		bySlot[l.int("slot")] = l.int("pid")
+	}
+	return bySlot
+}
+
+// signal sends sig to the master.
+func (m *master) signal(sig syscall.Signal) {
+	m.t.Helper()
+	if err := m.cmd.Process.Signal(sig); err != nil {
+		m.t.Fatalf("signal master: %v", err)
+	}
+}
+
+// wait waits for the master to exit and returns its exit code.
+func (m *master) wait(timeout time.Duration) int {
+	m.t.Helper()
+	select {
+	case <-m.done:
+	case <-time.After(timeout):
+		m.t.Fatalf("master still running %v later", timeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(m.err, &ee) {
+		return ee.ExitCode()
+	}
+	if m.err != nil {
+		m.t.Fatalf("master: %v", m.err)
+	}
+	return 0
+}
+
+// startedPIDs returns every child pid the master logged as started.
+func (m *master) startedPIDs() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var pids []int
+	for pid := range m.pids {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// alive reports whether pid is a process that has not ended. A zombie has
+// ended (TRAPS 8: kill -0 succeeds on it).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if state, ok := strings.CutPrefix(line, "State:"); ok {
+			return !strings.HasPrefix(strings.TrimSpace(state), "Z")
+		}
+	}
+	return false
+}
+
+// childrenOf returns the pids whose parent is pid.
+func childrenOf(pid int) []int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var pids []int
+	for _, f := range tasks {
+		data, _ := os.ReadFile(f)
+		for _, s := range strings.Fields(string(data)) {
+			if n, err := strconv.Atoi(s); err == nil {
+				pids = append(pids, n)
+			}
+		}
+	}
+	return pids
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// whoami is the reference child's answer to GET /whoami.
+type whoami struct {
+	Slot       int `json:"slot"`
+	Generation int `json:"generation"`
+	PID        int `json:"pid"`
+}
+
+// get makes one request on a new connection and returns status and body.
+func get(addr, path string) (int, []byte, error) {
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+func getWhoami(addr string) (whoami, error) {
+	code, body, err := get(addr, "/whoami")
+	if err != nil {
+		return whoami{}, err
+	}
+	if code != 200 {
+		return whoami{}, fmt.Errorf("GET /whoami: status %d", code)
+	}
+	var w whoami
+	return w, json.Unmarshal(body, &w)
+}
+
+// portFree reports whether nothing listens on addr any more.
+func portFree(addr string) bool {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+func decodeJSON(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// killPID sends SIGKILL to a process this test started.
+func killPID(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+// sendSlow sends GET /?sleep=d on a new connection and returns once a child
+// has accepted it (no listener on addr's port has anything queued), so the
+// request is in flight. The returned func reads the answer.
+func sendSlow(t *testing.T, addr, d string) func() (int, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, "GET /?sleep="+d+" HTTP/1.1\r\nHost: prefork\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	eventually(t, 5*time.Second, "the slow request accepted", func() bool {
+		q, err := acceptQueued(port)
+		return err == nil && q == 0
+	})
+	return func() (int, error) {
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, err
+	}
+}
+
+// acceptQueued returns how many connections wait in the accept queues of
+// the listeners on port, from /proc/net/tcp (a listener's rx_queue is its
+// accept queue length).
+func acceptQueued(port string) (int, error) {
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return 0, err
+	}
+	want := fmt.Sprintf(":%04X", p)
+	total := 0
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			f := strings.Fields(line)
+			// sl local rem st tx_queue:rx_queue ...; 0A is LISTEN.
+			if len(f) < 5 || f[3] != "0A" || !strings.HasSuffix(f[1], want) {
+				continue
+			}
+			_, rx, _ := strings.Cut(f[4], ":")
+			n, err := strconv.ParseInt(rx, 16, 64)
+			if err != nil {
+				return 0, err
+			}
+			total += int(n)
+		}
+	}
+	return total, nil
+}

@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// loadMode says how the load client uses connections.
+type loadMode int
+
+const (
+	// perRequest opens a new connection for every request.
+	perRequest loadMode = iota
+	// keepAlive sends request after request on one connection, and opens a
+	// new one only when the server closes it (Connection: close).
+	keepAlive
+)
+
+func (m loadMode) String() string {
+	if m == keepAlive {
+		return "keep-alive"
+	}
+	return "new connection per request"
+}
+
+// loadResult counts what a load run saw. Every failure is counted: refused,
+// reset, EOF before a full response, a timeout or a status other than 200.
+type loadResult struct {
+	mu       sync.Mutex
+	ok       int
+	failures map[string]int
+	samples  []string
+}
+
+func (r *loadResult) fail(kind string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failures == nil {
+		r.failures = map[string]int{}
+	}
+	r.failures[kind]++
+	if len(r.samples) < 5 {
+		r.samples = append(r.samples, fmt.Sprintf("%s: %v", kind, err))
+	}
+}
+
+func (r *loadResult) succeed() {
+	r.mu.Lock()
+	r.ok++
+	r.mu.Unlock()
+}
+
+// failed returns the number of failed requests.
+func (r *loadResult) failed() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.failures {
+		n += c
+	}
+	return n
+}
+
+func (r *loadResult) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprintf("%d ok, failures %v %q", r.ok, r.failures, r.samples)
+}
+
+// runLoad sends requests to addr from clients goroutines until ctx is done
+// or maxRequests were sent in all; it waits for them and returns the
+// counts. It is the test's own client, rather than net/http's, because
+// http.Transport silently retries a request whose connection broke, which
+// would hide exactly the failures these tests look for.
+func runLoad(ctx context.Context, addr string, mode loadMode, clients, maxRequests int) *loadResult {
+	res := &loadResult{}
+	var budget sync.Mutex
+	left := maxRequests
+	take := func() bool {
+		budget.Lock()
+		defer budget.Unlock()
+		if left == 0 {
+			return false
+		}
+		left--
+		return true
+	}
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			var conn net.Conn
+			var br *bufio.Reader
+			defer func() {
+				if conn != nil {
+					conn.Close()
+				}
+			}()
+			for ctx.Err() == nil && take() {
+				if conn == nil {
+					c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+					if err != nil {
+						res.fail(classify(err), err)
+						continue
+					}
+					conn, br = c, bufio.NewReader(c)
+				}
+				closeAfter, err := roundTrip(conn, br, mode)
+				if err != nil {
+					res.fail(classify(err), err)
+				} else {
+					res.succeed()
+				}
+				if err != nil || closeAfter || mode == perRequest {
+					conn.Close()
+					conn = nil
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return res
+}
+
+var errStatus = errors.New("status not 200")
+
+// roundTrip writes one GET and reads the full response. It reports whether
+// the connection must not be reused.
+func roundTrip(conn net.Conn, br *bufio.Reader, mode loadMode) (closeAfter bool, err error) {
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET / HTTP/1.1\r\nHost: prefork\r\n\r\n"
+	if mode == perRequest {
+		req = "GET / HTTP/1.1\r\nHost: prefork\r\nConnection: close\r\n\r\n"
+	}
+	if _, err := io.WriteString(conn, req); err != nil {
+		return true, err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return true, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return true, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return true, fmt.Errorf("%w: %d", errStatus, resp.StatusCode)
+	}
+	return resp.Close, nil
+}
+
+func classify(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	case errors.Is(err, errStatus):
+		return "status"
+	case errors.Is(err, syscall.EPIPE):
+		return "broken pipe"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "other"
+}

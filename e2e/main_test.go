@@ -1,0 +1,44 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// bin is the directory holding the master and child binaries under test.
+var bin string
+
+// TestMain builds the binaries once (with the race detector, so that the
+// end-to-end runs check the master for races too), or takes them from
+// PREFORK_E2E_BIN. The test binary doubles as a child program: with
+// E2E_PREFORK_ROLE set it plays that role instead of running tests.
+func TestMain(m *testing.M) {
+	if role := os.Getenv("E2E_PREFORK_ROLE"); role != "" {
+		os.Exit(playRole(role))
+	}
+	bin = os.Getenv("PREFORK_E2E_BIN")
+	cleanup := func() {}
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "prefork-e2e-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		bin = dir
+		build := exec.Command("go", "build", "-race", "-o", dir+string(filepath.Separator),
+			"github.com/prefork/prefork/cmd/master", "github.com/prefork/prefork/cmd/child")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build binaries:", err)
+			cleanup()
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}

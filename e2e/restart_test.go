@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A command that exits at once is not bad input: the master keeps running,
+// logs every exit with its status, restarts with a doubling delay, and
+// still answers signals.
+func TestCrashLoopBacksOff(t *testing.T) {
+	m := startMaster(t, "--workers", "1", "--", "/bin/sh", "-c", "exit 3")
+	// Restarts at 0, 100, 200, 400, 800 ms: five restarts in about 1.5 s.
+	restarts := m.waitMsg(20*time.Second, 6, "restarting slot")
+	want := []string{"0s", "100ms", "200ms", "400ms", "800ms", "1.6s"}
+	for i, l := range restarts[:len(want)] {
+		if got := l.str("in"); got != want[i] {
+			t.Errorf("restart %d: delay %q, want %q", i+1, got, want[i])
+		}
+	}
+	exits := m.lines("child exited unexpectedly")
+	for _, l := range exits {
+		if l.int("code") != 3 {
+			t.Errorf("exit logged as %v, want code 3", l)
+		}
+	}
+	// Starts are at least the logged delay apart.
+	starts := m.lines("child started")
+	for i := 2; i < len(starts) && i < len(want); i++ {
+		gap := logTime(t, starts[i]).Sub(logTime(t, starts[i-1]))
+		d, _ := time.ParseDuration(want[i-1])
+		if gap < d {
+			t.Errorf("start %d came %v after the one before, want at least %v", i, gap, d)
+		}
+	}
+	m.signal(syscall.SIGTERM)
+	if code := m.wait(10 * time.Second); code != 0 {
+		t.Fatalf("master exit code %d after SIGTERM in a crash loop, want 0", code)
+	}
+}
+
+func logTime(t *testing.T, l logLine) time.Time {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339Nano, l.str("time"))
+	if err != nil {
+		t.Fatalf("log line without a time: %v", l)
+	}
+	return ts
+}
+
+// A child that never says READY=1 is killed after the ready timeout,
+// counted as a failed start and replaced.
+func TestNotReadyChildIsKilled(t *testing.T) {
+	m := startMaster(t, "--workers", "1", "--ready-timeout", "300ms", "--", "/bin/sleep", "60")
+	lines := m.waitMsg(10*time.Second, 1, "child not ready in time; killing it")
+	pid := lines[0].int("pid")
+	exit := m.waitLog(10*time.Second, 1, "the exit of the child that was not ready", func(l logLine) bool {
+		return l.msg() == "child exited unexpectedly" && l.int("pid") == pid
+	})[0]
+	if exit.str("signal") != "SIGKILL" || exit.str("reason") != "not ready in time" {
+		t.Errorf("exit line %v, want signal SIGKILL and reason", exit)
+	}
+	if alive(pid) {
+		t.Errorf("child %d still running", pid)
+	}
+	m.waitMsg(10*time.Second, 2, "child started") // replaced
+}
+
+// No descriptor of the master leaks into a child: it holds stdin, stdout
+// and stderr only.
+func TestChildInheritsOnlyStdio(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "fds")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startMasterOn(t, freeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
+		"--workers", "2", "--", self)
+	m.waitReady(2)
+	for _, slot := range []string{"0", "1"} {
+		data, err := os.ReadFile(out + "." + slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fds []string
+		for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+			fd, target, _ := strings.Cut(line, " ")
+			fds = append(fds, fd)
+			if fd == "0" && target != "/dev/null" {
+				t.Errorf("slot %s: stdin is %s, want /dev/null", slot, target)
+			}
+		}
+		if strings.Join(fds, ",") != "0,1,2" {
+			t.Errorf("slot %s inherited descriptors:\n%s\nwant 0, 1 and 2 only", slot, data)
+		}
+	}
+}

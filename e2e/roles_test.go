@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+)
+
+// playRole runs the test binary as a child program of the master.
+func playRole(role string) int {
+	switch role {
+	case "fdlist":
+		return fdList()
+	}
+	fmt.Fprintln(os.Stderr, "unknown E2E_PREFORK_ROLE", role)
+	return 2
+}
+
+// fdList writes the descriptors this process inherited, one "fd target"
+// per line, to E2E_PREFORK_OUT.SLOT, says READY=1 and waits to be stopped.
+// An inherited descriptor is one without FD_CLOEXEC: exec closed every
+// other, and whatever the Go runtime opened itself since (it keeps cgroup
+// files open, for one) has the flag.
+func fdList() int {
+	dir, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 1
+	}
+	var names []string
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Getdents(dir, buf)
+		if err != nil {
+			return 1
+		}
+		if n == 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+	var lines []string
+	for _, name := range names {
+		fd, err := strconv.Atoi(name)
+		if err != nil || fd == dir {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC != 0 {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + name)
+		lines = append(lines, fmt.Sprintf("%d %s", fd, target))
+	}
+	unix.Close(dir)
+	if err := os.WriteFile(os.Getenv("E2E_PREFORK_OUT")+"."+os.Getenv("PREFORK_SLOT"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return 1
+	}
+	daemon.SdNotify(false, daemon.SdNotifyReady)
+	time.Sleep(time.Minute) // SIGTERM ends it
+	return 0
+}

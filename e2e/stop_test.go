@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SIGTERM to the master with a request in flight: the request gets its 200,
+// the master exits 0, no child is left and the port is free.
+func TestGracefulStopFinishesInFlight(t *testing.T) {
+	testGracefulStop(t, func(m *master) { m.signal(syscall.SIGTERM) })
+}
+
+// A terminal's Ctrl-C sends SIGINT to the whole foreground process group:
+// the children must not act on it; the master drains them as for SIGTERM.
+func TestCtrlCDrainsLikeSIGTERM(t *testing.T) {
+	testGracefulStop(t, func(m *master) {
+		if err := syscall.Kill(-m.cmd.Process.Pid, syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func testGracefulStop(t *testing.T, stop func(*master)) {
+	m := startMaster(t, "--workers", "2", "--drain-timeout", "10s")
+	m.waitReady(2)
+	inFlight := sendSlow(t, m.addr, "2s")
+	stop(m)
+	if code, err := inFlight(); err != nil || code != 200 {
+		t.Fatalf("in-flight request across the stop: code %d, err %v; want 200", code, err)
+	}
+	if code := m.wait(15 * time.Second); code != 0 {
+		t.Fatalf("master exit code %d, want 0", code)
+	}
+	for _, pid := range m.startedPIDs() {
+		if alive(pid) {
+			t.Errorf("child %d outlived the master", pid)
+		}
+	}
+	if !portFree(m.addr) {
+		t.Errorf("%s still has a listener after the master exited", m.addr)
+	}
+}
+
+// SIGQUIT: every child is killed at once, the master exits 0.
+func TestFastStop(t *testing.T) {
+	m := startMaster(t, "--workers", "2", "--drain-timeout", "1m")
+	m.waitReady(2)
+	sendSlow(t, m.addr, "30s") // would hold a graceful stop for 30 s
+	m.signal(syscall.SIGQUIT)
+	if code := m.wait(10 * time.Second); code != 0 {
+		t.Fatalf("master exit code %d, want 0", code)
+	}
+	for _, l := range m.lines("child exited") {
+		if l.str("signal") != "SIGKILL" {
+			t.Errorf("child %d exited with %v, want SIGKILL", l.int("pid"), l)
+		}
+	}
+	for _, pid := range m.startedPIDs() {
+		if alive(pid) {
+			t.Errorf("child %d outlived the master", pid)
+		}
+	}
+}
+
+// SIGKILL to the master: every child notices, drains and exits within the
+// drain timeout plus one second, and the port is free.
+func TestMasterKilledChildrenExit(t *testing.T) {
+	const drain = 2 * time.Second
+	m := startMaster(t, "--workers", "3", "--drain-timeout", drain.String())
+	m.waitReady(3)
+	pids := m.startedPIDs()
+	m.signal(syscall.SIGKILL)
+	m.wait(5 * time.Second)
+	killed := time.Now()
+	eventually(t, drain+time.Second, "every child gone after the master was killed", func() bool {
+		for _, pid := range pids {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("children gone %v after the master's death", time.Since(killed).Round(time.Millisecond))
+	if !portFree(m.addr) {
+		t.Errorf("%s still has a listener", m.addr)
+	}
+}

@@ -22,11 +22,12 @@ import (
 
 // master is a running bin/master under test.
 type master struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	addr string // the --listen address
-	done chan struct{}
-	err  error // Wait's result, once done is closed
+	t       *testing.T
+	cmd     *exec.Cmd
+	addr    string // the --listen address
+	control string // the --control socket
+	done    chan struct{}
+	err     error // Wait's result, once done is closed
 
 	mu   sync.Mutex
 	logs []logLine
@@ -84,8 +85,9 @@ func startMasterOn(t *testing.T, addr string, env []string, args ...string) *mas
 // startMasterSys is startMasterOn with the process attributes given.
 func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
 	t.Helper()
-	full := append([]string{"run", "--listen", addr, "--log-format", "json"}, args...)
-	m := &master{t: t, addr: addr, done: make(chan struct{}), pids: map[int]bool{}, change: make(chan struct{})}
+	control := filepath.Join(t.TempDir(), "ctl.sock")
+	full := append([]string{"run", "--listen", addr, "--log-format", "json", "--control", control}, args...)
+	m := &master{t: t, addr: addr, control: control, done: make(chan struct{}), pids: map[int]bool{}, change: make(chan struct{})}
 	m.cmd = exec.Command(filepath.Join(bin, "master"), full...)
 	m.cmd.Env = append(os.Environ(), env...)
 	// A process group of its own, so a test can send a terminal's Ctrl-C.

@@ -34,6 +34,7 @@ func (m loadMode) String() string {
 // loadResult counts what a load run saw. Every failure is counted: refused,
 // reset, EOF before a full response, a timeout or a status other than 200.
 type loadResult struct {
+	mode     loadMode
 	mu       sync.Mutex
 	ok       int
 	failures map[string]int

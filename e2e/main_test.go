@@ -11,9 +11,7 @@ import (
 // bin is the directory holding the master and child binaries under test.
 var bin string
 
-// TestMain builds the binaries once (with the race detector, so that the
-// end-to-end runs check the master for races too), or takes them from
-// PREFORK_E2E_BIN. The test binary doubles as a child program: with
+// TestMain builds the binaries once, or takes them from PREFORK_E2E_BIN. The test binary doubles as a child program: with
 // E2E_PREFORK_ROLE set it plays that role instead of running tests.
 func TestMain(m *testing.M) {
 	if role := os.Getenv("E2E_PREFORK_ROLE"); role != "" {
@@ -29,13 +27,25 @@ func TestMain(m *testing.M) {
 		}
 		cleanup = func() { os.RemoveAll(dir) }
 		bin = dir
-		build := exec.Command("go", "build", "-race", "-o", dir+string(filepath.Separator),
-			"github.com/prefork/prefork/cmd/master", "github.com/prefork/prefork/cmd/child")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build binaries:", err)
-			cleanup()
-			os.Exit(1)
+		// The master is built with the race detector, so that the
+		// end-to-end runs check it for races too; the reference child,
+		// whose library has race-checked tests of its own, is not: it
+		// carries the load of the load tests.
+		for _, b := range []struct{ flags, pkg string }{
+			{"-race", "github.com/prefork/prefork/cmd/master"},
+			{"", "github.com/prefork/prefork/cmd/child"},
+		} {
+			args := []string{"build", "-o", dir + string(filepath.Separator)}
+			if b.flags != "" {
+				args = append(args, b.flags)
+			}
+			build := exec.Command("go", append(args, b.pkg)...)
+			build.Stdout, build.Stderr = os.Stderr, os.Stderr
+			if err := build.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "build binaries:", err)
+				cleanup()
+				os.Exit(1)
+			}
 		}
 	}
 	code := m.Run()

@@ -88,6 +88,9 @@ func TestChildInheritsOnlyStdio(t *testing.T) {
 		}
 		var fds []string
 		for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+			if strings.HasPrefix(line, "LISTEN_") {
+				continue
+			}
 			fd, target, _ := strings.Cut(line, " ")
 			fds = append(fds, fd)
 			if fd == "0" && target != "/dev/null" {

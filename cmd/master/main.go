@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/prefork/prefork/pkg/supervisor"
 	"github.com/urfave/cli/v2"
 )
 
@@ -16,6 +17,12 @@ const (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == supervisor.ShimCommand {
+		// Between fork and the command in master socket mode; see ExecShim.
+		err := supervisor.ExecShim(os.Args[2:])
+		fmt.Fprintf(os.Stderr, "master: %v\n", err)
+		os.Exit(127)
+	}
 	os.Exit(run(os.Args))
 }
 
@@ -42,7 +49,7 @@ func newApp() *cli.App {
 		// Errors are printed once, by run, as one line.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   usageError,
-		Commands:       []*cli.Command{runCommand()},
+		Commands:       []*cli.Command{runCommand(), statusCommand(), reloadCommand(), stopCommand()},
 	}
 }
 

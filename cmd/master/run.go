@@ -25,7 +25,8 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "config", Usage: "YAML file with the same keys as the long flags", EnvVars: []string{"PREFORK_CONFIG"}},
 			&cli.StringFlag{Name: "ready-timeout", Usage: "how long a new child has to say READY=1", Value: supervisor.DefaultReadyTimeout.String(), EnvVars: []string{"PREFORK_READY_TIMEOUT"}},
 			&cli.StringFlag{Name: "drain-timeout", Usage: "how long a draining child has before SIGKILL", Value: supervisor.DefaultDrainTimeout.String(), EnvVars: []string{"PREFORK_DRAIN_TIMEOUT"}},
-			&cli.StringFlag{Name: "sockets", Usage: "who binds the listeners: child", Value: supervisor.DefaultSockets, EnvVars: []string{"PREFORK_SOCKETS"}},
+			&cli.StringFlag{Name: "sockets", Usage: "who binds the listeners: child or master", Value: supervisor.DefaultSockets, EnvVars: []string{"PREFORK_SOCKETS"}},
+			controlFlag(),
 			&cli.StringFlag{Name: "log-format", Usage: "text or json, on stderr", Value: supervisor.DefaultLogFormat, EnvVars: []string{"PREFORK_LOG_FORMAT"}},
 		},
 		OnUsageError: usageError,
@@ -39,7 +40,10 @@ func runAction(c *cli.Context) error {
 		return cli.Exit(err.Error(), exitBadInput)
 	}
 	log := newLogger(cfg.LogFormat)
-	sup, err := supervisor.New(cfg, log)
+	sup, err := supervisor.New(cfg, supervisor.Options{
+		Log:  log,
+		Load: func() (supervisor.Config, error) { return loadConfig(c) },
+	})
 	if err != nil {
 		return cli.Exit(err.Error(), exitBadInput)
 	}
@@ -47,16 +51,19 @@ func runAction(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	go func() {
 		for {
 			select {
 			case sig := <-sigs:
 				log.Info("signal received", "signal", sig.String())
-				if sig == syscall.SIGQUIT {
+				switch sig {
+				case syscall.SIGHUP:
+					sup.RequestReload()
+				case syscall.SIGQUIT:
 					sup.Stop(supervisor.StopFast)
-				} else {
+				default:
 					sup.Stop(supervisor.StopGraceful)
 				}
 			case <-ctx.Done():
@@ -127,6 +134,9 @@ func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
 	}
 	if c.IsSet("sockets") {
 		cfg.Sockets = c.String("sockets")
+	}
+	if c.IsSet("control") || cfg.Control == "" {
+		cfg.Control = c.String("control")
 	}
 	if c.IsSet("log-format") {
 		cfg.LogFormat = c.String("log-format")

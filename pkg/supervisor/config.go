@@ -50,6 +50,8 @@ type Config struct {
 	LogFormat string
 	// Command is the program and arguments started once per slot.
 	Command []string
+	// Control is the path of the admin API's unix socket; "" turns it off.
+	Control string
 }
 
 // DefaultConfig returns the documented defaults. Command is left to the
@@ -83,7 +85,6 @@ func (c Config) Validate() error {
 	switch c.Sockets {
 	case SocketsChild:
 	case SocketsMaster:
-		return errors.New("sockets: mode \"master\" is not available yet; use \"child\"")
 	default:
 		return fmt.Errorf("sockets: %q is not child or master", c.Sockets)
 	}

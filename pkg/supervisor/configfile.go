@@ -22,6 +22,7 @@ type fileConfig struct {
 	Sockets      *string   `yaml:"sockets"`
 	LogFormat    *string   `yaml:"log-format"`
 	Command      []string  `yaml:"command"`
+	Control      *string   `yaml:"control"`
 }
 
 type duration time.Duration
@@ -89,6 +90,9 @@ func (fc fileConfig) applyTo(cfg *Config) {
 	}
 	if fc.LogFormat != nil {
 		cfg.LogFormat = *fc.LogFormat
+	}
+	if fc.Control != nil {
+		cfg.Control = *fc.Control
 	}
 	if fc.Command != nil {
 		cfg.Command = fc.Command

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -19,9 +20,10 @@ type spawner struct {
 }
 
 type spawnRequest struct {
-	argv  []string
-	env   []string
-	reply chan spawnResult
+	argv     []string
+	env      []string
+	listener int // a descriptor to pass as fd 3, or -1
+	reply    chan spawnResult
 }
 
 type spawnResult struct {
@@ -39,7 +41,7 @@ func startSpawner(stdin *os.File) *spawner {
 		runtime.LockOSThread()
 		close(ready)
 		for req := range s.reqs {
-			pid, err := forkExec(req.argv, req.env, stdin)
+			pid, err := forkExec(req.argv, req.env, stdin, req.listener)
 			req.reply <- spawnResult{pid: pid, err: err}
 		}
 	}()
@@ -47,22 +49,27 @@ func startSpawner(stdin *os.File) *spawner {
 	return s
 }
 
-// spawn starts argv with env and returns its pid. The caller owns reaping.
-func (s *spawner) spawn(argv, env []string) (int, error) {
+// spawn starts argv with env, and listener as fd 3 unless it is -1, and
+// returns its pid. The caller owns reaping.
+func (s *spawner) spawn(argv, env []string, listener int) (int, error) {
 	reply := make(chan spawnResult, 1)
-	s.reqs <- spawnRequest{argv: argv, env: env, reply: reply}
+	s.reqs <- spawnRequest{argv: argv, env: env, listener: listener, reply: reply}
 	r := <-reply
 	return r.pid, r.err
 }
 
 func (s *spawner) stop() { close(s.reqs) }
 
-func forkExec(argv, env []string, stdin *os.File) (int, error) {
+func forkExec(argv, env []string, stdin *os.File, listener int) (int, error) {
+	// Every descriptor of the master is close-on-exec; these are the only
+	// ones a child inherits.
+	files := []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
+	if listener >= 0 {
+		files = append(files, uintptr(listener))
+	}
 	attr := &syscall.ProcAttr{
-		Env: env,
-		// Every descriptor of the master is close-on-exec (Go opens them
-		// so); these three are the only ones a child inherits.
-		Files: []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()},
+		Env:   env,
+		Files: files,
 		Sys: &syscall.SysProcAttr{
 			// A process group of its own keeps a terminal's Ctrl-C away
 			// from the children: the master decides how they stop.
@@ -95,4 +102,20 @@ func childEnv(base []string, own map[string]string) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
+}
+
+// ShimCommand is the first argument that makes the master's binary act as
+// the exec shim of master socket mode (see ExecShim).
+const ShimCommand = "__prefork_exec"
+
+// ExecShim is what the master's binary runs when started with ShimCommand:
+// it sets LISTEN_PID to its own pid, which the socket-activation protocol
+// demands and which the master cannot know before the fork, and execs
+// argv in place, keeping the pid, fd 3 and the parent-death signal.
+func ExecShim(argv []string) error {
+	if len(argv) == 0 {
+		return fmt.Errorf("exec shim: no command")
+	}
+	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+	return fmt.Errorf("exec shim: %w", syscall.Exec(argv[0], argv, env))
 }

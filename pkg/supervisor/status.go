@@ -1,6 +1,10 @@
 package supervisor
 
-import "time"
+import (
+	"os"
+	"slices"
+	"time"
+)
 
 // State is where a child is in its life.
 type State string
@@ -15,23 +19,55 @@ const (
 	StateDraining State = "draining"
 )
 
-// ChildStatus describes one live child.
+// ChildStatus describes one live child, as GET /status shows it.
 type ChildStatus struct {
-	Slot       int
-	Generation int
-	PID        int
-	State      State
-	Started    time.Time
+	Slot       int   `json:"slot"`
+	Generation int   `json:"generation"`
+	PID        int   `json:"pid"`
+	State      State `json:"state"`
+	// Accepts counts the connections this slot's children accepted.
+	Accepts uint64 `json:"accepts"`
 	// Restarts counts the unplanned exits of the slot that were restarted,
 	// over the life of the supervisor.
-	Restarts int
+	Restarts      int       `json:"restarts"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Started       time.Time `json:"-"`
 }
 
-// Status is a snapshot of the supervisor.
+// Status is a snapshot of the supervisor, as GET /status shows it.
 type Status struct {
-	PID        int
-	Generation int
-	Workers    int
-	Sockets    string
-	Children   []ChildStatus
+	PID        int           `json:"pid"`
+	Generation int           `json:"generation"`
+	Workers    int           `json:"workers"`
+	Sockets    string        `json:"sockets"`
+	Children   []ChildStatus `json:"children"`
+}
+
+func (s *Supervisor) status() Status {
+	now := time.Now()
+	st := Status{
+		PID:        os.Getpid(),
+		Generation: s.cur.number,
+		Workers:    s.cur.cfg.Workers,
+		Sockets:    s.cur.cfg.Sockets,
+		Children:   []ChildStatus{},
+	}
+	for _, c := range s.children {
+		st.Children = append(st.Children, ChildStatus{
+			Slot:          c.slot,
+			Generation:    c.gen.number,
+			PID:           c.pid,
+			State:         c.state,
+			Restarts:      s.restarts[c.slot],
+			UptimeSeconds: now.Sub(c.started).Seconds(),
+			Started:       c.started,
+		})
+	}
+	slices.SortFunc(st.Children, func(a, b ChildStatus) int {
+		if a.Slot != b.Slot {
+			return a.Slot - b.Slot
+		}
+		return a.Generation - b.Generation
+	})
+	return st
 }

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
@@ -27,34 +28,73 @@ const (
 	StopFast
 )
 
-// ErrNotRunning is returned by requests made after Run has returned.
-var ErrNotRunning = errors.New("supervisor is not running")
+// Errors of requests to a supervisor.
+var (
+	// ErrNotRunning is returned by requests made after Run has returned.
+	ErrNotRunning = errors.New("supervisor is not running")
+	// ErrStopping is returned for a reload asked for, or cut short, by a stop.
+	ErrStopping = errors.New("supervisor is stopping")
+	// ErrReloadRejected wraps the reason a new configuration was refused;
+	// nothing changed.
+	ErrReloadRejected = errors.New("reload rejected")
+	// ErrRolledBack wraps the reason a new generation failed to get ready;
+	// it was killed and the old one serves on.
+	ErrRolledBack = errors.New("reload rolled back")
+)
+
+// Options are the parts of a supervisor that are not configuration.
+type Options struct {
+	// Log receives the supervisor's log lines; nil discards them.
+	Log *slog.Logger
+	// Load returns the configuration for a reload: the config file re-read
+	// with flags still winning. Nil reloads with the configuration the
+	// supervisor was created with.
+	Load func() (Config, error)
+}
 
 // Supervisor runs and watches the children. Create it with New, then call
 // Run once.
 type Supervisor struct {
-	cfg     Config
-	argv    []string // cfg.Command with its program resolved to a path
+	opts    Options
 	log     *slog.Logger
 	notify  *notifyServer
+	control net.Listener // the admin API's socket; nil when off
 	devnull *os.File
+	self    string // the master's executable, the exec shim of master socket mode
+	systemd bool   // the master itself was started with NOTIFY_SOCKET
 
 	events chan any      // everything the loop acts on
 	quit   chan struct{} // closed when Run's loop has ended
 
 	// Owned by the loop goroutine alone.
-	spawner    *spawner
-	children   map[int]*child // by pid; only unreaped processes
-	slots      []*slot
-	generation int
-	stopping   StopMode // 0 while running
+	spawner     *spawner
+	children    map[int]*child // by pid; only unreaped processes
+	cur         *generation    // the serving generation
+	next        *generation    // the generation a reload is starting, or nil
+	reload      reloadState
+	reloadStart time.Time
+	reloadErr   error               // why the running reload failed
+	waiters     []chan ReloadResult // callers of the running reload
+	queued      []chan ReloadResult // callers of the reload queued after it
+	restarts    map[int]int         // unplanned exits restarted, by slot
+	sockets     *socketSet          // master socket mode's listeners
+	announced   bool                // READY=1 sent to systemd
+	stopping    StopMode            // 0 while running
+}
+
+// generation is one set of children started from one configuration.
+type generation struct {
+	number int
+	cfg    Config
+	argv   []string // cfg.Command with its program resolved to a path
+	slots  []*slot
 }
 
 // child is one process the supervisor started and has not reaped yet.
 type child struct {
 	pid        int
+	gen        *generation
 	slot       int
-	generation int
 	state      State
 	started    time.Time
 	readyAt    time.Time
@@ -63,12 +103,19 @@ type child struct {
 	notReady   bool // killed for not being ready in time
 }
 
-// slot is a position 0..Workers-1 that outlives its children.
+// slot is a position 0..Workers-1 of a generation.
 type slot struct {
-	current  *child // nil while a restart is pending
-	failures int    // unplanned exits in a row, for the backoff
-	restarts int
+	current  *child      // nil while a restart is pending
+	failures int         // unplanned exits in a row, for the backoff
 	timer    *time.Timer // a pending restart
+}
+
+// ReloadResult is the outcome of a reload: the generation serving after it,
+// and why it failed, wrapping ErrReloadRejected, ErrRolledBack or
+// ErrStopping.
+type ReloadResult struct {
+	Generation int
+	Err        error
 }
 
 // Events the loop receives (besides exitStatus from the reaper).
@@ -79,24 +126,19 @@ type (
 	}
 	readyTimeout  struct{ c *child }
 	drainTimeout  struct{ c *child }
-	restartDue    struct{ slot int }
+	restartDue    struct{ s *slot }
 	stopRequest   struct{ mode StopMode }
 	statusRequest struct{ reply chan Status }
+	reloadRequest struct{ reply chan ReloadResult } // reply nil: nobody waits
 )
 
 // New checks cfg and prepares what the children will need, without starting
 // any: every error here is the operator's to fix, reported before anything
 // runs.
-func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	path, err := exec.LookPath(cfg.Command[0])
+func New(cfg Config, opts Options) (*Supervisor, error) {
+	g, err := newGeneration(1, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("command: %w", err)
-	}
-	if path, err = filepath.Abs(path); err != nil {
-		return nil, fmt.Errorf("command: %w", err)
+		return nil, err
 	}
 	if err := sockopt.CheckFree(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -104,33 +146,87 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 	if err := closeOnExecAll(); err != nil {
 		return nil, err
 	}
-	devnull, err := os.Open(os.DevNull)
+	self, err := os.Executable()
 	if err != nil {
+		return nil, fmt.Errorf("find the master's executable: %w", err)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Supervisor{
+		opts:     opts,
+		log:      log,
+		self:     self,
+		systemd:  os.Getenv("NOTIFY_SOCKET") != "",
+		events:   make(chan any, 64),
+		quit:     make(chan struct{}),
+		children: make(map[int]*child),
+		cur:      g,
+		restarts: make(map[int]int),
+		sockets:  newSocketSet(),
+	}
+	if cfg.Sockets == SocketsMaster {
+		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
+			s.sockets.closeAll()
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	if cfg.Control != "" {
+		if s.control, err = listenControl(cfg.Control); err != nil {
+			s.sockets.closeAll()
+			return nil, err
+		}
+	}
+	if s.devnull, err = os.Open(os.DevNull); err == nil {
+		s.notify, err = listenNotify()
+	}
+	if err != nil {
+		s.release()
 		return nil, err
 	}
-	ns, err := listenNotify()
-	if err != nil {
-		devnull.Close()
+	return s, nil
+}
+
+// newGeneration checks cfg and resolves its command.
+func newGeneration(number int, cfg Config) (*generation, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Supervisor{
-		cfg:        cfg,
-		argv:       append([]string{path}, cfg.Command[1:]...),
-		log:        log,
-		notify:     ns,
-		devnull:    devnull,
-		events:     make(chan any, 64),
-		quit:       make(chan struct{}),
-		children:   make(map[int]*child),
-		generation: 1,
-	}, nil
+	path, err := exec.LookPath(cfg.Command[0])
+	if err == nil {
+		path, err = filepath.Abs(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("command: %w", err)
+	}
+	g := &generation{number: number, cfg: cfg, argv: append([]string{path}, cfg.Command[1:]...)}
+	g.slots = make([]*slot, cfg.Workers)
+	for i := range g.slots {
+		g.slots[i] = &slot{}
+	}
+	return g, nil
+}
+
+// release closes what New opened.
+func (s *Supervisor) release() {
+	if s.control != nil {
+		s.control.Close()
+	}
+	if s.notify != nil {
+		s.notify.close()
+	}
+	if s.devnull != nil {
+		s.devnull.Close()
+	}
+	s.sockets.closeAll()
 }
 
 // Run starts the children and supervises them until a stop, requested by
-// Stop or by cancelling ctx (a graceful stop), has ended with every child
-// reaped. It returns nil then.
+// Stop, by the admin API or by cancelling ctx (a graceful stop), has ended
+// with every child reaped. It returns nil then.
 func (s *Supervisor) Run(ctx context.Context) error {
-	defer s.devnull.Close()
+	defer s.release()
 	stopReaper := make(chan struct{})
 	reaperDone := reaper(func(e exitStatus) { s.send(e) }, stopReaper)
 	notifyDone := make(chan struct{})
@@ -138,17 +234,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		defer close(notifyDone)
 		s.readNotify()
 	}()
+	var admin *http.Server
+	if s.control != nil {
+		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go admin.Serve(s.control)
+	}
 	s.spawner = startSpawner(s.devnull)
-	s.warnMigrateReq()
+	s.warnMigrateReq(s.cur.cfg)
 
-	s.slots = make([]*slot, s.cfg.Workers)
-	for i := range s.slots {
-		s.slots[i] = &slot{}
-		s.startChild(i)
+	for i := range s.cur.slots {
+		s.startServing(i)
 	}
 	s.loop(ctx)
 
 	close(s.quit)
+	if admin != nil {
+		admin.Close()
+		os.Remove(s.cur.cfg.Control)
+	}
 	close(stopReaper)
 	<-reaperDone
 	s.spawner.stop()
@@ -181,11 +284,13 @@ func (s *Supervisor) handle(ev any) {
 	case drainTimeout:
 		s.drainTimedOut(ev.c)
 	case restartDue:
-		s.restartDue(ev.slot)
+		s.restartDue(ev.s)
 	case stopRequest:
 		s.stop(ev.mode)
 	case statusRequest:
 		ev.reply <- s.status()
+	case reloadRequest:
+		s.requestReload(ev.reply)
 	}
 }
 
@@ -200,6 +305,29 @@ func (s *Supervisor) send(ev any) {
 // Stop asks for a stop; it returns at once. A graceful stop can be
 // escalated to a fast one.
 func (s *Supervisor) Stop(mode StopMode) { s.send(stopRequest{mode: mode}) }
+
+// RequestReload asks for a reload and returns at once (SIGHUP).
+func (s *Supervisor) RequestReload() { s.send(reloadRequest{}) }
+
+// Reload runs a reload and waits for its outcome, or for ctx.
+func (s *Supervisor) Reload(ctx context.Context) ReloadResult {
+	reply := make(chan ReloadResult, 1)
+	select {
+	case s.events <- reloadRequest{reply: reply}:
+	case <-s.quit:
+		return ReloadResult{Err: ErrNotRunning}
+	case <-ctx.Done():
+		return ReloadResult{Err: ctx.Err()}
+	}
+	select {
+	case r := <-reply:
+		return r
+	case <-s.quit:
+		return ReloadResult{Err: ErrNotRunning}
+	case <-ctx.Done():
+		return ReloadResult{Err: ctx.Err()}
+	}
+}
 
 // Status returns a snapshot of the children, sorted by slot.
 func (s *Supervisor) Status() (Status, error) {
@@ -217,55 +345,52 @@ func (s *Supervisor) Status() (Status, error) {
 	}
 }
 
-func (s *Supervisor) status() Status {
-	st := Status{
-		PID:        os.Getpid(),
-		Generation: s.generation,
-		Workers:    s.cfg.Workers,
-		Sockets:    s.cfg.Sockets,
+// startServing starts the child of a slot of the serving generation; a
+// failure to start counts against the slot like an exit.
+func (s *Supervisor) startServing(slotIndex int) {
+	if err := s.startChild(s.cur, slotIndex); err != nil {
+		s.log.Error("child failed to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
+		s.cur.slots[slotIndex].failures++
+		s.scheduleRestart(s.cur, slotIndex)
 	}
-	for _, c := range s.children {
-		st.Children = append(st.Children, ChildStatus{
-			Slot:       c.slot,
-			Generation: c.generation,
-			PID:        c.pid,
-			State:      c.state,
-			Started:    c.started,
-			Restarts:   s.slots[c.slot].restarts,
-		})
-	}
-	slices.SortFunc(st.Children, func(a, b ChildStatus) int {
-		if a.Slot != b.Slot {
-			return a.Slot - b.Slot
-		}
-		return a.Generation - b.Generation
-	})
-	return st
 }
 
-func (s *Supervisor) startChild(slotIndex int) {
-	sl := s.slots[slotIndex]
-	env := childEnv(os.Environ(), map[string]string{
-		"PREFORK_LISTEN":        s.cfg.Listen,
+// startChild starts the child of a slot of g.
+func (s *Supervisor) startChild(g *generation, slotIndex int) error {
+	sl := g.slots[slotIndex]
+	cfg := g.cfg
+	own := map[string]string{
+		"PREFORK_LISTEN":        cfg.Listen,
 		"PREFORK_SLOT":          strconv.Itoa(slotIndex),
-		"PREFORK_GENERATION":    strconv.Itoa(s.generation),
-		"PREFORK_WORKERS":       strconv.Itoa(s.cfg.Workers),
-		"PREFORK_DRAIN_TIMEOUT": s.cfg.DrainTimeout.String(),
+		"PREFORK_GENERATION":    strconv.Itoa(g.number),
+		"PREFORK_WORKERS":       strconv.Itoa(cfg.Workers),
+		"PREFORK_DRAIN_TIMEOUT": cfg.DrainTimeout.String(),
 		"NOTIFY_SOCKET":         s.notify.addr,
-	})
-	now := time.Now()
-	pid, err := s.spawner.spawn(s.argv, env)
-	if err != nil {
-		s.log.Error("child failed to start", "slot", slotIndex, "generation", s.generation, "err", err)
-		sl.failures++
-		s.scheduleRestart(slotIndex)
-		return
 	}
-	c := &child{pid: pid, slot: slotIndex, generation: s.generation, state: StateStarting, started: now}
-	c.readyTimer = time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
+	argv, listener := g.argv, -1
+	if cfg.Sockets == SocketsMaster {
+		fd, err := s.sockets.fd(cfg.Listen, slotIndex)
+		if err != nil {
+			return err
+		}
+		listener = fd
+		own["LISTEN_FDS"] = "1"
+		own["LISTEN_FDNAMES"] = "prefork"
+		// LISTEN_PID must be the child's own pid, known only after the
+		// fork: the master's binary, run as a shim, sets it and execs argv.
+		argv = append([]string{s.self, ShimCommand}, g.argv...)
+	}
+	now := time.Now()
+	pid, err := s.spawner.spawn(argv, childEnv(os.Environ(), own), listener)
+	if err != nil {
+		return err
+	}
+	c := &child{pid: pid, gen: g, slot: slotIndex, state: StateStarting, started: now}
+	c.readyTimer = time.AfterFunc(cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
 	s.children[pid] = c
 	sl.current = c
-	s.log.Info("child started", "slot", slotIndex, "generation", c.generation, "pid", pid)
+	s.log.Info("child started", "slot", slotIndex, "generation", g.number, "pid", pid)
+	return nil
 }
 
 // live reports whether c is still a process of the table (its pid may
@@ -278,13 +403,33 @@ func (s *Supervisor) notified(pid int, msg notification) {
 		s.log.Debug("notify message from a process outside the group", "pid", pid)
 		return
 	}
-	if msg.Ready && c.state == StateStarting {
-		c.state = StateReady
-		c.readyAt = time.Now()
-		c.readyTimer.Stop()
-		s.log.Info("child ready", "slot", c.slot, "generation", c.generation, "pid", c.pid,
-			"after", c.readyAt.Sub(c.started).Round(time.Microsecond).String())
+	if !msg.Ready || c.state != StateStarting {
+		return
 	}
+	c.state = StateReady
+	c.readyAt = time.Now()
+	c.readyTimer.Stop()
+	s.log.Info("child ready", "slot", c.slot, "generation", c.gen.number, "pid", c.pid,
+		"after", c.readyAt.Sub(c.started).Round(time.Microsecond).String())
+	switch c.gen {
+	case s.next:
+		s.reloadStep(reloadInput{kind: inNewReady})
+	case s.cur:
+		if !s.announced && s.allReady(s.cur) {
+			s.announced = true
+			s.notifySystemd("READY=1")
+		}
+	}
+}
+
+// allReady reports whether every slot of g has a ready child.
+func (s *Supervisor) allReady(g *generation) bool {
+	for _, sl := range g.slots {
+		if sl.current == nil || sl.current.state != StateReady {
+			return false
+		}
+	}
+	return true
 }
 
 // childOf returns the child that pid is, or descends from: a child may
@@ -308,8 +453,8 @@ func (s *Supervisor) readyTimedOut(c *child) {
 	if !s.live(c) || c.state != StateStarting {
 		return
 	}
-	s.log.Error("child not ready in time; killing it", "slot", c.slot, "generation", c.generation,
-		"pid", c.pid, "ready_timeout", s.cfg.ReadyTimeout.String())
+	s.log.Error("child not ready in time; killing it", "slot", c.slot, "generation", c.gen.number,
+		"pid", c.pid, "ready_timeout", c.gen.cfg.ReadyTimeout.String())
 	c.notReady = true
 	s.kill(c, unix.SIGKILL)
 }
@@ -319,7 +464,7 @@ func (s *Supervisor) drainTimedOut(c *child) {
 		return
 	}
 	s.log.Warn("child still draining at the drain timeout; killing it", "slot", c.slot,
-		"generation", c.generation, "pid", c.pid, "drain_timeout", s.cfg.DrainTimeout.String())
+		"generation", c.gen.number, "pid", c.pid, "drain_timeout", c.gen.cfg.DrainTimeout.String())
 	s.kill(c, unix.SIGKILL)
 }
 
@@ -336,24 +481,33 @@ func (s *Supervisor) exited(e exitStatus) {
 	if c.killTimer != nil {
 		c.killTimer.Stop()
 	}
-	sl := s.slots[c.slot]
+	sl := c.gen.slots[c.slot]
 	if sl.current == c {
 		sl.current = nil
 	}
-	attrs := []any{"slot", c.slot, "generation", c.generation, "pid", c.pid,
+	attrs := []any{"slot", c.slot, "generation", c.gen.number, "pid", c.pid,
 		"lived", e.at.Sub(c.started).Round(time.Millisecond).String()}
 	attrs = append(attrs, exitAttrs(e.status)...)
+	defer s.sockets.release(s.inUse)
 	if c.state == StateDraining || s.stopping != 0 {
 		s.log.Info("child exited", attrs...)
 		return
 	}
+	reason := describeExit(e.status)
 	if c.notReady {
 		attrs = append(attrs, "reason", "not ready in time")
+		reason = fmt.Sprintf("not ready within %v", c.gen.cfg.ReadyTimeout)
 	}
 	s.log.Warn("child exited unexpectedly", attrs...)
-	sl.failures = failuresAfterExit(sl.failures, c.readyAt, e.at)
-	sl.restarts++
-	s.scheduleRestart(c.slot)
+	switch c.gen {
+	case s.next:
+		s.reloadErr = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
+		s.reloadStep(reloadInput{kind: inNewFailed})
+	case s.cur:
+		sl.failures = failuresAfterExit(sl.failures, c.readyAt, e.at)
+		s.restarts[c.slot]++
+		s.scheduleRestart(c.gen, c.slot)
+	}
 }
 
 func exitAttrs(ws unix.WaitStatus) []any {
@@ -366,27 +520,43 @@ func exitAttrs(ws unix.WaitStatus) []any {
 	return []any{"status", int(ws)}
 }
 
-func (s *Supervisor) scheduleRestart(slotIndex int) {
+func describeExit(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exited with code %d", ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("ended with status %#x", int(ws))
+}
+
+func (s *Supervisor) scheduleRestart(g *generation, slotIndex int) {
 	if s.stopping != 0 {
 		return
 	}
-	sl := s.slots[slotIndex]
+	sl := g.slots[slotIndex]
 	delay := restartDelay(sl.failures)
-	s.log.Info("restarting slot", "slot", slotIndex, "in", delay.String(), "failures_in_a_row", sl.failures)
+	s.log.Info("restarting slot", "slot", slotIndex, "generation", g.number, "in", delay.String(),
+		"failures_in_a_row", sl.failures)
 	if delay == 0 {
-		s.startChild(slotIndex)
+		s.startServing(slotIndex)
 		return
 	}
-	sl.timer = time.AfterFunc(delay, func() { s.send(restartDue{slot: slotIndex}) })
+	sl.timer = time.AfterFunc(delay, func() { s.send(restartDue{s: sl}) })
 }
 
-func (s *Supervisor) restartDue(slotIndex int) {
-	sl := s.slots[slotIndex]
+func (s *Supervisor) restartDue(sl *slot) {
 	sl.timer = nil
 	if s.stopping != 0 || sl.current != nil {
 		return
 	}
-	s.startChild(slotIndex)
+	// Only the serving generation restarts; a slot of a generation that
+	// was replaced meanwhile has no business starting anything.
+	for i, cur := range s.cur.slots {
+		if cur == sl {
+			s.startServing(i)
+		}
+	}
 }
 
 func (s *Supervisor) stop(mode StopMode) {
@@ -396,12 +566,22 @@ func (s *Supervisor) stop(mode StopMode) {
 	s.stopping = mode
 	s.log.Info("stopping", "mode", map[StopMode]string{StopGraceful: "graceful", StopFast: "fast"}[mode],
 		"children", len(s.children))
-	for _, sl := range s.slots {
-		if sl.timer != nil {
-			sl.timer.Stop()
-			sl.timer = nil
+	s.notifySystemd("STOPPING=1")
+	for _, g := range []*generation{s.cur, s.next} {
+		if g == nil {
+			continue
+		}
+		for _, sl := range g.slots {
+			if sl.timer != nil {
+				sl.timer.Stop()
+				sl.timer = nil
+			}
 		}
 	}
+	s.finishReload(ErrStopping)
+	s.next = nil
+	s.reload = reloadState{}
+	s.queued = nil
 	for _, c := range s.children {
 		if mode == StopFast {
 			s.kill(c, unix.SIGKILL)
@@ -420,7 +600,7 @@ func (s *Supervisor) drain(c *child) {
 	c.state = StateDraining
 	c.readyTimer.Stop()
 	s.kill(c, unix.SIGTERM)
-	c.killTimer = time.AfterFunc(s.cfg.DrainTimeout, func() { s.send(drainTimeout{c: c}) })
+	c.killTimer = time.AfterFunc(c.gen.cfg.DrainTimeout, func() { s.send(drainTimeout{c: c}) })
 }
 
 // kill signals c. Only the loop reaps, and it removes a child from the table
@@ -443,8 +623,8 @@ func (s *Supervisor) readNotify() {
 	}
 }
 
-func (s *Supervisor) warnMigrateReq() {
-	if s.cfg.Sockets != SocketsChild {
+func (s *Supervisor) warnMigrateReq(cfg Config) {
+	if cfg.Sockets != SocketsChild {
 		return
 	}
 	on, err := sockopt.MigrateReq()
@@ -453,6 +633,6 @@ func (s *Supervisor) warnMigrateReq() {
 		return
 	}
 	if !on {
-		s.log.Warn("net.ipv4.tcp_migrate_req is 0: connections queued on a child's listener are reset when that child exits; fix with: sysctl -w net.ipv4.tcp_migrate_req=1")
+		s.log.Warn("net.ipv4.tcp_migrate_req is 0: a reload or crash resets the connections queued on the exiting child's listener; fix with: sysctl -w net.ipv4.tcp_migrate_req=1, or use --sockets master")
 	}
 }

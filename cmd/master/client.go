@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prefork/prefork/pkg/supervisor"
+	"github.com/urfave/cli/v2"
+)
+
+// defaultControl is $XDG_RUNTIME_DIR/prefork.sock, else /tmp/prefork-UID.sock.
+func defaultControl() string {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		return filepath.Join(dir, "prefork.sock")
+	}
+	return fmt.Sprintf("/tmp/prefork-%d.sock", os.Getuid())
+}
+
+func controlFlag() cli.Flag {
+	return &cli.StringFlag{Name: "control", Usage: "admin unix socket", Value: defaultControl(),
+		EnvVars: []string{"PREFORK_CONTROL"}}
+}
+
+// client talks to a running master's admin API.
+type client struct {
+	path string
+	http *http.Client
+}
+
+func newClient(c *cli.Context) *client {
+	path := c.String("control")
+	return &client{path: path, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+// do sends a request and returns the status and body; a master that is not
+// there is one clear line.
+func (cl *client) do(method, path string) (int, []byte, error) {
+	req, err := http.NewRequest(method, "http://master"+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := cl.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return 0, nil, fmt.Errorf("no master is running at %s (%v)", cl.path, op.Err)
+		}
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "status",
+		Usage:        "one row per child: slot, generation, pid, state, accepts, restarts, uptime",
+		Flags:        []cli.Flag{controlFlag(), &cli.BoolFlag{Name: "json", Usage: "print the admin API's JSON"}},
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			code, body, err := newClient(c).do(http.MethodGet, "/status")
+			if err != nil {
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			if code != http.StatusOK {
+				return cli.Exit(fmt.Sprintf("status: %d %s", code, strings.TrimSpace(string(body))), exitFailure)
+			}
+			if c.Bool("json") {
+				_, err := os.Stdout.Write(body)
+				return err
+			}
+			var st supervisor.Status
+			if err := json.Unmarshal(body, &st); err != nil {
+				return cli.Exit("status: "+err.Error(), exitFailure)
+			}
+			printStatus(os.Stdout, st)
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, st supervisor.Status) {
+	fmt.Fprintf(w, "master pid %d, generation %d, %d workers, sockets %s\n", st.PID, st.Generation, st.Workers, st.Sockets)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tACCEPTS\tRESTARTS\tUPTIME")
+	for _, ch := range st.Children {
+		up := (time.Duration(ch.UptimeSeconds) * time.Second).String()
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%d\t%d\t%s\n", ch.Slot, ch.Generation, ch.PID, ch.State, ch.Accepts, ch.Restarts, up)
+	}
+	tw.Flush()
+}
+
+func reloadCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "reload",
+		Usage:        "reload and wait: exit 0 when the new generation serves, 1 with the reason otherwise",
+		Flags:        []cli.Flag{controlFlag()},
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			code, body, err := newClient(c).do(http.MethodPost, "/reload")
+			if err != nil {
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			var r supervisor.ReloadReply
+			if err := json.Unmarshal(body, &r); err != nil {
+				return cli.Exit(fmt.Sprintf("reload: %d %s", code, strings.TrimSpace(string(body))), exitFailure)
+			}
+			if code != http.StatusOK {
+				return cli.Exit(r.Error, exitFailure)
+			}
+			fmt.Printf("generation %d serves\n", r.Generation)
+			return nil
+		},
+	}
+}
+
+func stopCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "stop",
+		Usage:        "graceful stop (same as SIGTERM)",
+		Flags:        []cli.Flag{controlFlag()},
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			code, body, err := newClient(c).do(http.MethodPost, "/stop")
+			if err != nil {
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			if code != http.StatusAccepted {
+				return cli.Exit(fmt.Sprintf("stop: %d %s", code, strings.TrimSpace(string(body))), exitFailure)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,55 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// With NOTIFY_SOCKET set for the master, it speaks Type=notify-reload:
+// READY=1 once the first generation serves, RELOADING=1 with MONOTONIC_USEC
+// at a reload and READY=1 at its end, STOPPING=1 at a stop.
+func TestSystemdNotifyReload(t *testing.T) {
+	addr := fmt.Sprintf("@prefork-e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	next := func(what string) string {
+		t.Helper()
+		buf := make([]byte, 4096)
+		sock.SetReadDeadline(time.Now().Add(20 * time.Second))
+		n, err := sock.Read(buf)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		return string(buf[:n])
+	}
+	m := startMasterOn(t, freeAddr(t), []string{"NOTIFY_SOCKET=" + addr}, "--workers", "2")
+	if msg := next("READY=1"); msg != "READY=1" {
+		t.Fatalf("first message %q, want READY=1", msg)
+	}
+	if len(m.lines("child ready")) != 2 {
+		t.Errorf("READY=1 came before both children were ready")
+	}
+	m.signal(syscall.SIGHUP)
+	msg := next("RELOADING=1")
+	if !strings.HasPrefix(msg, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Errorf("reload message %q, want RELOADING=1 and MONOTONIC_USEC", msg)
+	}
+	if msg := next("READY=1 after the reload"); msg != "READY=1" {
+		t.Errorf("message after the reload %q, want READY=1", msg)
+	}
+	m.signal(syscall.SIGTERM)
+	if msg := next("STOPPING=1"); msg != "STOPPING=1" {
+		t.Errorf("stop message %q, want STOPPING=1", msg)
+	}
+	if code := m.wait(15 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}

@@ -1,0 +1,85 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/prefork/prefork/pkg/sockopt"
+)
+
+// socketSet holds the listeners of master socket mode: one SO_REUSEPORT
+// listener per (address, slot), kept for as long as any generation or child
+// uses it, so that the queue of a slot whose child is replaced survives the
+// replacement. The master never accepts on them.
+type socketSet struct {
+	m map[socketKey]*heldSocket
+}
+
+type socketKey struct {
+	addr string
+	slot int
+}
+
+type heldSocket struct {
+	ln *net.TCPListener // owns the descriptor
+	fd int              // its number, handed to children as fd 3
+}
+
+func newSocketSet() *socketSet { return &socketSet{m: make(map[socketKey]*heldSocket)} }
+
+// ensure binds the listeners of slots 0..n-1 on addr that are missing.
+func (s *socketSet) ensure(addr string, n int) error {
+	for i := range n {
+		if _, err := s.fd(addr, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// has reports whether the set holds a listener on addr.
+func (s *socketSet) has(addr string) bool {
+	for k := range s.m {
+		if k.addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// fd returns the descriptor of the listener of slot on addr, binding it if
+// needed. The descriptor is the listener's own, not a duplicate from File():
+// that would switch the shared listener to blocking mode (TRAPS 5).
+func (s *socketSet) fd(addr string, slot int) (int, error) {
+	key := socketKey{addr: addr, slot: slot}
+	if h, ok := s.m[key]; ok {
+		return h.fd, nil
+	}
+	ln, err := sockopt.Listen(context.Background(), addr)
+	if err != nil {
+		return -1, fmt.Errorf("bind slot %d on %s: %w", slot, addr, err)
+	}
+	tl := ln.(*net.TCPListener)
+	raw, err := tl.SyscallConn()
+	if err != nil {
+		tl.Close()
+		return -1, err
+	}
+	fd := -1
+	raw.Control(func(f uintptr) { fd = int(f) })
+	s.m[key] = &heldSocket{ln: tl, fd: fd}
+	return fd, nil
+}
+
+// release closes the listeners for which inUse is false.
+func (s *socketSet) release(inUse func(addr string, slot int) bool) {
+	for k, h := range s.m {
+		if !inUse(k.addr, k.slot) {
+			h.ln.Close()
+			delete(s.m, k)
+		}
+	}
+}
+
+func (s *socketSet) closeAll() { s.release(func(string, int) bool { return false }) }

@@ -86,7 +86,11 @@ func startMasterOn(t *testing.T, addr string, env []string, args ...string) *mas
 func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
 	t.Helper()
 	control := filepath.Join(t.TempDir(), "ctl.sock")
-	full := append([]string{"run", "--listen", addr, "--log-format", "json", "--control", control}, args...)
+	full := []string{"run", "--log-format", "json", "--control", control}
+	if addr != "" { // "": the address comes from the config file
+		full = append(full, "--listen", addr)
+	}
+	full = append(full, args...)
 	m := &master{t: t, addr: addr, control: control, done: make(chan struct{}), pids: map[int]bool{}, change: make(chan struct{})}
 	m.cmd = exec.Command(filepath.Join(bin, "master"), full...)
 	m.cmd.Env = append(os.Environ(), env...)

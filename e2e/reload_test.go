@@ -379,3 +379,42 @@ func TestControlSocket(t *testing.T) {
 		t.Errorf("status after replacing a stale socket answers for pid %d, want %d", st.PID, again.cmd.Process.Pid)
 	}
 }
+
+// A reload may change the worker count and the address: the new
+// generation binds the new address, the old one drains from the old
+// address, which is then free.
+func TestReloadChangesAddressAndWorkers(t *testing.T) {
+	for _, sockets := range []string{"child", "master"} {
+		t.Run(sockets, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "prefork.yaml")
+			oldAddr, newAddr := freeAddr(t), freeAddr(t)
+			extra := "sockets: " + sockets + "\nlisten: "
+			writeConfig(t, cfg, childConfig(2, extra+oldAddr+"\n"))
+			m := startMasterOn(t, "", nil, "--config", cfg) // no --listen: it would win over the file
+			m.addr = oldAddr
+			m.waitReady(2)
+			writeConfig(t, cfg, childConfig(3, extra+newAddr+"\n"))
+			if code, out, errOut := m.ctl("reload"); code != 0 || !strings.Contains(out, "generation 2 serves") {
+				t.Fatalf("reload: exit %d %q %q", code, out, errOut)
+			}
+			eventually(t, 20*time.Second, "three children of generation 2", func() bool { return m.status().settled(2, 3) })
+			seen := map[int]bool{}
+			for range 300 {
+				w, err := getWhoami(newAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w.Generation != 2 {
+					t.Fatalf("answer from generation %d on the new address", w.Generation)
+				}
+				seen[w.Slot] = true
+			}
+			if len(seen) != 3 {
+				t.Errorf("slots answering on the new address: %v, want 3", seen)
+			}
+			eventually(t, 10*time.Second, "the old address free once the old generation drained", func() bool {
+				return portFree(oldAddr)
+			})
+		})
+	}
+}

@@ -180,15 +180,12 @@ func cancelRestarts(g *generation) {
 }
 
 // inUse reports whether a master-held socket is still needed: by the
-// serving or the starting generation, or by a live child.
+// serving or the starting generation. A draining child closed its copy at
+// SIGTERM; keeping the socket open for it would only let new connections
+// queue where nobody accepts them.
 func (s *Supervisor) inUse(addr string, slotIndex int) bool {
 	for _, g := range []*generation{s.cur, s.next} {
 		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen == addr && slotIndex < g.cfg.Workers {
-			return true
-		}
-	}
-	for _, c := range s.children {
-		if c.gen.cfg.Sockets == SocketsMaster && c.gen.cfg.Listen == addr && c.slot == slotIndex {
 			return true
 		}
 	}

@@ -488,7 +488,6 @@ func (s *Supervisor) exited(e exitStatus) {
 	attrs := []any{"slot", c.slot, "generation", c.gen.number, "pid", c.pid,
 		"lived", e.at.Sub(c.started).Round(time.Millisecond).String()}
 	attrs = append(attrs, exitAttrs(e.status)...)
-	defer s.sockets.release(s.inUse)
 	if c.state == StateDraining || s.stopping != 0 {
 		s.log.Info("child exited", attrs...)
 		return

@@ -20,12 +20,14 @@ import (
 // logLine is the part of one JSON log line of the master that the
 // benchmarks read.
 type logLine struct {
-	Msg   string    `json:"msg"`
-	Time  time.Time `json:"time"` // the master's clock when it logged
-	Slot  int       `json:"slot"`
-	PID   int       `json:"pid"`
-	After string    `json:"after"` // "child ready": spawn to READY=1
-	In    string    `json:"in"`    // "restarting slot": the backoff delay
+	Msg        string    `json:"msg"`
+	Time       time.Time `json:"time"` // the master's clock when it logged
+	Slot       int       `json:"slot"`
+	Generation int       `json:"generation"`
+	PID        int       `json:"pid"`
+	After      string    `json:"after"` // "child ready": spawn to READY=1
+	In         string    `json:"in"`    // "restarting slot": the backoff delay
+	Took       string    `json:"took"`  // "reload succeeded": reload start to the old generation told to drain
 }
 
 // after returns the "after" field of a "child ready" line.
@@ -40,10 +42,11 @@ func (l logLine) after(tb testing.TB) time.Duration {
 
 // master is a running bin/master with JSON logs on stderr.
 type master struct {
-	tb    testing.TB
-	cmd   *exec.Cmd
-	addr  string    // the --listen address
-	start time.Time // just before the fork/exec of the master
+	tb      testing.TB
+	cmd     *exec.Cmd
+	addr    string    // the --listen address
+	control string    // the --control socket
+	start   time.Time // just before the fork/exec of the master
 
 	exited chan struct{} // closed once the master process was waited for
 	logEOF chan struct{} // closed once every writer of the log pipe is gone
@@ -65,10 +68,11 @@ func startMaster(tb testing.TB, workers int, args ...string) *master {
 	// The control socket's default path is one per user: give each master
 	// its own, so that benchmarks never collide with each other or with
 	// someone's `make run`.
-	full = append(full, "--control", filepath.Join(tb.TempDir(), "ctl.sock"))
+	control := filepath.Join(tb.TempDir(), "ctl.sock")
+	full = append(full, "--control", control)
 	full = append(full, args...)
-	m := &master{tb: tb, addr: addr, exited: make(chan struct{}), logEOF: make(chan struct{}),
-		change: make(chan struct{})}
+	m := &master{tb: tb, addr: addr, control: control, exited: make(chan struct{}),
+		logEOF: make(chan struct{}), change: make(chan struct{})}
 	m.cmd = exec.Command(filepath.Join(bin, "master"), full...)
 	m.cmd.Env = cleanEnv()
 	// No process group of its own: a Ctrl-C of `make bench` reaches the

@@ -1,12 +1,14 @@
 // Package bench measures the built binaries: how long the master takes to
 // spawn its children, to replace a crashed one, how evenly the kernel
 // spreads connections over them, whether supervision costs anything on
-// the data path, and what an idle master costs. Run it with `make bench`;
+// the data path, what an idle master costs, how long a reload takes and
+// how many requests reloads under load fail. Run it with `make bench`;
 // every figure is reported with b.ReportMetric, so benchstat can compare
 // two runs.
 package bench
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,12 +21,25 @@ var bin string
 
 // TestMain builds bin/master and bin/child without -race (a benchmark of
 // race-instrumented binaries measures the detector), or takes them from
-// PREFORK_BENCH_BIN.
+// PREFORK_BENCH_BIN. When no benchmark was asked for (`go test ./...`),
+// it builds nothing: the package has no tests. In a run that
+// runNetnsBench started in a network namespace of its own, it first
+// brings loopback up and sets tcp_migrate_req there.
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		return m.Run()
+	}
+	if migrate := os.Getenv(netnsEnv); migrate != "" {
+		if err := setupNetns(migrate); err != nil {
+			fmt.Fprintln(os.Stderr, "set up the network namespace:", err)
+			return 1
+		}
+	}
 	bin = os.Getenv("PREFORK_BENCH_BIN")
 	if bin == "" {
 		dir, err := os.MkdirTemp("", "prefork-bench-")

@@ -17,8 +17,10 @@ run: build
 	./bin/master run --workers $(WORKERS) --listen $(LISTEN)
 
 # Unit tests and the end-to-end tests of the built binaries, all with -race.
+# -count=1: the end-to-end tests build the binaries themselves, which the
+# test cache cannot see.
 test:
-	$(GO) test -race -timeout 12m ./...
+	$(GO) test -race -count=1 -timeout 12m ./...
 
 lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

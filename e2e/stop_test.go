@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -85,5 +86,24 @@ func TestMasterKilledChildrenExit(t *testing.T) {
 	t.Logf("children gone %v after the master's death", time.Since(killed).Round(time.Millisecond))
 	if !portFree(m.addr) {
 		t.Errorf("%s still has a listener", m.addr)
+	}
+}
+
+// SIGTTIN and SIGTTOU stop a process by default; the master must not be
+// frozen by them (nor by a closed log reader's SIGPIPE).
+func TestJobControlSignalsDoNotStopMaster(t *testing.T) {
+	m := startMaster(t, "--workers", "1")
+	m.waitReady(1)
+	for _, sig := range []syscall.Signal{syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGPIPE} {
+		m.signal(sig)
+	}
+	m.waitLog(10*time.Second, 2, "both job-control signals logged as ignored", func(l logLine) bool {
+		return strings.HasPrefix(l.msg(), "scaling by signal is not supported")
+	})
+	if stopped(m.cmd.Process.Pid) {
+		t.Fatal("the master is stopped (state T)")
+	}
+	if st := m.status(); st.PID != m.cmd.Process.Pid {
+		t.Errorf("status answered for pid %d", st.PID)
 	}
 }

@@ -30,6 +30,10 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Install the SIGTERM handler before anything can send it: a SIGTERM
+	// between Ready and the first call would take the default action and
+	// reset every accepted connection.
+	child.Draining()
 	ln, err := child.Listen(context.Background())
 	if err != nil {
 		return err

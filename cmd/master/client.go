@@ -37,9 +37,11 @@ type client struct {
 	http *http.Client
 }
 
-func newClient(c *cli.Context) *client {
+// newClient returns a client of the master at --control. Requests time out
+// after timeout (0: never, for a reload, which takes as long as it takes).
+func newClient(c *cli.Context, timeout time.Duration) *client {
 	path := c.String("control")
-	return &client{path: path, http: &http.Client{Transport: &http.Transport{
+	return &client{path: path, http: &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
@@ -74,7 +76,7 @@ func statusCommand() *cli.Command {
 		Flags:        []cli.Flag{controlFlag(), &cli.BoolFlag{Name: "json", Usage: "print the admin API's JSON"}},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			code, body, err := newClient(c).do(http.MethodGet, "/status")
+			code, body, err := newClient(c, 10*time.Second).do(http.MethodGet, "/status")
 			if err != nil {
 				return cli.Exit(err.Error(), exitFailure)
 			}
@@ -113,7 +115,7 @@ func reloadCommand() *cli.Command {
 		Flags:        []cli.Flag{controlFlag()},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			code, body, err := newClient(c).do(http.MethodPost, "/reload")
+			code, body, err := newClient(c, 0).do(http.MethodPost, "/reload")
 			if err != nil {
 				return cli.Exit(err.Error(), exitFailure)
 			}
@@ -137,7 +139,7 @@ func stopCommand() *cli.Command {
 		Flags:        []cli.Flag{controlFlag()},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			code, body, err := newClient(c).do(http.MethodPost, "/stop")
+			code, body, err := newClient(c, 10*time.Second).do(http.MethodPost, "/stop")
 			if err != nil {
 				return cli.Exit(err.Error(), exitFailure)
 			}

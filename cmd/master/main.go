@@ -49,7 +49,11 @@ func newApp() *cli.App {
 		// Errors are printed once, by run, as one line.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   usageError,
-		Commands:       []*cli.Command{runCommand(), statusCommand(), reloadCommand(), stopCommand()},
+		CommandNotFound: func(_ *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "master: no command %q; try run, status, reload or stop\n", name)
+			os.Exit(exitBadInput)
+		},
+		Commands: []*cli.Command{runCommand(), statusCommand(), reloadCommand(), stopCommand()},
 	}
 }
 

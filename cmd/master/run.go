@@ -51,7 +51,11 @@ func runAction(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
+	// TTIN and TTOU are caught so that they cannot stop the master (their
+	// default action); SIGPIPE so that a closed log reader cannot kill it.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+		syscall.SIGTTIN, syscall.SIGTTOU)
+	signal.Ignore(syscall.SIGPIPE)
 	defer signal.Stop(sigs)
 	go func() {
 		for {
@@ -61,6 +65,8 @@ func runAction(c *cli.Context) error {
 				switch sig {
 				case syscall.SIGHUP:
 					sup.RequestReload()
+				case syscall.SIGTTIN, syscall.SIGTTOU:
+					log.Warn("scaling by signal is not supported yet; ignored", "signal", sig.String())
 				case syscall.SIGQUIT:
 					sup.Stop(supervisor.StopFast)
 				default:
@@ -91,6 +97,7 @@ func loadConfig(c *cli.Context) (supervisor.Config, error) {
 		return cfg, err
 	}
 	cfg.Command = cmd
+	cfg.Control = defaultControl() // the file may turn it off with ""
 	if path := c.String("config"); path != "" {
 		if err := supervisor.LoadConfigFile(path, &cfg); err != nil {
 			return cfg, err
@@ -119,23 +126,26 @@ func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
 	if c.IsSet("listen") {
 		cfg.Listen = c.String("listen")
 	}
-	for name, dst := range map[string]*time.Duration{
-		"ready-timeout": &cfg.ReadyTimeout,
-		"drain-timeout": &cfg.DrainTimeout,
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{"ready-timeout", &cfg.ReadyTimeout},
+		{"drain-timeout", &cfg.DrainTimeout},
 	} {
-		if !c.IsSet(name) {
+		if !c.IsSet(f.name) {
 			continue
 		}
-		d, err := time.ParseDuration(c.String(name))
+		d, err := time.ParseDuration(c.String(f.name))
 		if err != nil {
-			return fmt.Errorf("%s: %q is not a duration such as 10s or 1m30s", name, c.String(name))
+			return fmt.Errorf("%s: %q is not a duration such as 10s or 1m30s", f.name, c.String(f.name))
 		}
-		*dst = d
+		*f.dst = d
 	}
 	if c.IsSet("sockets") {
 		cfg.Sockets = c.String("sockets")
 	}
-	if c.IsSet("control") || cfg.Control == "" {
+	if c.IsSet("control") {
 		cfg.Control = c.String("control")
 	}
 	if c.IsSet("log-format") {

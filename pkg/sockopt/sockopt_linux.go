@@ -49,7 +49,7 @@ func CheckFree(address string) error {
 	}}
 	ln, err := lc.Listen(context.Background(), "tcp", address)
 	if errors.Is(err, unix.EADDRINUSE) {
-		return fmt.Errorf("%s is already in use by another program", address)
+		return fmt.Errorf("%s is already in use by another program: %w", address, unix.EADDRINUSE)
 	}
 	if err != nil {
 		return err

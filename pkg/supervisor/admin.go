@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,11 +86,17 @@ func listenControl(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("control: remove stale socket: %w", err)
 		}
 	}
-	// The umask makes the socket 0600 from its first moment; a chmod after
-	// bind would leave a window. Nothing else runs yet at this point.
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	// Mode 0600 from the socket's first moment: Linux gives the file the
+	// mode of the socket's inode at bind, so set it before. A chmod after
+	// bind would leave a window; a umask would touch the whole process.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = syscall.Fchmod(int(fd), 0o600) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}

@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-// Defaults of Config, as documented in the SPEC and the README.
+// Defaults of Config, as documented in the SPEC and the README. Control has
+// no default here: its path depends on the user's runtime directory,
+// which is the command line's business.
 const (
 	DefaultListen       = "127.0.0.1:8080"
 	DefaultReadyTimeout = 10 * time.Second
@@ -58,7 +60,8 @@ type Config struct {
 // caller, since its default depends on where the master binary lives.
 func DefaultConfig() Config {
 	return Config{
-		Workers:      runtime.NumCPU(),
+		// GOMAXPROCS, unlike NumCPU, follows a container's CPU quota.
+		Workers:      runtime.GOMAXPROCS(0),
 		Listen:       DefaultListen,
 		ReadyTimeout: DefaultReadyTimeout,
 		DrainTimeout: DefaultDrainTimeout,

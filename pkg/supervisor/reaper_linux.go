@@ -17,11 +17,15 @@ type exitStatus struct {
 	at     time.Time
 }
 
-// reap is the master's only caller of wait4. It reaps every child that has
-// ended, those the supervisor started and any orphan the kernel re-parented
-// to the master (as PID 1 of a container, or as a subreaper), and reports
-// each through report. One owner of wait4 means no exec.Cmd.Wait can race it
-// and lose an exit status.
+// sigchld tells the event loop that some process of ours may have ended.
+type sigchld struct{}
+
+// reap reaps every process that has ended, those the supervisor started
+// and any orphan the kernel re-parented to the master (as PID 1 of a
+// container, or as a subreaper), and reports each. The event loop alone
+// calls it, so a pid in the children table is never one the kernel has
+// freed: between a wait4 and the table update there is no window in which
+// the loop could signal a recycled pid, and no exec.Cmd.Wait races it.
 func reap(report func(exitStatus)) {
 	for {
 		var ws unix.WaitStatus
@@ -36,20 +40,21 @@ func reap(report func(exitStatus)) {
 	}
 }
 
-// reaper calls reap on every SIGCHLD until stop is closed. It subscribes
-// before returning, so no SIGCHLD of a child started afterwards is missed.
-func reaper(report func(exitStatus), stop <-chan struct{}) (done <-chan struct{}) {
+// watchSIGCHLD calls tick on every SIGCHLD until stop is closed. It
+// subscribes before returning, so no SIGCHLD of a child started afterwards
+// is missed; signals that arrive together are coalesced, which is fine as
+// reap takes everything that has ended.
+func watchSIGCHLD(tick func(), stop <-chan struct{}) (done <-chan struct{}) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGCHLD)
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		defer signal.Stop(sigs)
-		reap(report) // anything that ended before we subscribed
 		for {
 			select {
 			case <-sigs:
-				reap(report)
+				tick()
 			case <-stop:
 				return
 			}

@@ -125,8 +125,12 @@ func (s *Supervisor) commitReload() {
 	took := time.Since(s.reloadStart)
 	s.log.Info("reload succeeded", "generation", s.cur.number, "took", took.Round(time.Microsecond).String())
 	s.finishReload(nil)
+	s.announced = true
 	s.notifySystemd("READY=1")
 	s.sockets.release(s.inUse)
+	if old.cfg.Sockets != s.cur.cfg.Sockets {
+		s.warnMigrateReq(s.cur.cfg)
+	}
 }
 
 // rollbackReload kills the new generation; the old one never stopped.
@@ -136,24 +140,33 @@ func (s *Supervisor) rollbackReload() {
 	if g != nil {
 		cancelRestarts(g)
 		for _, c := range s.children {
+			// Drained, not killed: a new child may already serve
+			// connections while a sibling failed.
 			if c.gen == g {
-				c.state = StateDraining // an exit we asked for
-				c.readyTimer.Stop()
-				s.kill(c, unix.SIGKILL)
+				s.drain(c)
 			}
 		}
 	}
 	s.log.Error("reload rolled back; the old generation serves on", "generation", s.cur.number,
 		"reason", s.reloadErr.Error())
 	s.finishReload(fmt.Errorf("%w: %w", ErrRolledBack, s.reloadErr))
-	s.notifySystemd("READY=1")
+	s.reportReloadEnd()
 	s.sockets.release(s.inUse)
 }
 
 func (s *Supervisor) rejectReload() {
 	s.log.Error("reload rejected; nothing changed", "generation", s.cur.number, "reason", s.reloadErr.Error())
 	s.finishReload(fmt.Errorf("%w: %w", ErrReloadRejected, s.reloadErr))
-	s.notifySystemd("READY=1")
+	s.reportReloadEnd()
+}
+
+// reportReloadEnd tells systemd that a failed reload is over: the old
+// generation serves, which is READY=1 once it has been ready at all.
+func (s *Supervisor) reportReloadEnd() {
+	if s.announced || s.allReady(s.cur) {
+		s.announced = true
+		s.notifySystemd("READY=1")
+	}
 }
 
 // finishReload answers everyone waiting for the running reload.

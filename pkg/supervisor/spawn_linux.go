@@ -20,6 +20,7 @@ type spawner struct {
 }
 
 type spawnRequest struct {
+	path     string
 	argv     []string
 	env      []string
 	listener int // a descriptor to pass as fd 3, or -1
@@ -41,7 +42,7 @@ func startSpawner(stdin *os.File) *spawner {
 		runtime.LockOSThread()
 		close(ready)
 		for req := range s.reqs {
-			pid, err := forkExec(req.argv, req.env, stdin, req.listener)
+			pid, err := forkExec(req.path, req.argv, req.env, stdin, req.listener)
 			req.reply <- spawnResult{pid: pid, err: err}
 		}
 	}()
@@ -49,18 +50,18 @@ func startSpawner(stdin *os.File) *spawner {
 	return s
 }
 
-// spawn starts argv with env, and listener as fd 3 unless it is -1, and
-// returns its pid. The caller owns reaping.
-func (s *spawner) spawn(argv, env []string, listener int) (int, error) {
+// spawn starts the program at path with argv and env, and listener as fd 3
+// unless it is -1, and returns its pid. The caller owns reaping.
+func (s *spawner) spawn(path string, argv, env []string, listener int) (int, error) {
 	reply := make(chan spawnResult, 1)
-	s.reqs <- spawnRequest{argv: argv, env: env, listener: listener, reply: reply}
+	s.reqs <- spawnRequest{path: path, argv: argv, env: env, listener: listener, reply: reply}
 	r := <-reply
 	return r.pid, r.err
 }
 
 func (s *spawner) stop() { close(s.reqs) }
 
-func forkExec(argv, env []string, stdin *os.File, listener int) (int, error) {
+func forkExec(path string, argv, env []string, stdin *os.File, listener int) (int, error) {
 	// Every descriptor of the master is close-on-exec; these are the only
 	// ones a child inherits.
 	files := []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
@@ -77,7 +78,7 @@ func forkExec(argv, env []string, stdin *os.File, listener int) (int, error) {
 			Pdeathsig: syscall.SIGTERM,
 		},
 	}
-	pid, err := syscall.ForkExec(argv[0], argv, attr)
+	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", argv[0], err)
 	}

@@ -118,7 +118,7 @@ type ReloadResult struct {
 	Err        error
 }
 
-// Events the loop receives (besides exitStatus from the reaper).
+// Events the loop receives (besides sigchld).
 type (
 	notified struct {
 		pid int
@@ -211,6 +211,8 @@ func newGeneration(number int, cfg Config) (*generation, error) {
 // release closes what New opened.
 func (s *Supervisor) release() {
 	if s.control != nil {
+		// Remove before close: once closed, a successor may bind the path.
+		os.Remove(s.cur.cfg.Control)
 		s.control.Close()
 	}
 	if s.notify != nil {
@@ -228,7 +230,8 @@ func (s *Supervisor) release() {
 func (s *Supervisor) Run(ctx context.Context) error {
 	defer s.release()
 	stopReaper := make(chan struct{})
-	reaperDone := reaper(func(e exitStatus) { s.send(e) }, stopReaper)
+	reaperDone := watchSIGCHLD(func() { s.send(sigchld{}) }, stopReaper)
+	reap(s.exited) // anything that ended before we subscribed
 	notifyDone := make(chan struct{})
 	go func() {
 		defer close(notifyDone)
@@ -249,8 +252,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	close(s.quit)
 	if admin != nil {
-		admin.Close()
 		os.Remove(s.cur.cfg.Control)
+		admin.Close()
 	}
 	close(stopReaper)
 	<-reaperDone
@@ -275,8 +278,8 @@ func (s *Supervisor) loop(ctx context.Context) {
 
 func (s *Supervisor) handle(ev any) {
 	switch ev := ev.(type) {
-	case exitStatus:
-		s.exited(ev)
+	case sigchld:
+		reap(s.exited)
 	case notified:
 		s.notified(ev.pid, ev.msg)
 	case readyTimeout:
@@ -367,7 +370,7 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) error {
 		"PREFORK_DRAIN_TIMEOUT": cfg.DrainTimeout.String(),
 		"NOTIFY_SOCKET":         s.notify.addr,
 	}
-	argv, listener := g.argv, -1
+	path, argv, listener := g.argv[0], g.argv, -1
 	if cfg.Sockets == SocketsMaster {
 		fd, err := s.sockets.fd(cfg.Listen, slotIndex)
 		if err != nil {
@@ -378,10 +381,13 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) error {
 		own["LISTEN_FDNAMES"] = "prefork"
 		// LISTEN_PID must be the child's own pid, known only after the
 		// fork: the master's binary, run as a shim, sets it and execs argv.
+		// /proc/self/exe, resolved in the forked child, is the running
+		// master's own inode, even if its file was replaced by an upgrade.
+		path = "/proc/self/exe"
 		argv = append([]string{s.self, ShimCommand}, g.argv...)
 	}
 	now := time.Now()
-	pid, err := s.spawner.spawn(argv, childEnv(os.Environ(), own), listener)
+	pid, err := s.spawner.spawn(path, argv, childEnv(os.Environ(), own), listener)
 	if err != nil {
 		return err
 	}
@@ -403,8 +409,8 @@ func (s *Supervisor) notified(pid int, msg notification) {
 		s.log.Debug("notify message from a process outside the group", "pid", pid)
 		return
 	}
-	if !msg.Ready || c.state != StateStarting {
-		return
+	if !msg.Ready || c.state != StateStarting || c.notReady {
+		return // a READY=1 queued behind the ready timeout comes too late
 	}
 	c.state = StateReady
 	c.readyAt = time.Now()
@@ -415,7 +421,7 @@ func (s *Supervisor) notified(pid int, msg notification) {
 	case s.next:
 		s.reloadStep(reloadInput{kind: inNewReady})
 	case s.cur:
-		if !s.announced && s.allReady(s.cur) {
+		if !s.announced && s.reload.phase == reloadIdle && s.allReady(s.cur) {
 			s.announced = true
 			s.notifySystemd("READY=1")
 		}
@@ -562,10 +568,12 @@ func (s *Supervisor) stop(mode StopMode) {
 	if s.stopping >= mode {
 		return
 	}
+	if s.stopping == 0 {
+		s.notifySystemd("STOPPING=1")
+	}
 	s.stopping = mode
 	s.log.Info("stopping", "mode", map[StopMode]string{StopGraceful: "graceful", StopFast: "fast"}[mode],
 		"children", len(s.children))
-	s.notifySystemd("STOPPING=1")
 	for _, g := range []*generation{s.cur, s.next} {
 		if g == nil {
 			continue
@@ -588,6 +596,10 @@ func (s *Supervisor) stop(mode StopMode) {
 			s.drain(c)
 		}
 	}
+	// The children closed their copies on SIGTERM: a master-held socket
+	// left open would only queue connections that nobody will accept,
+	// where a closed one refuses them at once.
+	s.sockets.closeAll()
 }
 
 // drain tells c to finish what it has and exit, and arms the SIGKILL that
@@ -615,8 +627,13 @@ func (s *Supervisor) readNotify() {
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
 		pid, data, err := s.notify.read(buf, oob)
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return // closed by Run
+		}
+		if err != nil {
+			// Ending here would leave every later child unready forever.
+			s.log.Error("read the notify socket", "err", err)
+			continue
 		}
 		s.send(notified{pid: pid, msg: parseNotify(data)})
 	}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // BenchmarkDataPath: requests per second of a keep-alive load (32
@@ -37,7 +39,7 @@ func BenchmarkDataPath(b *testing.B) {
 	)
 	m := startMaster(b, workers)
 	m.waitReady(time.Minute, workers)
-	byHand := freeAddr(b)
+	byHand := testkit.FreeAddr(b)
 	var hand []*exec.Cmd
 	for slot := range workers {
 		hand = append(hand, startChild(b, byHand, "PREFORK_SLOT="+strconv.Itoa(slot),

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // logLine is the part of one JSON log line of the master that the
@@ -63,7 +65,7 @@ type master struct {
 // child it logged are killed if still alive.
 func startMaster(tb testing.TB, workers int, args ...string) *master {
 	tb.Helper()
-	addr := freeAddr(tb)
+	addr := testkit.FreeAddr(tb)
 	full := []string{"run", "--listen", addr, "--log-format", "json", "--workers", strconv.Itoa(workers)}
 	// The control socket's default path is one per user: give each master
 	// its own, so that benchmarks never collide with each other or with
@@ -254,7 +256,7 @@ func stopChild(tb testing.TB, cmd *exec.Cmd) {
 	tb.Helper()
 	cmd.Process.Signal(syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
-	for alive(cmd.Process.Pid) {
+	for testkit.Alive(cmd.Process.Pid) {
 		if time.Now().After(deadline) {
 			tb.Fatalf("child %d still alive 10 s after SIGTERM", cmd.Process.Pid)
 		}
@@ -279,7 +281,7 @@ func cleanEnv() []string {
 // killIfOurs SIGKILLs pid if it is alive and is still a bin/child serving
 // addr: a pid logged long ago may have been reused by another process.
 func killIfOurs(pid int, addr string) {
-	if !alive(pid) {
+	if !testkit.Alive(pid) {
 		return
 	}
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
@@ -289,21 +291,6 @@ func killIfOurs(pid int, addr string) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-}
-
-// alive reports whether pid is a process that has not ended; a zombie has
-// (TRAPS 8).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return false
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if state, ok := strings.CutPrefix(line, "State:"); ok {
-			return !strings.HasPrefix(strings.TrimSpace(state), "Z")
-		}
-	}
-	return false
 }
 
 // median returns the median of xs (the mean of the middle two for an even

@@ -13,7 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // bin is the absolute path of the directory holding master and child.
@@ -34,8 +37,12 @@ func run(m *testing.M) int {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		return m.Run()
 	}
-	if migrate := os.Getenv(netnsEnv); migrate != "" {
-		if err := setupNetns(migrate); err != nil {
+	if v := os.Getenv(netnsEnv); v != "" {
+		migrate, err := strconv.Atoi(v)
+		if err == nil {
+			err = testkit.SetupNetns(migrate)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "set up the network namespace:", err)
 			return 1
 		}

@@ -13,19 +13,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// freeAddr returns a loopback address with a port nothing listens on now.
-// Port 0 cannot be handed to the master: every child would get its own.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/prefork/prefork/internal/testkit"
+)
 
 // whoamiSlot sends GET /whoami on a new connection and returns the slot
 // that answered. It lets the server close first, so that the TIME_WAIT
@@ -108,7 +98,7 @@ func keepAliveLoad(addr string, clients int, d time.Duration, maxRequests int64)
 						continue
 					}
 				}
-				closeAfter, err := getRoot(c, br)
+				closeAfter, err := testkit.RoundTrip(c, br, false)
 				if err != nil {
 					fail(err)
 				} else {
@@ -130,27 +120,6 @@ func keepAliveLoad(addr string, clients int, d time.Duration, maxRequests int64)
 	close(begin)
 	wg.Wait()
 	return loadResult{ok: ok.Load(), failed: failed.Load(), elapsed: time.Since(start), firstErr: firstErr}
-}
-
-// getRoot sends one keep-alive GET / and reads the whole answer; it
-// reports whether the connection must not be reused.
-func getRoot(c net.Conn, br *bufio.Reader) (closeAfter bool, err error) {
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		return true, err
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return true, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return true, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return true, fmt.Errorf("GET /: status %d", resp.StatusCode)
-	}
-	return resp.Close, nil
 }
 
 // listeners returns how many sockets listen on addr's port, from

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // netnsEnv, when set (to the tcp_migrate_req value wanted), tells TestMain
@@ -99,38 +96,4 @@ func writeNetnsResult(b *testing.B, result any) {
 	if err := os.WriteFile(os.Getenv(resultEnv), data, 0o644); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// setupNetns brings loopback up and sets tcp_migrate_req to migrate, in
-// the current (new) network namespace only.
-func setupNetns(migrate string) error {
-	if migrate != "0" && migrate != "1" {
-		return fmt.Errorf("%s=%q, want 0 or 1", netnsEnv, migrate)
-	}
-	// Refuse to touch the sysctl of the namespace this was started in.
-	self, err1 := os.Readlink("/proc/self/ns/net")
-	parent, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", os.Getppid()))
-	if err1 != nil || err2 != nil || self == parent {
-		return fmt.Errorf("not in a network namespace of its own (self %q, parent %q)", self, parent)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("get lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("set lo up: %w", err)
-	}
-	if err := os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte(migrate), 0o644); err != nil {
-		return fmt.Errorf("set tcp_migrate_req: %w", err)
-	}
-	return nil
 }

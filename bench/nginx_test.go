@@ -1,19 +1,18 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // nginxConf is a minimal nginx configuration: 4 workers answering 200 "ok"
@@ -52,7 +51,7 @@ func nginxSetup(reuseport bool) func(*testing.B) reloadable {
 			b.Fatal(err)
 		}
 		dir := b.TempDir()
-		addr := freeAddr(b)
+		addr := testkit.FreeAddr(b)
 		opt := ""
 		if reuseport {
 			opt = " reuseport"
@@ -80,7 +79,7 @@ func nginxSetup(reuseport bool) func(*testing.B) reloadable {
 		pid := cmd.Process.Pid
 		seen := map[int]bool{} // every worker pid seen
 		b.Cleanup(func() {
-			for _, w := range childrenOf(pid) {
+			for _, w := range testkit.ChildrenOf(pid) {
 				seen[w] = true
 			}
 			cmd.Process.Signal(syscall.SIGTERM) // nginx's fast stop
@@ -91,7 +90,7 @@ func nginxSetup(reuseport bool) func(*testing.B) reloadable {
 				<-exited
 			}
 			for w := range seen {
-				if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", w)); alive(w) && strings.TrimSuffix(exe, " (deleted)") == path {
+				if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", w)); testkit.Alive(w) && strings.TrimSuffix(exe, " (deleted)") == path {
 					syscall.Kill(w, syscall.SIGKILL)
 				}
 			}
@@ -108,7 +107,7 @@ func nginxSetup(reuseport bool) func(*testing.B) reloadable {
 			deadline := time.Now().Add(timeout)
 			for {
 				var fresh []int
-				for _, w := range childrenOf(pid) {
+				for _, w := range testkit.ChildrenOf(pid) {
 					if !seen[w] {
 						fresh = append(fresh, w)
 					}
@@ -156,9 +155,9 @@ func nginxSetup(reuseport bool) func(*testing.B) reloadable {
 			settle: func() {
 				// The old workers exit once their connections are done.
 				deadline := time.Now().Add(30 * time.Second)
-				for len(childrenOf(pid)) > n {
+				for len(testkit.ChildrenOf(pid)) > n {
 					if time.Now().After(deadline) {
-						b.Errorf("nginx still has %d workers 30 s after the last reload, want %d", len(childrenOf(pid)), n)
+						b.Errorf("nginx still has %d workers 30 s after the last reload, want %d", len(testkit.ChildrenOf(pid)), n)
 						return
 					}
 					time.Sleep(10 * time.Millisecond)
@@ -166,32 +165,4 @@ func nginxSetup(reuseport bool) func(*testing.B) reloadable {
 			},
 		}
 	}
-}
-
-// childrenOf returns the pids of the live processes whose parent is pid,
-// from /proc/*/stat.
-func childrenOf(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var kids []int
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
-			kids = append(kids, p)
-		}
-	}
-	slices.Sort(kids)
-	return kids
 }

@@ -3,20 +3,19 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // The two kinds of load client of BenchmarkReloadFailures.
@@ -259,7 +258,7 @@ func (l *reloadLoad) client(ctx context.Context, addr string, kind int) {
 			}
 			conn, br = c, bufio.NewReader(c)
 		}
-		closeAfter, err := roundTrip(conn, br, kind == newConnKind)
+		closeAfter, err := testkit.RoundTrip(conn, br, kind == newConnKind)
 		if err != nil {
 			l.fail(kind, err)
 		} else {
@@ -283,56 +282,8 @@ func (l *reloadLoad) client(ctx context.Context, addr string, kind int) {
 func (l *reloadLoad) fail(kind int, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.res.Failures[kind][classify(err)]++
+	l.res.Failures[kind][testkit.Classify(err)]++
 	if len(l.res.Samples[kind]) < 3 {
 		l.res.Samples[kind] = append(l.res.Samples[kind], err.Error())
 	}
-}
-
-var errStatus = errors.New("status not 200")
-
-// roundTrip writes one GET / and reads the whole answer; it reports
-// whether the connection must not be reused.
-func roundTrip(conn net.Conn, br *bufio.Reader, closeConn bool) (closeAfter bool, err error) {
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	req := "GET / HTTP/1.1\r\nHost: prefork\r\n\r\n"
-	if closeConn {
-		req = "GET / HTTP/1.1\r\nHost: prefork\r\nConnection: close\r\n\r\n"
-	}
-	if _, err := io.WriteString(conn, req); err != nil {
-		return true, err
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return true, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return true, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return true, fmt.Errorf("%w: %d", errStatus, resp.StatusCode)
-	}
-	return resp.Close, nil
-}
-
-func classify(err error) string {
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "eof"
-	case errors.Is(err, errStatus):
-		return "status"
-	case errors.Is(err, syscall.EPIPE):
-		return "broken pipe"
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	return "other"
 }

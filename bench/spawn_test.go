@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // BenchmarkSpawn: wall time from the fork/exec of `master run` to its Nth
@@ -70,7 +72,7 @@ func BenchmarkChildStart(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		addr := freeAddr(b)
+		addr := testkit.FreeAddr(b)
 		b.StartTimer()
 
 		start := time.Now()

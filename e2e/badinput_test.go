@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // Bad input: exit 2 and one line on stderr, before any child starts.
@@ -62,7 +64,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := tt.addr
 			if addr == "" {
-				addr = freeAddr(t)
+				addr = testkit.FreeAddr(t)
 			}
 			args := append([]string{"run", "--listen", addr}, tt.args...)
 			if !slices.Contains(tt.args, "--") {

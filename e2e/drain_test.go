@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // A child drained (SIGTERM) under continuous load, with other children in
@@ -78,7 +80,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	// The subshell starts a sleep and exits, orphaning the sleep; the child
 	// then becomes the reference child.
 	script := "(sleep 3 &); exec " + filepath.Join(bin, "child")
-	m := startMasterSys(t, freeAddr(t), nil,
+	m := startMasterSys(t, testkit.FreeAddr(t), nil,
 		&syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWPID},
 		"--workers", "1", "--", "/bin/sh", "-c", script)
 	m.waitReady(1)
@@ -86,7 +88,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	// Find the orphan from outside by its new parent: the master.
 	var orphan int
 	eventually(t, 5*time.Second, "the orphaned sleep re-parented to the master", func() bool {
-		for _, pid := range childrenOf(master) {
+		for _, pid := range testkit.ChildrenOf(master) {
 			if comm(pid) == "sleep" {
 				orphan = pid
 				return true

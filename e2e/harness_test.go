@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // master is a running bin/master under test.
@@ -55,23 +57,11 @@ func (l logLine) int(key string) int {
 }
 func (l logLine) str(key string) string { s, _ := l[key].(string); return s }
 
-// freeAddr returns a loopback address with a port nothing listens on now.
-// Port 0 cannot be handed to the master: every child would get its own.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startMaster runs bin/master run with JSON logs on a free port, and makes
 // sure that it and every child it started are gone when the test ends.
 func startMaster(t *testing.T, args ...string) *master {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	return startMasterOn(t, addr, nil, args...)
 }
 
@@ -145,7 +135,7 @@ func (m *master) cleanup() {
 	defer m.mu.Unlock()
 	for pid := range m.pids {
 		// Killing the init of a pid namespace killed all of it already.
-		if !m.nsPIDs && alive(pid) {
+		if !m.nsPIDs && testkit.Alive(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
@@ -245,36 +235,6 @@ func (m *master) startedPIDs() []int {
 	var pids []int
 	for pid := range m.pids {
 		pids = append(pids, pid)
-	}
-	return pids
-}
-
-// alive reports whether pid is a process that has not ended. A zombie has
-// ended (TRAPS 8: kill -0 succeeds on it).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return false
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if state, ok := strings.CutPrefix(line, "State:"); ok {
-			return !strings.HasPrefix(strings.TrimSpace(state), "Z")
-		}
-	}
-	return false
-}
-
-// childrenOf returns the pids whose parent is pid.
-func childrenOf(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var pids []int
-	for _, f := range tasks {
-		data, _ := os.ReadFile(f)
-		for _, s := range strings.Fields(string(data)) {
-			if n, err := strconv.Atoi(s); err == nil {
-				pids = append(pids, n)
-			}
-		}
 	}
 	return pids
 }

@@ -3,14 +3,12 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // loadMode says how the load client uses connections.
@@ -108,14 +106,14 @@ func runLoad(ctx context.Context, addr string, mode loadMode, clients, maxReques
 				if conn == nil {
 					c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 					if err != nil {
-						res.fail(classify(err), err)
+						res.fail(testkit.Classify(err), err)
 						continue
 					}
 					conn, br = c, bufio.NewReader(c)
 				}
-				closeAfter, err := roundTrip(conn, br, mode)
+				closeAfter, err := testkit.RoundTrip(conn, br, mode == perRequest)
 				if err != nil {
-					res.fail(classify(err), err)
+					res.fail(testkit.Classify(err), err)
 				} else {
 					res.succeed()
 				}
@@ -128,52 +126,4 @@ func runLoad(ctx context.Context, addr string, mode loadMode, clients, maxReques
 	}
 	wg.Wait()
 	return res
-}
-
-var errStatus = errors.New("status not 200")
-
-// roundTrip writes one GET and reads the full response. It reports whether
-// the connection must not be reused.
-func roundTrip(conn net.Conn, br *bufio.Reader, mode loadMode) (closeAfter bool, err error) {
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	req := "GET / HTTP/1.1\r\nHost: prefork\r\n\r\n"
-	if mode == perRequest {
-		req = "GET / HTTP/1.1\r\nHost: prefork\r\nConnection: close\r\n\r\n"
-	}
-	if _, err := io.WriteString(conn, req); err != nil {
-		return true, err
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return true, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return true, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return true, fmt.Errorf("%w: %d", errStatus, resp.StatusCode)
-	}
-	return resp.Close, nil
-}
-
-func classify(err error) string {
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "eof"
-	case errors.Is(err, errStatus):
-		return "status"
-	case errors.Is(err, syscall.EPIPE):
-		return "broken pipe"
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	return "other"
 }

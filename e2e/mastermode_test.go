@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // In master socket mode a child inherits exactly one more descriptor, its
@@ -23,7 +25,7 @@ func TestMasterModeDescriptors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := startMasterOn(t, freeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
+	m := startMasterOn(t, testkit.FreeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
 		"--workers", "2", "--sockets", "master", "--", self)
 	m.waitReady(2)
 	for _, slot := range []string{"0", "1"} {

@@ -1,14 +1,13 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // inNetns runs the calling top-level test again in a new network namespace
@@ -19,7 +18,7 @@ import (
 func inNetns(t *testing.T, migrate int) bool {
 	t.Helper()
 	if os.Getenv("PREFORK_E2E_NETNS") != "" {
-		if err := setupNetns(migrate); err != nil {
+		if err := testkit.SetupNetns(migrate); err != nil {
 			t.Fatalf("set up the network namespace: %v", err)
 		}
 		return true
@@ -39,30 +38,4 @@ func inNetns(t *testing.T, migrate int) bool {
 		t.Skip("skipped in the network namespace")
 	}
 	return false
-}
-
-// setupNetns brings loopback up and sets tcp_migrate_req, in the current
-// (new) network namespace only.
-func setupNetns(migrate int) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("get lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("set lo up: %w", err)
-	}
-	err = os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte(fmt.Sprint(migrate)), 0o644)
-	if err != nil {
-		return fmt.Errorf("set tcp_migrate_req: %w", err)
-	}
-	return nil
 }

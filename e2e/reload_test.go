@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // ctl runs a client command of bin/master against m's control socket and
@@ -146,7 +148,7 @@ func reloadUnderLoad(t *testing.T, sockets string, reloads int) (keep, perConn *
 		for _, p := range current {
 			isCurrent = isCurrent || p == pid
 		}
-		if !isCurrent && alive(pid) {
+		if !isCurrent && testkit.Alive(pid) {
 			t.Errorf("child %d of an old generation is still running", pid)
 		}
 	}
@@ -348,7 +350,7 @@ func TestControlSocket(t *testing.T) {
 	}
 
 	// A second master on the same socket is bad input.
-	code, _, errOut := runMaster(t, "run", "--listen", freeAddr(t), "--control", m.control, "--workers", "1")
+	code, _, errOut := runMaster(t, "run", "--listen", testkit.FreeAddr(t), "--control", m.control, "--workers", "1")
 	if code != 2 || !strings.Contains(errOut, "in use by a running master") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 		t.Errorf("second master on %s: exit %d, stderr %q; want 2 and one line", m.control, code, errOut)
 	}
@@ -372,7 +374,7 @@ func TestControlSocket(t *testing.T) {
 	if _, err := os.Stat(killed.control); err != nil {
 		t.Fatalf("the killed master left no socket file to test with: %v", err)
 	}
-	again := startMasterOn(t, freeAddr(t), nil, "--workers", "1", "--control", killed.control)
+	again := startMasterOn(t, testkit.FreeAddr(t), nil, "--workers", "1", "--control", killed.control)
 	again.control = killed.control
 	again.waitReady(1)
 	if st := again.status(); st.PID != again.cmd.Process.Pid {
@@ -387,7 +389,7 @@ func TestReloadChangesAddressAndWorkers(t *testing.T) {
 	for _, sockets := range []string{"child", "master"} {
 		t.Run(sockets, func(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "prefork.yaml")
-			oldAddr, newAddr := freeAddr(t), freeAddr(t)
+			oldAddr, newAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 			extra := "sockets: " + sockets + "\nlisten: "
 			writeConfig(t, cfg, childConfig(2, extra+oldAddr+"\n"))
 			m := startMasterOn(t, "", nil, "--config", cfg) // no --listen: it would win over the file

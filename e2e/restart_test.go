@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // A command that exits at once is not bad input: the master keeps running,
@@ -64,7 +66,7 @@ func TestNotReadyChildIsKilled(t *testing.T) {
 	if exit.str("signal") != "SIGKILL" || exit.str("reason") != "not ready in time" {
 		t.Errorf("exit line %v, want signal SIGKILL and reason", exit)
 	}
-	if alive(pid) {
+	if testkit.Alive(pid) {
 		t.Errorf("child %d still running", pid)
 	}
 	m.waitMsg(10*time.Second, 2, "child started") // replaced
@@ -78,7 +80,7 @@ func TestChildInheritsOnlyStdio(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := startMasterOn(t, freeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
+	m := startMasterOn(t, testkit.FreeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
 		"--workers", "2", "--", self)
 	m.waitReady(2)
 	for _, slot := range []string{"0", "1"} {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // N children with N distinct pids, each answering for its own slot, and the
@@ -23,7 +25,7 @@ func TestServesFromNChildren(t *testing.T) {
 	if len(pids) != n {
 		t.Fatalf("ready children by slot = %v, want %d distinct pids", ready, n)
 	}
-	kids := childrenOf(m.cmd.Process.Pid)
+	kids := testkit.ChildrenOf(m.cmd.Process.Pid)
 	slices.Sort(kids)
 	for pid := range pids {
 		if _, found := slices.BinarySearch(kids, pid); !found {
@@ -93,7 +95,7 @@ func TestCrashedChildIsReplaced(t *testing.T) {
 		t.Errorf("%d children started, want %d (n plus the replacement)", len(started), n+1)
 	}
 	for slot := 1; slot < n; slot++ {
-		if !alive(ready[slot]) {
+		if !testkit.Alive(ready[slot]) {
 			t.Errorf("slot %d's child %d is gone", slot, ready[slot])
 		}
 	}
@@ -151,7 +153,7 @@ func (c *keptConn) whoami() (whoami, error) {
 // returns the first failure.
 func hammer(ctx context.Context, c *keptConn) error {
 	for i := 0; i < 100000 && ctx.Err() == nil; i++ {
-		if _, err := roundTrip(c.Conn, c.br, keepAlive); err != nil {
+		if _, err := testkit.RoundTrip(c.Conn, c.br, false); err != nil {
 			return err
 		}
 	}

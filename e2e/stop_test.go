@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // SIGTERM to the master with a request in flight: the request gets its 200,
@@ -35,7 +37,7 @@ func testGracefulStop(t *testing.T, stop func(*master)) {
 		t.Fatalf("master exit code %d, want 0", code)
 	}
 	for _, pid := range m.startedPIDs() {
-		if alive(pid) {
+		if testkit.Alive(pid) {
 			t.Errorf("child %d outlived the master", pid)
 		}
 	}
@@ -59,7 +61,7 @@ func TestFastStop(t *testing.T) {
 		}
 	}
 	for _, pid := range m.startedPIDs() {
-		if alive(pid) {
+		if testkit.Alive(pid) {
 			t.Errorf("child %d outlived the master", pid)
 		}
 	}
@@ -77,7 +79,7 @@ func TestMasterKilledChildrenExit(t *testing.T) {
 	killed := time.Now()
 	eventually(t, drain+time.Second, "every child gone after the master was killed", func() bool {
 		for _, pid := range pids {
-			if alive(pid) {
+			if testkit.Alive(pid) {
 				return false
 			}
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testkit holds what the end-to-end tests and the benchmarks of
 // the built binaries share: a free loopback port, /proc views of processes,
 // the setup of a network namespace of a test's own, and an exact HTTP/1.1
@@ -69,10 +71,8 @@ func ChildrenOf(pid int) []int {
 // the namespace its parent runs in: the machine's own sysctls are never
 // touched.
 func SetupNetns(migrate int) error {
-	self, err1 := os.Readlink("/proc/self/ns/net")
-	parent, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", os.Getppid()))
-	if err1 != nil || err2 != nil || self == parent {
-		return fmt.Errorf("not in a network namespace of its own (self %q, parent %q)", self, parent)
+	if err := checkOwnNetns(); err != nil {
+		return err
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -92,6 +92,17 @@ func SetupNetns(migrate int) error {
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte(strconv.Itoa(migrate)), 0o644); err != nil {
 		return fmt.Errorf("set tcp_migrate_req: %w", err)
+	}
+	return nil
+}
+
+// checkOwnNetns fails unless the caller runs in another network namespace
+// than its parent.
+func checkOwnNetns() error {
+	self, err1 := os.Readlink("/proc/self/ns/net")
+	parent, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", os.Getppid()))
+	if err1 != nil || err2 != nil || self == parent {
+		return fmt.Errorf("not in a network namespace of its own (self %q, parent %q)", self, parent)
 	}
 	return nil
 }

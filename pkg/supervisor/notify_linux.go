@@ -15,6 +15,10 @@ import (
 // page-sized buffer too.
 const notifyMaxDatagram = 4096
 
+// credentialsSpace is the control-message room for the sender's
+// credentials that SO_PASSCRED attaches to every datagram.
+var credentialsSpace = unix.CmsgSpace(unix.SizeofUcred)
+
 // notifyServer is the master's end of the sd_notify protocol: a unix
 // datagram socket with SO_PASSCRED, so that the kernel stamps every message
 // with its sender's pid and the master knows which child spoke, exactly as

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"golang.org/x/sys/unix"
 )
 
 // A real sd_notify client reaches the server, and the kernel tells the
@@ -22,7 +21,7 @@ func TestNotifyServerCredentials(t *testing.T) {
 		t.Fatalf("SdNotify = %v, %v; want true, nil", sent, err)
 	}
 	buf := make([]byte, notifyMaxDatagram)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	oob := make([]byte, credentialsSpace)
 	pid, data, err := ns.read(buf, oob)
 	if err != nil {
 		t.Fatal(err)

@@ -624,7 +624,7 @@ func (s *Supervisor) kill(c *child, sig unix.Signal) {
 
 func (s *Supervisor) readNotify() {
 	buf := make([]byte, notifyMaxDatagram)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	oob := make([]byte, credentialsSpace)
 	for {
 		pid, data, err := s.notify.read(buf, oob)
 		if errors.Is(err, net.ErrClosed) {

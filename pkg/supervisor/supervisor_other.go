@@ -1,0 +1,65 @@
+//go:build !linux
+
+package supervisor
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The supervisor relies on Linux: SO_PASSCRED, close_range, parent-death
+// signals, SO_REUSEPORT groups. Elsewhere it compiles, and New fails with
+// errUnsupported.
+
+var errUnsupported = errors.New("prefork supervises on Linux only")
+
+const notifyMaxDatagram = 4096
+
+var credentialsSpace = 0
+
+type notifyServer struct{ addr string }
+
+func listenNotify() (*notifyServer, error)                  { return nil, errUnsupported }
+func (*notifyServer) read(_, _ []byte) (int, []byte, error) { return 0, nil, errUnsupported }
+func (*notifyServer) close() error                          { return nil }
+
+type spawner struct{}
+
+func startSpawner(*os.File) *spawner                                { return &spawner{} }
+func (*spawner) spawn(string, []string, []string, int) (int, error) { return 0, errUnsupported }
+func (*spawner) stop()                                              {}
+
+type socketSet struct{}
+
+func newSocketSet() *socketSet                    { return &socketSet{} }
+func (*socketSet) ensure(string, int) error       { return errUnsupported }
+func (*socketSet) has(string) bool                { return false }
+func (*socketSet) fd(string, int) (int, error)    { return -1, errUnsupported }
+func (*socketSet) release(func(string, int) bool) {}
+func (*socketSet) closeAll()                      {}
+func closeOnExecAll() error                       { return errUnsupported }
+func watchSIGCHLD(func(), <-chan struct{}) <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+func reap(func(exitStatus))                                  {}
+func childEnv(base []string, own map[string]string) []string { return base }
+
+type exitStatus struct {
+	pid    int
+	status unix.WaitStatus
+	at     time.Time
+}
+
+type sigchld struct{}
+
+// ShimCommand is the first argument that makes the master's binary act as
+// the exec shim of master socket mode; Linux only.
+const ShimCommand = "__prefork_exec"
+
+// ExecShim is Linux only.
+func ExecShim([]string) error { return errUnsupported }

@@ -420,3 +420,30 @@ func TestReloadChangesAddressAndWorkers(t *testing.T) {
 		})
 	}
 }
+
+// A crash of an old child while a reload is starting the new generation is
+// restarted as usual, in the old generation, and the reload still succeeds.
+func TestCrashDuringReloadIsRestarted(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "prefork.yaml")
+	writeConfig(t, cfg, childConfig(2, ""))
+	m := startMaster(t, "--config", cfg)
+	ready := m.waitReady(2)
+	// The new generation takes a while to get ready.
+	writeConfig(t, cfg, fmt.Sprintf("workers: 2\ncommand: [/bin/sh, -c, 'sleep 1; exec %s']\n", filepath.Join(bin, "child")))
+	reloaded := make(chan string, 1)
+	go func() {
+		code, out, errOut := m.ctl("reload")
+		reloaded <- fmt.Sprintf("exit %d %s%s", code, out, errOut)
+	}()
+	m.waitMsg(10*time.Second, 1, "reload started")
+	if err := killPID(ready[0]); err != nil {
+		t.Fatal(err)
+	}
+	m.waitLog(10*time.Second, 1, "slot 0 of generation 1 restarted", func(l logLine) bool {
+		return l.msg() == "child ready" && l.int("slot") == 0 && l.int("generation") == 1 && l.int("pid") != ready[0]
+	})
+	if got := <-reloaded; !strings.HasPrefix(got, "exit 0 generation 2 serves") {
+		t.Fatalf("reload: %s", got)
+	}
+	eventually(t, 20*time.Second, "both slots in generation 2", func() bool { return m.status().settled(2, 2) })
+}

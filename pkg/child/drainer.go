@@ -158,6 +158,11 @@ func (d *drainer) closeIdle(start, now time.Time) (left int, next time.Time) {
 		if !ok {
 			continue
 		}
+		if !now.Before(at) && requestArriving(c) {
+			// Bytes wait in the socket: net/http is about to read a
+			// request and mark the connection active. Look again soon.
+			at = now.Add(arrivingRecheck)
+		}
 		if now.Before(at) {
 			if next.IsZero() || at.Before(next) {
 				next = at

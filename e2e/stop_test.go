@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,4 +109,32 @@ func TestJobControlSignalsDoNotStopMaster(t *testing.T) {
 	if st := m.status(); st.PID != m.cmd.Process.Pid {
 		t.Errorf("status answered for pid %d", st.PID)
 	}
+}
+
+// SIGKILL reaches a child's whole process group: a helper it started in the
+// background does not outlive a fast stop.
+func TestFastStopKillsChildProcessGroup(t *testing.T) {
+	script := "sleep 300 & exec " + filepath.Join(bin, "child")
+	m := startMaster(t, "--workers", "1", "--", "/bin/sh", "-c", script)
+	ready := m.waitReady(1)
+	var helper int
+	eventually(t, 5*time.Second, "the child's background sleep", func() bool {
+		for _, pid := range testkit.ChildrenOf(ready[0]) {
+			if comm(pid) == "sleep" {
+				helper = pid
+				return true
+			}
+		}
+		return false
+	})
+	t.Cleanup(func() {
+		if testkit.Alive(helper) {
+			syscall.Kill(helper, syscall.SIGKILL)
+		}
+	})
+	m.signal(syscall.SIGQUIT)
+	if code := m.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	eventually(t, 5*time.Second, "the helper killed with its child's group", func() bool { return !testkit.Alive(helper) })
 }

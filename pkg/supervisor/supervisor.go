@@ -615,9 +615,21 @@ func (s *Supervisor) drain(c *child) {
 }
 
 // kill signals c. Only the loop reaps, and it removes a child from the table
-// as it does, so c.pid cannot name another process here.
+// as it does, so c.pid cannot name another process here. SIGKILL goes to
+// the child's whole process group (it leads one of its own), as systemd's
+// KillMode=control-group would: a helper the child started must not
+// outlive it. SIGTERM goes to the child alone; how it stops its helpers is
+// its own business.
 func (s *Supervisor) kill(c *child, sig unix.Signal) {
-	if err := unix.Kill(c.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+	target := c.pid
+	if sig == unix.SIGKILL {
+		target = -c.pid
+	}
+	err := unix.Kill(target, sig)
+	if errors.Is(err, unix.ESRCH) && target < 0 {
+		err = unix.Kill(c.pid, sig) // the child left its group
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
 		s.log.Error("signal child", "pid", c.pid, "signal", unix.SignalName(sig), "err", err)
 	}
 }

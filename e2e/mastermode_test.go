@@ -12,45 +12,22 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prefork/prefork/internal/testkit"
 )
 
 // In master socket mode a child inherits exactly one more descriptor, its
 // slot's listener as fd 3, with LISTEN_PID naming the child itself; and the
 // master's own listeners stay non-blocking (TRAPS 5).
 func TestMasterModeDescriptors(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "fds")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := startMasterOn(t, testkit.FreeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
-		"--workers", "2", "--sockets", "master", "--", self)
-	m.waitReady(2)
-	for _, slot := range []string{"0", "1"} {
-		data, err := os.ReadFile(out + "." + slot)
-		if err != nil {
-			t.Fatal(err)
+	m, children := runFDList(t, 2, "--sockets", "master")
+	for slot, in := range children {
+		if strings.Join(in.fds, ",") != "0,1,2,3" {
+			t.Errorf("slot %d inherited descriptors:\n%s\nwant 0, 1, 2 and 3 only", slot, in.raw)
 		}
-		var fds []string
-		activation := ""
-		for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
-			if strings.HasPrefix(line, "LISTEN_") {
-				activation = line
-				continue
-			}
-			fd, target, _ := strings.Cut(line, " ")
-			fds = append(fds, fd)
-			if fd == "3" && !strings.HasPrefix(target, "socket:") {
-				t.Errorf("slot %s: fd 3 is %s, want a socket", slot, target)
-			}
+		if !strings.HasPrefix(in.targets["3"], "socket:") {
+			t.Errorf("slot %d: fd 3 is %s, want a socket", slot, in.targets["3"])
 		}
-		if strings.Join(fds, ",") != "0,1,2,3" {
-			t.Errorf("slot %s inherited descriptors:\n%s\nwant 0, 1, 2 and 3 only", slot, data)
-		}
-		if activation != "LISTEN_FDS=1 LISTEN_PID_is_self=true LISTEN_FDNAMES=prefork" {
-			t.Errorf("slot %s: socket activation variables %q", slot, activation)
+		if in.activation != "LISTEN_FDS=1 LISTEN_PID_is_self=true LISTEN_FDNAMES=prefork" {
+			t.Errorf("slot %d: socket activation variables %q", slot, in.activation)
 		}
 	}
 	_, port, _ := net.SplitHostPort(m.addr)

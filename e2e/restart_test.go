@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -75,32 +73,13 @@ func TestNotReadyChildIsKilled(t *testing.T) {
 // No descriptor of the master leaks into a child: it holds stdin, stdout
 // and stderr only.
 func TestChildInheritsOnlyStdio(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "fds")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := startMasterOn(t, testkit.FreeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
-		"--workers", "2", "--", self)
-	m.waitReady(2)
-	for _, slot := range []string{"0", "1"} {
-		data, err := os.ReadFile(out + "." + slot)
-		if err != nil {
-			t.Fatal(err)
+	_, children := runFDList(t, 2)
+	for slot, in := range children {
+		if strings.Join(in.fds, ",") != "0,1,2" {
+			t.Errorf("slot %d inherited descriptors:\n%s\nwant 0, 1 and 2 only", slot, in.raw)
 		}
-		var fds []string
-		for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
-			if strings.HasPrefix(line, "LISTEN_") {
-				continue
-			}
-			fd, target, _ := strings.Cut(line, " ")
-			fds = append(fds, fd)
-			if fd == "0" && target != "/dev/null" {
-				t.Errorf("slot %s: stdin is %s, want /dev/null", slot, target)
-			}
-		}
-		if strings.Join(fds, ",") != "0,1,2" {
-			t.Errorf("slot %s inherited descriptors:\n%s\nwant 0, 1 and 2 only", slot, data)
+		if in.targets["0"] != "/dev/null" {
+			t.Errorf("slot %d: stdin is %s, want /dev/null", slot, in.targets["0"])
 		}
 	}
 }

@@ -3,12 +3,16 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // playRole runs the test binary as a child program of the master.
@@ -65,4 +69,47 @@ func fdList() int {
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	time.Sleep(time.Minute) // SIGTERM ends it
 	return 0
+}
+
+// inherited is what the fdlist role saw in one child.
+type inherited struct {
+	fds        []string          // descriptor numbers, in order
+	targets    map[string]string // what each one points at
+	activation string            // the LISTEN_* line
+	raw        string
+}
+
+// runFDList starts the test binary in the fdlist role under a master with
+// args, and returns the master and what each of its workers children
+// inherited, by slot.
+func runFDList(t *testing.T, workers int, args ...string) (*master, []inherited) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "fds")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{"--workers", strconv.Itoa(workers)}, args...)
+	m := startMasterOn(t, testkit.FreeAddr(t), []string{"E2E_PREFORK_ROLE=fdlist", "E2E_PREFORK_OUT=" + out},
+		append(full, "--", self)...)
+	m.waitReady(workers)
+	var all []inherited
+	for slot := range workers {
+		data, err := os.ReadFile(fmt.Sprintf("%s.%d", out, slot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := inherited{targets: map[string]string{}, raw: string(data)}
+		for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+			if strings.HasPrefix(line, "LISTEN_") {
+				in.activation = line
+				continue
+			}
+			fd, target, _ := strings.Cut(line, " ")
+			in.fds = append(in.fds, fd)
+			in.targets[fd] = target
+		}
+		all = append(all, in)
+	}
+	return m, all
 }

@@ -81,7 +81,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	// then becomes the reference child.
 	script := "(sleep 3 &); exec " + filepath.Join(bin, "child")
 	m := startMasterSys(t, testkit.FreeAddr(t), nil,
-		&syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWPID},
+		&syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID},
 		"--workers", "1", "--", "/bin/sh", "-c", script)
 	m.waitReady(1)
 	master := m.cmd.Process.Pid

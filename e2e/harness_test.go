@@ -69,10 +69,12 @@ func startMaster(t *testing.T, args ...string) *master {
 // given.
 func startMasterOn(t *testing.T, addr string, env []string, args ...string) *master {
 	t.Helper()
-	return startMasterSys(t, addr, env, &syscall.SysProcAttr{Setpgid: true}, args...)
+	return startMasterSys(t, addr, env, &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}, args...)
 }
 
-// startMasterSys is startMasterOn with the process attributes given.
+// startMasterSys is startMasterOn with the process attributes given. Give
+// them Pdeathsig: if the test binary dies (a timeout panic, say) before
+// its cleanups run, the master must die with it, and its children with it.
 func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
 	t.Helper()
 	control := filepath.Join(t.TempDir(), "ctl.sock")

@@ -14,19 +14,22 @@ import (
 	"time"
 )
 
-// In master socket mode a child inherits exactly one more descriptor, its
-// slot's listener as fd 3, with LISTEN_PID naming the child itself; and the
+// In master socket mode a child inherits its slot's listener as fd 3, with
+// LISTEN_PID naming the child itself, and its counter page as fd 4; and the
 // master's own listeners stay non-blocking (TRAPS 5).
 func TestMasterModeDescriptors(t *testing.T) {
 	m, children := runFDList(t, 2, "--sockets", "master")
 	for slot, in := range children {
-		if strings.Join(in.fds, ",") != "0,1,2,3" {
-			t.Errorf("slot %d inherited descriptors:\n%s\nwant 0, 1, 2 and 3 only", slot, in.raw)
+		if strings.Join(in.fds, ",") != "0,1,2,3,4" {
+			t.Errorf("slot %d inherited descriptors:\n%s\nwant 0 to 4 only", slot, in.raw)
+		}
+		if !strings.HasPrefix(in.targets["4"], "/memfd:") {
+			t.Errorf("slot %d: fd 4 is %s, want the counter page", slot, in.targets["4"])
 		}
 		if !strings.HasPrefix(in.targets["3"], "socket:") {
 			t.Errorf("slot %d: fd 3 is %s, want a socket", slot, in.targets["3"])
 		}
-		if in.activation != "LISTEN_FDS=1 LISTEN_PID_is_self=true LISTEN_FDNAMES=prefork" {
+		if in.activation != "LISTEN_FDS=1 LISTEN_PID_is_self=true LISTEN_FDNAMES=prefork PREFORK_COUNTERS_FD=4" {
 			t.Errorf("slot %d: socket activation variables %q", slot, in.activation)
 		}
 	}

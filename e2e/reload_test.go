@@ -49,6 +49,7 @@ type statusReply struct {
 		Generation int     `json:"generation"`
 		PID        int     `json:"pid"`
 		State      string  `json:"state"`
+		Accepts    uint64  `json:"accepts"`
 		Restarts   int     `json:"restarts"`
 		Uptime     float64 `json:"uptime_seconds"`
 	} `json:"children"`

@@ -61,8 +61,9 @@ func fdList() int {
 	}
 	unix.Close(dir)
 	// Socket activation: LISTEN_PID must name this very process.
-	lines = append(lines, fmt.Sprintf("LISTEN_FDS=%s LISTEN_PID_is_self=%v LISTEN_FDNAMES=%s",
-		os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()), os.Getenv("LISTEN_FDNAMES")))
+	lines = append(lines, fmt.Sprintf("LISTEN_FDS=%s LISTEN_PID_is_self=%v LISTEN_FDNAMES=%s PREFORK_COUNTERS_FD=%s",
+		os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()), os.Getenv("LISTEN_FDNAMES"),
+		os.Getenv("PREFORK_COUNTERS_FD")))
 	if err := os.WriteFile(os.Getenv("E2E_PREFORK_OUT")+"."+os.Getenv("PREFORK_SLOT"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		return 1
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/prefork/prefork/pkg/metrics"
 	"github.com/prefork/prefork/pkg/sockopt"
 )
 
@@ -17,6 +18,10 @@ const (
 	envListenPID     = "LISTEN_PID"
 	envListenFDNames = "LISTEN_FDNAMES"
 )
+
+// envCountersFD names the inherited descriptor of the master's counters
+// page (SPEC, "The child contract"; package metrics has its layout).
+const envCountersFD = "PREFORK_COUNTERS_FD"
 
 // listenFD is SD_LISTEN_FDS_START, the first inherited listener.
 const listenFD = 3
@@ -31,8 +36,18 @@ const fallbackAddr = "127.0.0.1:8080"
 // them for its own); else PREFORK_LISTEN bound with SO_REUSEPORT; else
 // 127.0.0.1:8080. LISTEN_FDS other than 0 or 1 for this process is an
 // error: the master passes exactly one socket. ctx bounds binding only.
+//
+// When PREFORK_COUNTERS_FD names an inherited counters page, every
+// accepted connection is counted on it (one atomic add, no syscall) and
+// the variable is unset so no grandchild takes it. A value that is not a
+// non-negative decimal is an error; a page that cannot be mapped is not:
+// the child then serves without counting, and its accepts read as 0.
 func Listen(ctx context.Context) (net.Listener, error) {
 	src, err := listenSource(os.LookupEnv, os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	countersFD, hasCounters, err := countersSource(os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +60,41 @@ func Listen(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &countingListener{Listener: ln}, nil
+	cl := &countingListener{Listener: ln}
+	if hasCounters {
+		cl.onAccept = openCounter(countersFD)
+	}
+	return cl, nil
+}
+
+// countersSource reads PREFORK_COUNTERS_FD; unset or empty means no page.
+func countersSource(lookup lookupFunc) (fd int, ok bool, err error) {
+	s, ok := nonEmpty(lookup, envCountersFD)
+	if !ok {
+		return 0, false, nil
+	}
+	fd, err = strconv.Atoi(s)
+	if err != nil {
+		return 0, false, fmt.Errorf("parse %s: %w", envCountersFD, err)
+	}
+	if fd < 0 {
+		return 0, false, fmt.Errorf("parse %s=%q: must not be negative", envCountersFD, s)
+	}
+	return fd, true, nil
+}
+
+// openCounter maps the counters page at fd and unsets
+// PREFORK_COUNTERS_FD. It returns the hook that counts one accept, or nil
+// when the page cannot be mapped (fd is then left alone: it may be
+// something else). The hook is a method value: calling it allocates
+// nothing.
+func openCounter(fd int) func() {
+	_ = os.Unsetenv(envCountersFD) // fails only for an invalid name
+	c, err := metrics.OpenCounter(fd)
+	if err != nil {
+		return nil
+	}
+	return c.Inc
 }
 
 // source says where the listener comes from: fd 3, or an address to bind.
@@ -144,9 +193,9 @@ func bindListener(ctx context.Context, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// countingListener calls onAccept once per accepted connection. It is
-// where the shared counters page of PREFORK_COUNTERS_FD will be
-// incremented; until that lands onAccept is nil.
+// countingListener calls onAccept once per accepted connection:
+// (*metrics.Counter).Inc on the page of PREFORK_COUNTERS_FD, or nil when
+// there is no page.
 type countingListener struct {
 	net.Listener
 	onAccept func()

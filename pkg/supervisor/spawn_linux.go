@@ -20,11 +20,11 @@ type spawner struct {
 }
 
 type spawnRequest struct {
-	path     string
-	argv     []string
-	env      []string
-	listener int // a descriptor to pass as fd 3, or -1
-	reply    chan spawnResult
+	path  string
+	argv  []string
+	env   []string
+	extra []int // descriptors to pass as fd 3, 4, ...
+	reply chan spawnResult
 }
 
 type spawnResult struct {
@@ -42,7 +42,7 @@ func startSpawner(stdin *os.File) *spawner {
 		runtime.LockOSThread()
 		close(ready)
 		for req := range s.reqs {
-			pid, err := forkExec(req.path, req.argv, req.env, stdin, req.listener)
+			pid, err := forkExec(req.path, req.argv, req.env, stdin, req.extra)
 			req.reply <- spawnResult{pid: pid, err: err}
 		}
 	}()
@@ -50,23 +50,23 @@ func startSpawner(stdin *os.File) *spawner {
 	return s
 }
 
-// spawn starts the program at path with argv and env, and listener as fd 3
-// unless it is -1, and returns its pid. The caller owns reaping.
-func (s *spawner) spawn(path string, argv, env []string, listener int) (int, error) {
+// spawn starts the program at path with argv and env, with the descriptors
+// extra as fd 3, 4 and so on, and returns its pid. The caller owns reaping.
+func (s *spawner) spawn(path string, argv, env []string, extra []int) (int, error) {
 	reply := make(chan spawnResult, 1)
-	s.reqs <- spawnRequest{path: path, argv: argv, env: env, listener: listener, reply: reply}
+	s.reqs <- spawnRequest{path: path, argv: argv, env: env, extra: extra, reply: reply}
 	r := <-reply
 	return r.pid, r.err
 }
 
 func (s *spawner) stop() { close(s.reqs) }
 
-func forkExec(path string, argv, env []string, stdin *os.File, listener int) (int, error) {
+func forkExec(path string, argv, env []string, stdin *os.File, extra []int) (int, error) {
 	// Every descriptor of the master is close-on-exec; these are the only
 	// ones a child inherits.
 	files := []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
-	if listener >= 0 {
-		files = append(files, uintptr(listener))
+	for _, fd := range extra {
+		files = append(files, uintptr(fd))
 	}
 	attr := &syscall.ProcAttr{
 		Env:   env,

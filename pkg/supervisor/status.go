@@ -25,7 +25,8 @@ type ChildStatus struct {
 	Generation int   `json:"generation"`
 	PID        int   `json:"pid"`
 	State      State `json:"state"`
-	// Accepts counts the connections this slot's children accepted.
+	// Accepts counts the connections this child accepted, read live from
+	// its counter page.
 	Accepts uint64 `json:"accepts"`
 	// Restarts counts the unplanned exits of the slot that were restarted,
 	// over the life of the supervisor.
@@ -58,6 +59,7 @@ func (s *Supervisor) status() Status {
 			Generation:    c.gen.number,
 			PID:           c.pid,
 			State:         c.state,
+			Accepts:       c.page.Accepts(),
 			Restarts:      s.restarts[c.slot],
 			UptimeSeconds: now.Sub(c.started).Seconds(),
 			Started:       c.started,

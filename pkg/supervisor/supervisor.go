@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prefork/prefork/pkg/metrics"
 	"github.com/prefork/prefork/pkg/sockopt"
 	"golang.org/x/sys/unix"
 )
@@ -100,7 +101,8 @@ type child struct {
 	readyAt    time.Time
 	readyTimer *time.Timer
 	killTimer  *time.Timer
-	notReady   bool // killed for not being ready in time
+	notReady   bool          // killed for not being ready in time
+	page       *metrics.Page // its accept counter; nil if none could be made
 }
 
 // slot is a position 0..Workers-1 of a generation.
@@ -370,13 +372,14 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) error {
 		"PREFORK_DRAIN_TIMEOUT": cfg.DrainTimeout.String(),
 		"NOTIFY_SOCKET":         s.notify.addr,
 	}
-	path, argv, listener := g.argv[0], g.argv, -1
+	path, argv := g.argv[0], g.argv
+	var extra []int // fd 3, 4, ... of the child
 	if cfg.Sockets == SocketsMaster {
 		fd, err := s.sockets.fd(cfg.Listen, slotIndex)
 		if err != nil {
 			return err
 		}
-		listener = fd
+		extra = append(extra, fd) // fd 3, as socket activation wants
 		own["LISTEN_FDS"] = "1"
 		own["LISTEN_FDNAMES"] = "prefork"
 		// LISTEN_PID must be the child's own pid, known only after the
@@ -386,12 +389,21 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) error {
 		path = "/proc/self/exe"
 		argv = append([]string{s.self, ShimCommand}, g.argv...)
 	}
-	now := time.Now()
-	pid, err := s.spawner.spawn(path, argv, childEnv(os.Environ(), own), listener)
+	page, err := metrics.NewPage()
 	if err != nil {
+		// Counting is not worth a child: it serves, its accepts read 0.
+		s.log.Warn("no counter page for a child", "slot", slotIndex, "err", err)
+	} else {
+		own["PREFORK_COUNTERS_FD"] = strconv.Itoa(3 + len(extra))
+		extra = append(extra, page.FD())
+	}
+	now := time.Now()
+	pid, err := s.spawner.spawn(path, argv, childEnv(os.Environ(), own), extra)
+	if err != nil {
+		page.Close()
 		return err
 	}
-	c := &child{pid: pid, gen: g, slot: slotIndex, state: StateStarting, started: now}
+	c := &child{pid: pid, gen: g, slot: slotIndex, state: StateStarting, started: now, page: page}
 	c.readyTimer = time.AfterFunc(cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
 	s.children[pid] = c
 	sl.current = c
@@ -483,6 +495,7 @@ func (s *Supervisor) exited(e exitStatus) {
 		return
 	}
 	delete(s.children, e.pid)
+	c.page.Close()
 	c.readyTimer.Stop()
 	if c.killTimer != nil {
 		c.killTimer.Stop()

@@ -71,7 +71,7 @@ func startMaster(tb testing.TB, workers int, args ...string) *master {
 	// its own, so that benchmarks never collide with each other or with
 	// someone's `make run`.
 	control := filepath.Join(tb.TempDir(), "ctl.sock")
-	full = append(full, "--control", control)
+	full = append(full, "--control", control, "--metrics", "") // the default metrics port is one per machine
 	full = append(full, args...)
 	m := &master{tb: tb, addr: addr, control: control, exited: make(chan struct{}),
 		logEOF: make(chan struct{}), change: make(chan struct{})}

@@ -59,6 +59,7 @@ func TestBadInput(t *testing.T) {
 		{name: "bad duration flag", args: []string{"--drain-timeout", "forever"}, want: "drain-timeout"},
 		{name: "unknown flag", args: []string{"--wrokers", "2"}, want: "wrokers"},
 		{name: "unknown sockets mode", args: []string{"--sockets", "both"}, want: "sockets"},
+		{name: "metrics port in use", args: []string{"--metrics", busy.Addr().String()}, want: "metrics"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -78,7 +78,9 @@ func startMasterOn(t *testing.T, addr string, env []string, args ...string) *mas
 func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
 	t.Helper()
 	control := filepath.Join(t.TempDir(), "ctl.sock")
-	full := []string{"run", "--log-format", "json", "--control", control}
+	// No metrics endpoint unless a test asks for one: the default port
+	// is one per machine.
+	full := []string{"run", "--log-format", "json", "--control", control, "--metrics", ""}
 	if addr != "" { // "": the address comes from the config file
 		full = append(full, "--listen", addr)
 	}

@@ -27,6 +27,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "drain-timeout", Usage: "how long a draining child has before SIGKILL", Value: supervisor.DefaultDrainTimeout.String(), EnvVars: []string{"PREFORK_DRAIN_TIMEOUT"}},
 			&cli.StringFlag{Name: "sockets", Usage: "who binds the listeners: child or master", Value: supervisor.DefaultSockets, EnvVars: []string{"PREFORK_SOCKETS"}},
 			controlFlag(),
+			&cli.StringFlag{Name: "metrics", Usage: `HTTP address for /metrics, /healthz, /readyz ("" = off)`, Value: supervisor.DefaultMetrics, EnvVars: []string{"PREFORK_METRICS"}},
 			&cli.StringFlag{Name: "log-format", Usage: "text or json, on stderr", Value: supervisor.DefaultLogFormat, EnvVars: []string{"PREFORK_LOG_FORMAT"}},
 		},
 		OnUsageError: usageError,
@@ -144,6 +145,9 @@ func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
 	}
 	if c.IsSet("sockets") {
 		cfg.Sockets = c.String("sockets")
+	}
+	if c.IsSet("metrics") {
+		cfg.Metrics = c.String("metrics")
 	}
 	if c.IsSet("control") {
 		cfg.Control = c.String("control")

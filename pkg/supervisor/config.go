@@ -19,6 +19,7 @@ const (
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultSockets      = SocketsChild
 	DefaultLogFormat    = "text"
+	DefaultMetrics      = "127.0.0.1:9090"
 )
 
 // Socket modes: who binds the listeners.
@@ -54,6 +55,9 @@ type Config struct {
 	Command []string
 	// Control is the path of the admin API's unix socket; "" turns it off.
 	Control string
+	// Metrics is the TCP address of /metrics, /healthz and /readyz; ""
+	// turns it off.
+	Metrics string
 }
 
 // DefaultConfig returns the documented defaults. Command is left to the
@@ -67,6 +71,7 @@ func DefaultConfig() Config {
 		DrainTimeout: DefaultDrainTimeout,
 		Sockets:      DefaultSockets,
 		LogFormat:    DefaultLogFormat,
+		Metrics:      DefaultMetrics,
 	}
 }
 

@@ -23,6 +23,7 @@ type fileConfig struct {
 	LogFormat    *string   `yaml:"log-format"`
 	Command      []string  `yaml:"command"`
 	Control      *string   `yaml:"control"`
+	Metrics      *string   `yaml:"metrics"`
 }
 
 type duration time.Duration
@@ -90,6 +91,9 @@ func (fc fileConfig) applyTo(cfg *Config) {
 	}
 	if fc.LogFormat != nil {
 		cfg.LogFormat = *fc.LogFormat
+	}
+	if fc.Metrics != nil {
+		cfg.Metrics = *fc.Metrics
 	}
 	if fc.Control != nil {
 		cfg.Control = *fc.Control

@@ -89,9 +89,9 @@ func (s *Supervisor) prepareGeneration() (*generation, error) {
 		}
 	}
 	// The master's own sockets and log are not the children's: they stay.
-	if cfg.Control != s.cur.cfg.Control || cfg.LogFormat != s.cur.cfg.LogFormat {
-		s.log.Warn("control and log-format take effect at the next start, not on reload")
-		cfg.Control, cfg.LogFormat = s.cur.cfg.Control, s.cur.cfg.LogFormat
+	if cfg.Control != s.cur.cfg.Control || cfg.LogFormat != s.cur.cfg.LogFormat || cfg.Metrics != s.cur.cfg.Metrics {
+		s.log.Warn("control, metrics and log-format take effect at the next start, not on reload")
+		cfg.Control, cfg.LogFormat, cfg.Metrics = s.cur.cfg.Control, s.cur.cfg.LogFormat, s.cur.cfg.Metrics
 	}
 	g, err := newGeneration(s.cur.number+1, cfg)
 	if err != nil {
@@ -123,6 +123,9 @@ func (s *Supervisor) commitReload() {
 		}
 	}
 	took := time.Since(s.reloadStart)
+	s.reloads["success"]++
+	s.reloadHist.Observe(took.Seconds())
+	s.slotsEver = max(s.slotsEver, s.cur.cfg.Workers)
 	s.log.Info("reload succeeded", "generation", s.cur.number, "took", took.Round(time.Microsecond).String())
 	s.finishReload(nil)
 	s.announced = true
@@ -147,6 +150,7 @@ func (s *Supervisor) rollbackReload() {
 			}
 		}
 	}
+	s.reloads["rolled_back"]++
 	s.log.Error("reload rolled back; the old generation serves on", "generation", s.cur.number,
 		"reason", s.reloadErr.Error())
 	s.finishReload(fmt.Errorf("%w: %w", ErrRolledBack, s.reloadErr))
@@ -155,6 +159,7 @@ func (s *Supervisor) rollbackReload() {
 }
 
 func (s *Supervisor) rejectReload() {
+	s.reloads["rejected"]++
 	s.log.Error("reload rejected; nothing changed", "generation", s.cur.number, "reason", s.reloadErr.Error())
 	s.finishReload(fmt.Errorf("%w: %w", ErrReloadRejected, s.reloadErr))
 	s.reportReloadEnd()

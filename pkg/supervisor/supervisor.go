@@ -60,6 +60,7 @@ type Supervisor struct {
 	log     *slog.Logger
 	notify  *notifyServer
 	control net.Listener // the admin API's socket; nil when off
+	metrics net.Listener // the metrics endpoint's socket; nil when off
 	devnull *os.File
 	self    string // the master's executable, the exec shim of master socket mode
 	systemd bool   // the master itself was started with NOTIFY_SOCKET
@@ -78,9 +79,13 @@ type Supervisor struct {
 	waiters     []chan ReloadResult // callers of the running reload
 	queued      []chan ReloadResult // callers of the reload queued after it
 	restarts    map[int]int         // unplanned exits restarted, by slot
-	sockets     *socketSet          // master socket mode's listeners
-	announced   bool                // READY=1 sent to systemd
-	stopping    StopMode            // 0 while running
+	accepted    map[int]uint64      // accepts of the slot's children that are gone
+	slotsEver   int                 // the most slots any generation had
+	reloads     map[string]uint64   // reload outcomes, by result
+	reloadHist  metrics.HistogramSnapshot
+	sockets     *socketSet // master socket mode's listeners
+	announced   bool       // READY=1 sent to systemd
+	stopping    StopMode   // 0 while running
 }
 
 // generation is one set of children started from one configuration.
@@ -126,12 +131,14 @@ type (
 		pid int
 		msg notification
 	}
-	readyTimeout  struct{ c *child }
-	drainTimeout  struct{ c *child }
-	restartDue    struct{ s *slot }
-	stopRequest   struct{ mode StopMode }
-	statusRequest struct{ reply chan Status }
-	reloadRequest struct{ reply chan ReloadResult } // reply nil: nobody waits
+	readyTimeout    struct{ c *child }
+	drainTimeout    struct{ c *child }
+	restartDue      struct{ s *slot }
+	stopRequest     struct{ mode StopMode }
+	statusRequest   struct{ reply chan Status }
+	snapshotRequest struct{ reply chan metrics.Snapshot }
+	readyzRequest   struct{ reply chan string }
+	reloadRequest   struct{ reply chan ReloadResult } // reply nil: nobody waits
 )
 
 // New checks cfg and prepares what the children will need, without starting
@@ -166,6 +173,8 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 		children: make(map[int]*child),
 		cur:      g,
 		restarts: make(map[int]int),
+		accepted: make(map[int]uint64),
+		reloads:  make(map[string]uint64),
 		sockets:  newSocketSet(),
 	}
 	if cfg.Sockets == SocketsMaster {
@@ -178,6 +187,12 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 		if s.control, err = listenControl(cfg.Control); err != nil {
 			s.sockets.closeAll()
 			return nil, err
+		}
+	}
+	if cfg.Metrics != "" {
+		if s.metrics, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			s.release()
+			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
 	if s.devnull, err = os.Open(os.DevNull); err == nil {
@@ -217,6 +232,9 @@ func (s *Supervisor) release() {
 		os.Remove(s.cur.cfg.Control)
 		s.control.Close()
 	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
 	if s.notify != nil {
 		s.notify.close()
 	}
@@ -239,10 +257,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		defer close(notifyDone)
 		s.readNotify()
 	}()
-	var admin *http.Server
+	var admin, metricsSrv *http.Server
 	if s.control != nil {
 		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go admin.Serve(s.control)
+	}
+	if s.metrics != nil {
+		metricsSrv = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go metricsSrv.Serve(s.metrics)
 	}
 	s.spawner = startSpawner(s.devnull)
 	s.warnMigrateReq(s.cur.cfg)
@@ -256,6 +278,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if admin != nil {
 		os.Remove(s.cur.cfg.Control)
 		admin.Close()
+	}
+	if metricsSrv != nil {
+		metricsSrv.Close()
 	}
 	close(stopReaper)
 	<-reaperDone
@@ -294,6 +319,10 @@ func (s *Supervisor) handle(ev any) {
 		s.stop(ev.mode)
 	case statusRequest:
 		ev.reply <- s.status()
+	case snapshotRequest:
+		ev.reply <- s.snapshot()
+	case readyzRequest:
+		ev.reply <- s.notReady()
 	case reloadRequest:
 		s.requestReload(ev.reply)
 	}
@@ -495,6 +524,9 @@ func (s *Supervisor) exited(e exitStatus) {
 		return
 	}
 	delete(s.children, e.pid)
+	// Fold the last count into the slot before the page goes, so that
+	// the slot's counter never goes down.
+	s.accepted[c.slot] += c.page.Accepts()
 	c.page.Close()
 	c.readyTimer.Stop()
 	if c.killTimer != nil {

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
+)
+
+// scrape returns the text of GET /metrics.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
+}
+
+var acceptsLine = regexp.MustCompile(`(?m)^prefork_child_accepts_total\{slot="(\d+)"\} (\d+)$`)
+
+func acceptsBySlot(t *testing.T, text string) map[int]uint64 {
+	t.Helper()
+	got := map[int]uint64{}
+	for _, m := range acceptsLine.FindAllStringSubmatch(text, -1) {
+		slot, _ := strconv.Atoi(m[1])
+		n, _ := strconv.ParseUint(m[2], 10, 64)
+		got[slot] = n
+	}
+	return got
+}
+
+func getStatus(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// The metrics endpoint: every series there from the start, accepts exact
+// and monotone across kill -9 and reload, /readyz 503 while a slot has no
+// ready child and 200 after, /healthz 200.
+func TestMetricsEndpoint(t *testing.T) {
+	metricsAddr := testkit.FreeAddr(t)
+	m := startMaster(t, "--workers", "2", "--metrics", metricsAddr, "--ready-timeout", "5s")
+	ready := m.waitReady(2)
+	text := scrape(t, metricsAddr)
+	for _, want := range []string{
+		`prefork_reloads_total{result="success"} 0`,
+		`prefork_reloads_total{result="rolled_back"} 0`,
+		`prefork_reloads_total{result="rejected"} 0`,
+		`prefork_child_accepts_total{slot="0"} 0`,
+		`prefork_child_accepts_total{slot="1"} 0`,
+		`prefork_child_restarts_total{slot="1"} 0`,
+		`prefork_generation 1`,
+		`prefork_workers 2`,
+		fmt.Sprintf(`prefork_child_info{generation="1",pid="%d",slot="0",state="ready"} 1`, ready[0]),
+		"go_goroutines",
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code := getStatus("http://" + metricsAddr + "/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if code := getStatus("http://" + metricsAddr + "/readyz"); code != 200 {
+		t.Errorf("/readyz with every slot ready: %d", code)
+	}
+
+	const k = 60
+	for range k {
+		if _, err := getWhoami(m.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var before map[int]uint64
+	eventually(t, 5*time.Second, "accepts add up to the connections made", func() bool {
+		before = acceptsBySlot(t, scrape(t, metricsAddr))
+		return before[0]+before[1] == k
+	})
+
+	// Stop slot 0's child so that its replacement cannot get ready while
+	// the test looks at /readyz: SIGKILL it, and its successor starts.
+	if err := syscall.Kill(ready[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	m.waitLog(10*time.Second, 1, "slot 0 replaced", func(l logLine) bool {
+		return l.msg() == "child ready" && l.int("slot") == 0 && l.int("pid") != ready[0]
+	})
+	if code, _, errOut := m.ctl("reload"); code != 0 {
+		t.Fatalf("reload: %s", errOut)
+	}
+	after := acceptsBySlot(t, scrape(t, metricsAddr))
+	for slot, n := range before {
+		if after[slot] < n {
+			t.Errorf("slot %d: accepts went down from %d to %d across kill -9 and reload", slot, n, after[slot])
+		}
+	}
+	text = scrape(t, metricsAddr)
+	for _, want := range []string{`prefork_reloads_total{result="success"} 1`, `prefork_child_restarts_total{slot="0"} 1`, `prefork_generation 2`, "prefork_reload_duration_seconds_count 1"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics after a kill and a reload lacks %q", want)
+		}
+	}
+}
+
+// /readyz is 503 while a slot has no ready child.
+func TestReadyzWhileNotReady(t *testing.T) {
+	metricsAddr := testkit.FreeAddr(t)
+	startMaster(t, "--workers", "1", "--metrics", metricsAddr, "--ready-timeout", "30s", "--", "/bin/sleep", "60")
+	eventually(t, 10*time.Second, "/readyz answers 503", func() bool {
+		return getStatus("http://"+metricsAddr+"/readyz") == http.StatusServiceUnavailable
+	})
+	if code := getStatus("http://" + metricsAddr + "/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+}

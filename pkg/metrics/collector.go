@@ -1,0 +1,142 @@
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Snapshot is the supervisor's state at one scrape, taken by its event loop.
+type Snapshot struct {
+	Generation int
+	Workers    int
+	// Slots holds the per-slot counters, for every slot that ever existed,
+	// so that no series disappears when the worker count goes down.
+	Slots    []SlotSnapshot
+	Children []ChildSnapshot
+	// Reloads counts reload outcomes by result: success, rolled_back,
+	// rejected.
+	Reloads map[string]uint64
+	// ReloadDuration is the histogram of reload durations, in seconds.
+	ReloadDuration HistogramSnapshot
+}
+
+// SlotSnapshot holds the counters of one slot.
+type SlotSnapshot struct {
+	Slot int
+	// Accepts is every connection the children that held the slot
+	// accepted: those gone plus those alive. It never goes down.
+	Accepts  uint64
+	Restarts uint64
+}
+
+// ChildSnapshot describes one live child.
+type ChildSnapshot struct {
+	Slot       int
+	Generation int
+	PID        int
+	State      string
+}
+
+// HistogramSnapshot is a histogram's state: cumulative counts by upper
+// bound, as Prometheus wants them.
+type HistogramSnapshot struct {
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64
+}
+
+// ReloadResults are the values of the result label of
+// prefork_reloads_total; every one is exported from the start, at 0.
+var ReloadResults = []string{"success", "rolled_back", "rejected"}
+
+// ReloadBuckets are the upper bounds of prefork_reload_duration_seconds.
+var ReloadBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// Collector exports a Snapshot, taken at scrape time, as the prefork_*
+// metrics: nothing is copied into gauges on a timer.
+type Collector struct {
+	snapshot func() (Snapshot, error)
+
+	accepts, info, restarts, reloads, duration, generation, workers *prometheus.Desc
+}
+
+// NewCollector returns a collector that calls snapshot on every scrape.
+func NewCollector(snapshot func() (Snapshot, error)) *Collector {
+	return &Collector{
+		snapshot: snapshot,
+		accepts: prometheus.NewDesc("prefork_child_accepts_total",
+			"Connections accepted by every child that held the slot.", []string{"slot"}, nil),
+		info: prometheus.NewDesc("prefork_child_info",
+			"One series per live child.", []string{"slot", "generation", "pid", "state"}, nil),
+		restarts: prometheus.NewDesc("prefork_child_restarts_total",
+			"Unplanned child exits that were restarted.", []string{"slot"}, nil),
+		reloads: prometheus.NewDesc("prefork_reloads_total",
+			"Reload outcomes.", []string{"result"}, nil),
+		duration: prometheus.NewDesc("prefork_reload_duration_seconds",
+			"From reload start to the old generation told to drain.", nil, nil),
+		generation: prometheus.NewDesc("prefork_generation",
+			"The current generation.", nil, nil),
+		workers: prometheus.NewDesc("prefork_workers",
+			"The configured number of workers.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation, c.workers} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s, err := c.snapshot()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.generation, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.generation, prometheus.GaugeValue, float64(s.Generation))
+	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(s.Workers))
+	for _, sl := range s.Slots {
+		slot := strconv.Itoa(sl.Slot)
+		ch <- prometheus.MustNewConstMetric(c.accepts, prometheus.CounterValue, float64(sl.Accepts), slot)
+		ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(sl.Restarts), slot)
+	}
+	for _, ch2 := range s.Children {
+		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,
+			strconv.Itoa(ch2.Slot), strconv.Itoa(ch2.Generation), strconv.Itoa(ch2.PID), ch2.State)
+	}
+	for _, result := range ReloadResults {
+		ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(s.Reloads[result]), result)
+	}
+	buckets := make(map[float64]uint64, len(ReloadBuckets))
+	for _, b := range ReloadBuckets {
+		buckets[b] = s.ReloadDuration.Buckets[b]
+	}
+	ch <- prometheus.MustNewConstHistogram(c.duration, s.ReloadDuration.Count, s.ReloadDuration.Sum, buckets)
+}
+
+// Observe adds one duration, in seconds, to h.
+func (h *HistogramSnapshot) Observe(seconds float64) {
+	if h.Buckets == nil {
+		h.Buckets = make(map[float64]uint64, len(ReloadBuckets))
+	}
+	h.Count++
+	h.Sum += seconds
+	for _, b := range ReloadBuckets {
+		if seconds <= b {
+			h.Buckets[b]++
+		}
+	}
+}
+
+// Clone returns a copy of h that shares nothing with it.
+func (h HistogramSnapshot) Clone() HistogramSnapshot {
+	c := h
+	c.Buckets = make(map[float64]uint64, len(h.Buckets))
+	for k, v := range h.Buckets {
+		c.Buckets[k] = v
+	}
+	return c
+}

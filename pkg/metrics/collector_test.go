@@ -1,0 +1,79 @@
+package metrics
+
+import (
+	"os"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func fixedSnapshot() Snapshot {
+	var h HistogramSnapshot
+	h.Observe(0.04)
+	h.Observe(0.3)
+	return Snapshot{
+		Generation: 3,
+		Workers:    2,
+		Slots: []SlotSnapshot{
+			{Slot: 0, Accepts: 1200, Restarts: 1},
+			{Slot: 1, Accepts: 1187},
+		},
+		Children: []ChildSnapshot{
+			{Slot: 0, Generation: 3, PID: 101, State: "ready"},
+			{Slot: 1, Generation: 2, PID: 99, State: "draining"},
+			{Slot: 1, Generation: 3, PID: 102, State: "ready"},
+		},
+		Reloads:        map[string]uint64{"success": 2, "rolled_back": 1},
+		ReloadDuration: h,
+	}
+}
+
+// The collector's output for a fixed snapshot, against testdata.
+func TestCollectorFixture(t *testing.T) {
+	c := NewCollector(func() (Snapshot, error) { return fixedSnapshot(), nil })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	f, err := os.Open("testdata/snapshot.prom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := testutil.GatherAndCompare(reg, f); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// Every result of prefork_reloads_total is there from the start, at 0.
+func TestCollectorZeroSeries(t *testing.T) {
+	c := NewCollector(func() (Snapshot, error) {
+		return Snapshot{Generation: 1, Workers: 1, Slots: []SlotSnapshot{{Slot: 0}}}, nil
+	})
+	if n := testutil.CollectAndCount(c, "prefork_reloads_total"); n != len(ReloadResults) {
+		t.Errorf("prefork_reloads_total has %d series, want %d", n, len(ReloadResults))
+	}
+	if n := testutil.CollectAndCount(c, "prefork_child_accepts_total"); n != 1 {
+		t.Errorf("prefork_child_accepts_total has %d series, want 1", n)
+	}
+}
+
+func TestHistogramObserve(t *testing.T) {
+	var h HistogramSnapshot
+	h.Observe(0.02)
+	h.Observe(7)
+	if h.Count != 2 || h.Sum != 7.02 || h.Buckets[0.025] != 1 || h.Buckets[10] != 2 || h.Buckets[5] != 1 {
+		t.Errorf("histogram %+v", h)
+	}
+	c := h.Clone()
+	c.Buckets[10] = 99
+	if h.Buckets[10] != 2 {
+		t.Error("Clone shares its buckets")
+	}
+}

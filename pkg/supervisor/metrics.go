@@ -1,0 +1,107 @@
+package supervisor
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/prefork/prefork/pkg/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Snapshot returns the state the metrics are made of, taken by the loop.
+func (s *Supervisor) Snapshot() (metrics.Snapshot, error) {
+	reply := make(chan metrics.Snapshot, 1)
+	select {
+	case s.events <- snapshotRequest{reply: reply}:
+	case <-s.quit:
+		return metrics.Snapshot{}, ErrNotRunning
+	}
+	select {
+	case snap := <-reply:
+		return snap, nil
+	case <-s.quit:
+		return metrics.Snapshot{}, ErrNotRunning
+	}
+}
+
+func (s *Supervisor) snapshot() metrics.Snapshot {
+	snap := metrics.Snapshot{
+		Generation:     s.cur.number,
+		Workers:        s.cur.cfg.Workers,
+		Reloads:        make(map[string]uint64, len(s.reloads)),
+		ReloadDuration: s.reloadHist.Clone(),
+	}
+	for k, v := range s.reloads {
+		snap.Reloads[k] = v
+	}
+	slots := max(s.slotsEver, s.cur.cfg.Workers)
+	snap.Slots = make([]metrics.SlotSnapshot, slots)
+	for i := range snap.Slots {
+		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.accepted[i], Restarts: uint64(s.restarts[i])}
+	}
+	for _, c := range s.children {
+		if c.slot < len(snap.Slots) {
+			snap.Slots[c.slot].Accepts += c.page.Accepts()
+		}
+		snap.Children = append(snap.Children, metrics.ChildSnapshot{
+			Slot: c.slot, Generation: c.gen.number, PID: c.pid, State: string(c.state),
+		})
+	}
+	return snap
+}
+
+// notReady returns why not every slot of the serving generation has a
+// ready child, or "" when all have one.
+func (s *Supervisor) notReady() string {
+	var missing []string
+	for i, sl := range s.cur.slots {
+		if sl.current == nil || sl.current.state != StateReady {
+			missing = append(missing, fmt.Sprint(i))
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	return "no ready child in slot " + strings.Join(missing, ", ")
+}
+
+// metricsHandler serves /metrics (the prefork collector, and the Go and
+// process collectors of the master), /healthz (200 while the master runs)
+// and /readyz (200 while every slot has a ready child, else 503 and why).
+func (s *Supervisor) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		metrics.NewCollector(s.Snapshot),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		reply := make(chan string, 1)
+		select {
+		case s.events <- readyzRequest{reply: reply}:
+		case <-s.quit:
+			http.Error(w, "stopping", http.StatusServiceUnavailable)
+			return
+		}
+		var why string
+		select {
+		case why = <-reply:
+		case <-s.quit:
+			why = "stopping"
+		}
+		if why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}

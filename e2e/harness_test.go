@@ -362,3 +362,6 @@ func acceptQueued(port string) (int, error) {
 	}
 	return total, nil
 }
+
+// dialTimeout opens a TCP connection to addr, giving up after 5 s.
+func dialTimeout(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }

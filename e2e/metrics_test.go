@@ -131,3 +131,56 @@ func TestReadyzWhileNotReady(t *testing.T) {
 		t.Errorf("/healthz: %d", code)
 	}
 }
+
+var queueLine = regexp.MustCompile(`(?m)^prefork_child_listen_queue_length\{slot="(\d+)"\} (\d+)$`)
+
+func queueOf(t *testing.T, text string, slot int) (uint64, bool) {
+	t.Helper()
+	for _, m := range queueLine.FindAllStringSubmatch(text, -1) {
+		if s, _ := strconv.Atoi(m[1]); s == slot {
+			n, _ := strconv.ParseUint(m[2], 10, 64)
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+// A child that stops accepting (SIGSTOP) shows its slot's accept queue
+// growing under connections, and back to 0 after SIGCONT, in both modes.
+func TestMetricsListenQueue(t *testing.T) {
+	for _, sockets := range []string{"child", "master"} {
+		t.Run(sockets, func(t *testing.T) {
+			metricsAddr := testkit.FreeAddr(t)
+			m := startMaster(t, "--workers", "2", "--sockets", sockets, "--metrics", metricsAddr)
+			ready := m.waitReady(2)
+			if q, ok := queueOf(t, scrape(t, metricsAddr), 0); !ok || q != 0 {
+				t.Fatalf("slot 0's queue before: %d, %v; want 0", q, ok)
+			}
+			victim := ready[0]
+			if err := syscall.Kill(victim, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { syscall.Kill(victim, syscall.SIGCONT) })
+			eventually(t, 5*time.Second, "every thread of the child stopped", func() bool { return stopped(victim) })
+			var conns []io.Closer
+			t.Cleanup(func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			})
+			eventually(t, 10*time.Second, "slot 0's queue growing", func() bool {
+				c, err := dialTimeout(m.addr)
+				if err == nil {
+					conns = append(conns, c)
+				}
+				q, _ := queueOf(t, scrape(t, metricsAddr), 0)
+				return q >= 3
+			})
+			syscall.Kill(victim, syscall.SIGCONT)
+			eventually(t, 10*time.Second, "slot 0's queue back to 0", func() bool {
+				q, ok := queueOf(t, scrape(t, metricsAddr), 0)
+				return ok && q == 0
+			})
+		})
+	}
+}

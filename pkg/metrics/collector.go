@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -10,6 +11,8 @@ import (
 type Snapshot struct {
 	Generation int
 	Workers    int
+	// ListenPort is the port of the serving generation's address.
+	ListenPort int
 	// Slots holds the per-slot counters, for every slot that ever existed,
 	// so that no series disappears when the worker count goes down.
 	Slots    []SlotSnapshot
@@ -28,6 +31,11 @@ type SlotSnapshot struct {
 	// accepted: those gone plus those alive. It never goes down.
 	Accepts  uint64
 	Restarts uint64
+	// ListenInode is the slot's listener when the master holds it (master
+	// socket mode); else PID is the slot's ready child, whose own listener
+	// the collector finds. Both 0: no queue to report.
+	ListenInode uint64
+	PID         int
 }
 
 // ChildSnapshot describes one live child.
@@ -57,14 +65,37 @@ var ReloadBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 // metrics: nothing is copied into gauges on a timer.
 type Collector struct {
 	snapshot func() (Snapshot, error)
+	kernel   Kernel
 
-	accepts, info, restarts, reloads, duration, generation, workers *prometheus.Desc
+	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
+
+	mu     sync.Mutex
+	inodes map[int]uint64 // a child's listener, by pid, found once
 }
 
-// NewCollector returns a collector that calls snapshot on every scrape.
-func NewCollector(snapshot func() (Snapshot, error)) *Collector {
+// Kernel is where the collector reads the kernel's socket state; tests
+// give it fixed answers.
+type Kernel struct {
+	// ListenQueues returns the accept-queue length of every listener on
+	// port, by socket inode.
+	ListenQueues func(port int) (map[uint64]uint64, error)
+	// ListenOverflows returns the TcpExt ListenOverflows counter.
+	ListenOverflows func() (uint64, error)
+	// ListenerOf returns the inode of pid's listener among queues.
+	ListenerOf func(pid int, queues map[uint64]uint64) (uint64, bool)
+}
+
+// NewCollector returns a collector that calls snapshot on every scrape and
+// reads the kernel's socket state through kernel.
+func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 	return &Collector{
 		snapshot: snapshot,
+		kernel:   kernel,
+		inodes:   map[int]uint64{},
+		queue: prometheus.NewDesc("prefork_child_listen_queue_length",
+			"Connections waiting in the slot's accept queue now.", []string{"slot"}, nil),
+		overflows: prometheus.NewDesc("prefork_listen_overflows_total",
+			"The kernel's ListenOverflows counter of the master's network namespace.", nil, nil),
 		accepts: prometheus.NewDesc("prefork_child_accepts_total",
 			"Connections accepted by every child that held the slot.", []string{"slot"}, nil),
 		info: prometheus.NewDesc("prefork_child_info",
@@ -84,7 +115,7 @@ func NewCollector(snapshot func() (Snapshot, error)) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation, c.workers} {
+	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation, c.workers, c.queue, c.overflows} {
 		ch <- d
 	}
 }
@@ -115,6 +146,45 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		buckets[b] = s.ReloadDuration.Buckets[b]
 	}
 	ch <- prometheus.MustNewConstHistogram(c.duration, s.ReloadDuration.Count, s.ReloadDuration.Sum, buckets)
+	c.collectKernel(ch, s)
+}
+
+// collectKernel reports each slot's accept queue and the namespace's
+// overflows, read now.
+func (c *Collector) collectKernel(ch chan<- prometheus.Metric, s Snapshot) {
+	if n, err := c.kernel.ListenOverflows(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.overflows, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.overflows, prometheus.CounterValue, float64(n))
+	}
+	queues, err := c.kernel.ListenQueues(s.ListenPort)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.queue, err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	live := map[int]bool{}
+	for _, sl := range s.Slots {
+		inode := sl.ListenInode
+		if inode == 0 && sl.PID != 0 {
+			live[sl.PID] = true
+			var ok bool
+			if inode, ok = c.inodes[sl.PID]; !ok {
+				if inode, ok = c.kernel.ListenerOf(sl.PID, queues); ok {
+					c.inodes[sl.PID] = inode
+				}
+			}
+		}
+		if q, ok := queues[inode]; ok && inode != 0 {
+			ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(q), strconv.Itoa(sl.Slot))
+		}
+	}
+	for pid := range c.inodes {
+		if !live[pid] {
+			delete(c.inodes, pid)
+		}
+	}
 }
 
 // Observe adds one duration, in seconds, to h.

@@ -15,9 +15,10 @@ func fixedSnapshot() Snapshot {
 	return Snapshot{
 		Generation: 3,
 		Workers:    2,
+		ListenPort: 8080,
 		Slots: []SlotSnapshot{
-			{Slot: 0, Accepts: 1200, Restarts: 1},
-			{Slot: 1, Accepts: 1187},
+			{Slot: 0, Accepts: 1200, Restarts: 1, ListenInode: 100},
+			{Slot: 1, Accepts: 1187, PID: 102},
 		},
 		Children: []ChildSnapshot{
 			{Slot: 0, Generation: 3, PID: 101, State: "ready"},
@@ -29,9 +30,27 @@ func fixedSnapshot() Snapshot {
 	}
 }
 
+// fixedKernel answers as a kernel with slot 0's listener (inode 100)
+// holding 3 connections and slot 1's child's (inode 200) none.
+var fixedKernel = Kernel{
+	ListenQueues: func(port int) (map[uint64]uint64, error) {
+		if port != 8080 {
+			return nil, nil
+		}
+		return map[uint64]uint64{100: 3, 200: 0, 300: 9}, nil
+	},
+	ListenOverflows: func() (uint64, error) { return 7, nil },
+	ListenerOf: func(pid int, queues map[uint64]uint64) (uint64, bool) {
+		if pid == 102 {
+			return 200, true
+		}
+		return 0, false
+	},
+}
+
 // The collector's output for a fixed snapshot, against testdata.
 func TestCollectorFixture(t *testing.T) {
-	c := NewCollector(func() (Snapshot, error) { return fixedSnapshot(), nil })
+	c := NewCollector(func() (Snapshot, error) { return fixedSnapshot(), nil }, fixedKernel)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	f, err := os.Open("testdata/snapshot.prom")
@@ -55,7 +74,7 @@ func TestCollectorFixture(t *testing.T) {
 func TestCollectorZeroSeries(t *testing.T) {
 	c := NewCollector(func() (Snapshot, error) {
 		return Snapshot{Generation: 1, Workers: 1, Slots: []SlotSnapshot{{Slot: 0}}}, nil
-	})
+	}, fixedKernel)
 	if n := testutil.CollectAndCount(c, "prefork_reloads_total"); n != len(ReloadResults) {
 		t.Errorf("prefork_reloads_total has %d series, want %d", n, len(ReloadResults))
 	}

@@ -2,7 +2,9 @@ package supervisor
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/prefork/prefork/pkg/metrics"
@@ -37,10 +39,21 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	for k, v := range s.reloads {
 		snap.Reloads[k] = v
 	}
+	if _, port, err := net.SplitHostPort(s.cur.cfg.Listen); err == nil {
+		snap.ListenPort, _ = strconv.Atoi(port)
+	}
 	slots := max(s.slotsEver, s.cur.cfg.Workers)
 	snap.Slots = make([]metrics.SlotSnapshot, slots)
 	for i := range snap.Slots {
 		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.accepted[i], Restarts: uint64(s.restarts[i])}
+		if i >= len(s.cur.slots) {
+			continue
+		}
+		if s.cur.cfg.Sockets == SocketsMaster {
+			snap.Slots[i].ListenInode = s.sockets.inode(s.cur.cfg.Listen, i)
+		} else if c := s.cur.slots[i].current; c != nil && c.state == StateReady {
+			snap.Slots[i].PID = c.pid
+		}
 	}
 	for _, c := range s.children {
 		if c.slot < len(snap.Slots) {
@@ -74,7 +87,7 @@ func (s *Supervisor) notReady() string {
 func (s *Supervisor) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		metrics.NewCollector(s.Snapshot),
+		metrics.NewCollector(s.Snapshot, metrics.LinuxKernel),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/prefork/prefork/pkg/sockopt"
+	"golang.org/x/sys/unix"
 )
 
 // socketSet holds the listeners of master socket mode: one SO_REUSEPORT
@@ -83,3 +84,17 @@ func (s *socketSet) release(inUse func(addr string, slot int) bool) {
 }
 
 func (s *socketSet) closeAll() { s.release(func(string, int) bool { return false }) }
+
+// inode returns the inode of the listener of slot on addr, if the set
+// holds one: the metrics find its accept queue by it.
+func (s *socketSet) inode(addr string, slot int) uint64 {
+	h, ok := s.m[socketKey{addr: addr, slot: slot}]
+	if !ok {
+		return 0
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(h.fd, &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -92,23 +91,26 @@ func TestMasterKilledChildrenExit(t *testing.T) {
 	}
 }
 
-// SIGTTIN and SIGTTOU stop a process by default; the master must not be
-// frozen by them (nor by a closed log reader's SIGPIPE).
-func TestJobControlSignalsDoNotStopMaster(t *testing.T) {
+// SIGTTIN and SIGTTOU add and remove a worker (their default action would
+// stop the master), and SIGPIPE (a closed log reader) is ignored.
+func TestJobControlSignalsScale(t *testing.T) {
 	m := startMaster(t, "--workers", "1")
 	m.waitReady(1)
-	for _, sig := range []syscall.Signal{syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGPIPE} {
-		m.signal(sig)
-	}
-	m.waitLog(10*time.Second, 2, "both job-control signals logged as ignored", func(l logLine) bool {
-		return strings.HasPrefix(l.msg(), "scaling by signal is not supported")
-	})
+	m.signal(syscall.SIGTTIN)
+	m.waitLog(10*time.Second, 1, "scaled to 2", func(l logLine) bool { return l.msg() == "scaled" && l.int("to") == 2 })
+	m.waitReady(2)
+	m.signal(syscall.SIGTTOU)
+	m.waitLog(10*time.Second, 1, "scaled to 1", func(l logLine) bool { return l.msg() == "scaled" && l.int("to") == 1 })
+	m.signal(syscall.SIGTTOU) // below 1: refused, logged
+	m.waitLog(10*time.Second, 1, "scale to 0 refused", func(l logLine) bool { return l.msg() == "scale refused" })
+	m.signal(syscall.SIGPIPE)
 	if stopped(m.cmd.Process.Pid) {
 		t.Fatal("the master is stopped (state T)")
 	}
-	if st := m.status(); st.PID != m.cmd.Process.Pid {
-		t.Errorf("status answered for pid %d", st.PID)
-	}
+	eventually(t, 10*time.Second, "one ready child in slot 0", func() bool {
+		st := m.status()
+		return st.Workers == 1 && st.settled(1, 1) && st.Children[0].Slot == 0
+	})
 }
 
 // SIGKILL reaches a child's whole process group: a helper it started in the

@@ -150,3 +150,35 @@ func stopCommand() *cli.Command {
 		},
 	}
 }
+
+func scaleCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "scale",
+		Usage:        "change the number of workers live",
+		ArgsUsage:    "N",
+		Flags:        []cli.Flag{controlFlag()},
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			n, err := parseInt("workers", c.Args().First())
+			if err != nil || c.NArg() != 1 {
+				return cli.Exit("scale: want one whole number of workers, such as: master scale 8", exitBadInput)
+			}
+			if n < 1 {
+				return cli.Exit(fmt.Sprintf("scale: workers: %d is out of range 1..%d", n, supervisor.MaxWorkers), exitBadInput)
+			}
+			code, body, err := newClient(c, time.Minute).do(http.MethodPost, fmt.Sprintf("/scale?workers=%d", n))
+			if err != nil {
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			var r supervisor.ScaleReply
+			if err := json.Unmarshal(body, &r); err != nil {
+				return cli.Exit(fmt.Sprintf("scale: %d %s", code, strings.TrimSpace(string(body))), exitFailure)
+			}
+			if code != http.StatusOK {
+				return cli.Exit("scale: "+r.Error, exitFailure)
+			}
+			fmt.Printf("%d workers\n", r.Workers)
+			return nil
+		},
+	}
+}

@@ -52,8 +52,9 @@ func runAction(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
-	// TTIN and TTOU are caught so that they cannot stop the master (their
-	// default action); SIGPIPE so that a closed log reader cannot kill it.
+	// TTIN and TTOU scale by one (caught, they cannot stop the master, their
+	// default action); SIGPIPE is ignored so that a closed log reader
+	// cannot kill it.
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
 		syscall.SIGTTIN, syscall.SIGTTOU)
 	signal.Ignore(syscall.SIGPIPE)
@@ -67,7 +68,13 @@ func runAction(c *cli.Context) error {
 				case syscall.SIGHUP:
 					sup.RequestReload()
 				case syscall.SIGTTIN, syscall.SIGTTOU:
-					log.Warn("scaling by signal is not supported yet; ignored", "signal", sig.String())
+					delta := 1
+					if sig == syscall.SIGTTOU {
+						delta = -1
+					}
+					if res := sup.ScaleBy(delta); res.Err != nil {
+						log.Error("scale refused", "signal", sig.String(), "err", res.Err)
+					}
 				case syscall.SIGQUIT:
 					sup.Stop(supervisor.StopFast)
 				default:

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -18,7 +19,15 @@ import (
 //	GET  /status  200 with the Status as JSON
 //	POST /reload  waits; 200 {"generation":N}, or 409 (rejected) or 500
 //	              (rolled back) with {"error":"why","generation":N}
+//	POST /scale?workers=N  200 {"workers":N} once children are started or
+//	              told to drain; 400 or 409 with {"error"}
 //	POST /stop    202, then a graceful stop
+
+// ScaleReply is the JSON body of POST /scale.
+type ScaleReply struct {
+	Workers int    `json:"workers"`
+	Error   string `json:"error,omitempty"`
+}
 
 // ReloadReply is the JSON body of POST /reload.
 type ReloadReply struct {
@@ -49,6 +58,21 @@ func (s *Supervisor) adminHandler() http.Handler {
 		reply := ReloadReply{Generation: res.Generation}
 		if res.Err != nil {
 			reply.Error = res.Err.Error()
+		}
+		writeJSON(w, code, reply)
+	})
+	mux.HandleFunc("POST /scale", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, ScaleReply{Error: "workers: not a whole number"})
+			return
+		}
+		res := s.Scale(n)
+		reply := ScaleReply{Workers: res.Workers}
+		code := http.StatusOK
+		if res.Err != nil {
+			reply.Error = res.Err.Error()
+			code = http.StatusConflict
 		}
 		writeJSON(w, code, reply)
 	})

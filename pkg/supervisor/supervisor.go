@@ -323,6 +323,8 @@ func (s *Supervisor) handle(ev any) {
 		ev.reply <- s.snapshot()
 	case readyzRequest:
 		ev.reply <- s.notReady()
+	case scaleRequest:
+		ev.reply <- s.rescale(ev)
 	case reloadRequest:
 		s.requestReload(ev.reply)
 	}
@@ -532,8 +534,11 @@ func (s *Supervisor) exited(e exitStatus) {
 	if c.killTimer != nil {
 		c.killTimer.Stop()
 	}
-	sl := c.gen.slots[c.slot]
-	if sl.current == c {
+	var sl *slot // nil when a scale-down removed the child's slot
+	if c.slot < len(c.gen.slots) {
+		sl = c.gen.slots[c.slot]
+	}
+	if sl != nil && sl.current == c {
 		sl.current = nil
 	}
 	attrs := []any{"slot", c.slot, "generation", c.gen.number, "pid", c.pid,
@@ -554,6 +559,9 @@ func (s *Supervisor) exited(e exitStatus) {
 		s.reloadErr = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
 		s.reloadStep(reloadInput{kind: inNewFailed})
 	case s.cur:
+		if sl == nil {
+			return
+		}
 		sl.failures = failuresAfterExit(sl.failures, c.readyAt, e.at)
 		s.restarts[c.slot]++
 		s.scheduleRestart(c.gen, c.slot)

@@ -96,3 +96,29 @@ func TestHistogramObserve(t *testing.T) {
 		t.Error("Clone shares its buckets")
 	}
 }
+
+// BenchmarkScrape256 is one scrape of the collector with 256 slots and
+// children (the kernel's answers fixed, so that the collector's own cost
+// is what is measured).
+func BenchmarkScrape256(b *testing.B) {
+	snap := Snapshot{Generation: 7, Workers: 256, ListenPort: 8080, Reloads: map[string]uint64{"success": 6}}
+	queues := map[uint64]uint64{}
+	for i := range 256 {
+		snap.Slots = append(snap.Slots, SlotSnapshot{Slot: i, Accepts: uint64(i * 1000), Restarts: 1, ListenInode: uint64(1000 + i)})
+		snap.Children = append(snap.Children, ChildSnapshot{Slot: i, Generation: 7, PID: 10000 + i, State: "ready"})
+		queues[uint64(1000+i)] = 0
+	}
+	kernel := Kernel{
+		ListenQueues:    func(int) (map[uint64]uint64, error) { return queues, nil },
+		ListenOverflows: func() (uint64, error) { return 0, nil },
+		ListenerOf:      func(int, map[uint64]uint64) (uint64, bool) { return 0, false },
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(func() (Snapshot, error) { return snap, nil }, kernel))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := reg.Gather(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -21,10 +21,15 @@ import (
 // 0.06 s/min per tick; the sum of the threads' schedstat run times
 // (nanoseconds) is reported beside it.
 func BenchmarkMasterIdle(b *testing.B) {
+	for _, workers := range []int{64, 256} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) { benchIdle(b, workers) })
+	}
+}
+
+func benchIdle(b *testing.B, workers int) {
 	const (
-		workers = 64
-		slice   = 2 * time.Second
-		settle  = 2 * time.Second
+		slice  = 2 * time.Second
+		settle = 2 * time.Second
 	)
 	m := startMaster(b, workers)
 	m.waitReady(2*time.Minute, workers)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -182,5 +183,21 @@ func TestMetricsListenQueue(t *testing.T) {
 				return ok && q == 0
 			})
 		})
+	}
+}
+
+// Where promtool is installed, it finds nothing wrong with a live scrape.
+func TestMetricsPromtoolCheck(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool is not installed (Debian package prometheus); the collector is linted by testutil.GatherAndLint in pkg/metrics")
+	}
+	metricsAddr := testkit.FreeAddr(t)
+	m := startMaster(t, "--workers", "2", "--metrics", metricsAddr)
+	m.waitReady(2)
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(scrape(t, metricsAddr))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

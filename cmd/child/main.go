@@ -3,11 +3,22 @@
 // its slot, generation and pid as JSON, and delays any answer by
 // ?sleep=DURATION (for drain tests). It drains on SIGTERM as SPEC says and
 // exits 0; on a startup error it prints one line and exits 1.
+//
+// Under a master's --watchdog it pings through pkg/child. For the
+// watchdog's own tests, -hang-after DURATION (or CHILD_HANG_AFTER; the
+// flag wins) simulates a deadlock that long after Ready: requests and the
+// watchdog check block forever, so the pings stop while the process stays
+// alive. The default is no hang.
+//
+// Usage:
+//
+//	child [-hang-after DURATION]
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"log/slog"
 	"net/http"
 	"os"
@@ -18,14 +29,22 @@ import (
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log); err != nil {
+	opts, err := parseOptions(os.Args[1:], os.LookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(os.Stderr)
+		return
+	}
+	if err == nil {
+		err = run(log, opts)
+	}
+	if err != nil {
 		log.Error("child failed", "pid", os.Getpid(), "err", err)
 		os.Exit(1)
 	}
 }
 
 // run serves until the drain is over.
-func run(log *slog.Logger) error {
+func run(log *slog.Logger, opts options) error {
 	info, err := child.Env()
 	if err != nil {
 		return err
@@ -38,14 +57,29 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	handler := newHandler(info, os.Getpid())
+	var stuck *hang
+	if opts.hangAfter > 0 {
+		stuck = &hang{}
+		handler = stuck.wrap(handler)
+		child.SetWatchdogCheck(stuck.check)
+	}
 	srv := &http.Server{
-		Handler:           newHandler(info, os.Getpid()),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	served := make(chan error, 1)
 	go func() { served <- child.Serve(srv, ln) }()
 	if err := child.Ready(); err != nil {
 		return err
+	}
+	if stuck != nil {
+		// Counted from Ready, so a slow start cannot hang a child before
+		// the master has seen it ready and pinging.
+		time.AfterFunc(opts.hangAfter, func() {
+			log.Warn("child hangs now, as -hang-after asked", "pid", os.Getpid())
+			stuck.start()
+		})
 	}
 	log.Info("child serving", "addr", ln.Addr().String(), "slot", info.Slot,
 		"generation", info.Generation, "pid", os.Getpid())

@@ -13,6 +13,14 @@
 //   - Ready. Once the child accepts, it sends READY=1 to NOTIFY_SOCKET (the
 //     sd_notify protocol). The master tells children apart by the sender's
 //     credentials, so the message carries nothing else.
+//   - Watchdog. Under --watchdog D the master sets WATCHDOG_USEC (D in
+//     microseconds, without WATCHDOG_PID: it cannot know the pid before
+//     the fork). Ready then starts one goroutine that sends WATCHDOG=1 at
+//     once and every D/2 while the check of SetWatchdogCheck passes. A
+//     child that pinged once and then stays silent for D is taken to be
+//     hung: the master sends SIGQUIT (a Go child dumps its goroutines),
+//     then SIGKILL, and starts a successor. Pinging goes on while the
+//     child drains; the master ignores the watchdog of draining children.
 //   - Drain. SIGTERM starts the drain; so does SIGINT, but only when the
 //     process runs standalone: under a master (PREFORK_SLOT set) SIGINT is
 //     ignored, because a terminal Ctrl-C reaches the whole process group

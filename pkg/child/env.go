@@ -37,7 +37,9 @@ type Info struct {
 }
 
 // Env reads Info from the environment. A variable that is set but
-// malformed (not a number, negative, not a duration) is an error.
+// malformed (not a number, negative, not a duration) is an error. The
+// sd_notify variables the master also sets (NOTIFY_SOCKET, and
+// WATCHDOG_USEC under --watchdog) are not part of Info: Ready uses them.
 func Env() (Info, error) {
 	return parseEnv(os.LookupEnv)
 }

@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(report(helperListen()))
 	case "drain":
 		os.Exit(report(helperDrain()))
+	case "watchdog":
+		os.Exit(report(helperWatchdog()))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s\n", helperEnv)
 		os.Exit(2)

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runChildEnv makes the test binary run main, as the reference child.
+const runChildEnv = "PREFORK_CMD_CHILD_TEST_RUN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runChildEnv) != "" {
+		main() // os.Args is the binary alone: the options come from env
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Timings for WATCHDOG_USEC=100000: pings every 50ms, so six periods
+// without one mean the pings stopped.
+const (
+	quietWindow = 300 * time.Millisecond
+	waitTimeout = 10 * time.Second
+)
+
+// servingLine is the log line that gives the child's address.
+var servingLine = regexp.MustCompile(`msg="child serving" addr=(\S+)`)
+
+// runningChild is main running in a re-executed test binary, with a
+// notify socket of the test's own.
+type runningChild struct {
+	cmd    *exec.Cmd
+	notify *net.UnixConn
+	stderr <-chan string
+	exited chan error
+	addr   string
+}
+
+// startChild runs the reference child with WATCHDOG_USEC=100000, env,
+// and a listener on a free port; cleanup kills it.
+func startChild(t *testing.T, env ...string) *runningChild {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	c := &runningChild{notify: notify, exited: make(chan error, 1)}
+	c.cmd = exec.Command(os.Args[0])
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WATCHDOG_") && !strings.HasPrefix(kv, envHangAfter+"=") {
+			c.cmd.Env = append(c.cmd.Env, kv)
+		}
+	}
+	c.cmd.Env = append(c.cmd.Env, runChildEnv+"=1", "GORACE=atexit_sleep_ms=0",
+		"NOTIFY_SOCKET="+path, "WATCHDOG_USEC=100000", "PREFORK_LISTEN=127.0.0.1:0")
+	c.cmd.Env = append(c.cmd.Env, env...)
+	stderr, err := c.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 64)
+	c.stderr = lines
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	go func() { c.exited <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		<-c.exited
+	})
+	m := servingLine.FindStringSubmatch(c.waitLog(t, "child serving"))
+	if m == nil {
+		t.Fatal("no address in the serving line")
+	}
+	c.addr = m[1]
+	return c
+}
+
+// waitLog returns the first stderr line that contains s.
+func (c *runningChild) waitLog(t *testing.T, s string) string {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case line, ok := <-c.stderr:
+			if !ok {
+				t.Fatalf("stderr closed before a line with %q", s)
+			}
+			if strings.Contains(line, s) {
+				return line
+			}
+		case <-deadline:
+			t.Fatalf("no stderr line with %q", s)
+		}
+	}
+}
+
+// read returns the next datagram, or ok false when none came within d.
+func (c *runningChild) read(t *testing.T, d time.Duration) (msg string, ok bool) {
+	t.Helper()
+	if err := c.notify.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	n, err := c.notify.Read(buf)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n]), true
+}
+
+// expect reads the next datagram, which must be msg.
+func (c *runningChild) expect(t *testing.T, msg string) {
+	t.Helper()
+	got, ok := c.read(t, waitTimeout)
+	if !ok || got != msg {
+		t.Fatalf("got %q (ok %v), want %s", got, ok, msg)
+	}
+}
+
+// alive fails the test if the child has exited or is a zombie.
+func (c *runningChild) alive(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-c.exited:
+		c.exited <- err // for the cleanup
+		t.Fatalf("child exited: %v", err)
+	default:
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(status), "\nState:\tZ") {
+		t.Fatal("child is a zombie")
+	}
+}
+
+// By default the reference child serves and pings on.
+func TestChildPings(t *testing.T) {
+	c := startChild(t)
+	c.expect(t, "READY=1")
+	client := &http.Client{Timeout: waitTimeout}
+	resp, err := client.Get("http://" + c.addr + "/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	for range 10 { // about half a second of pings
+		c.expect(t, "WATCHDOG=1")
+	}
+}
+
+// With CHILD_HANG_AFTER the child pings, then stops for good while it
+// stays alive, and its requests hang: what the master's watchdog is for.
+func TestChildHangs(t *testing.T) {
+	c := startChild(t, envHangAfter+"=400ms")
+	c.expect(t, "READY=1")
+	pings := 0
+	for {
+		msg, ok := c.read(t, quietWindow)
+		if !ok {
+			break
+		}
+		if msg != "WATCHDOG=1" {
+			t.Fatalf("got %q, want WATCHDOG=1", msg)
+		}
+		if pings++; pings > 1000 {
+			t.Fatal("pings do not stop")
+		}
+	}
+	if pings < 2 {
+		t.Errorf("%d pings before the hang, want several", pings)
+	}
+	c.waitLog(t, "child hangs now")
+	c.waitLog(t, "watchdog pings stop")
+	c.alive(t)
+	client := &http.Client{Timeout: quietWindow}
+	if resp, err := client.Get("http://" + c.addr + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("answered %d during the hang", resp.StatusCode)
+	}
+	if msg, ok := c.read(t, quietWindow); ok {
+		t.Fatalf("got %q after the pings stopped", msg)
+	}
+	c.alive(t)
+}

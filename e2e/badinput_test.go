@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +44,9 @@ func TestBadInput(t *testing.T) {
 		env  []string
 		addr string // default: a free port
 		want string // in the error line
+		// cred runs the master as another user; it must then name a
+		// command that user can reach.
+		cred *syscall.Credential
 	}{
 		{name: "zero workers", args: []string{"--workers", "0"}, want: "workers"},
 		{name: "workers not a number", args: []string{"--workers", "abc"}, want: "workers"},
@@ -60,9 +64,24 @@ func TestBadInput(t *testing.T) {
 		{name: "unknown flag", args: []string{"--wrokers", "2"}, want: "wrokers"},
 		{name: "unknown sockets mode", args: []string{"--sockets", "both"}, want: "sockets"},
 		{name: "metrics port in use", args: []string{"--metrics", busy.Addr().String()}, want: "metrics"},
+		{name: "bad watchdog", args: []string{"--watchdog", "often"}, want: "watchdog"},
+		{name: "watchdog too short", args: []string{"--watchdog", "1ms"}, want: "watchdog"},
+		{name: "bad max-rss", args: []string{"--max-rss", "huge"}, want: "max-rss"},
+		{name: "negative max-accepts", args: []string{"--max-accepts", "-1"}, want: "max-accepts"},
+		{name: "unknown user", args: []string{"--user", "no-such-user-here"}, want: `user: no user "no-such-user-here"`},
+		{name: "unknown group", args: []string{"--user", "nobody", "--group", "no-such-group-here"}, want: "group: no group"},
+		{
+			// An unprivileged master cannot start children as another user.
+			name: "user switch without the right", cred: &syscall.Credential{Uid: 65534, Gid: 65534},
+			args: []string{"--user", "root", "--control", "", "--metrics", "", "--", "/bin/true"},
+			want: "needs root or CAP_SETUID",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.cred != nil && os.Geteuid() != 0 {
+				t.Skip("needs root to start the master as another user")
+			}
 			addr := tt.addr
 			if addr == "" {
 				addr = testkit.FreeAddr(t)
@@ -73,6 +92,9 @@ func TestBadInput(t *testing.T) {
 			}
 			cmd := exec.Command(filepath.Join(bin, "master"), args...)
 			cmd.Env = append(os.Environ(), tt.env...)
+			if tt.cred != nil {
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: tt.cred}
+			}
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			cmd.WaitDelay = time.Second

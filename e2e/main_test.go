@@ -27,6 +27,11 @@ func TestMain(m *testing.M) {
 		}
 		cleanup = func() { os.RemoveAll(dir) }
 		bin = dir
+		// Children started as another user (--user) exec from here.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 		// The master is built with the race detector, so that the
 		// end-to-end runs check it for races too; the reference child,
 		// whose library has race-checked tests of its own, is not: it

@@ -140,3 +140,21 @@ func TestFastStopKillsChildProcessGroup(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the helper killed with its child's group", func() bool { return !testkit.Alive(helper) })
 }
+
+// A graceful stop that had to kill a child at the drain timeout exits 3,
+// not 0: a container runtime or systemd shows that work was cut.
+func TestStopExitCodeSaysDrainWasCut(t *testing.T) {
+	m := startMaster(t, "--workers", "1", "--drain-timeout", "1s")
+	m.waitReady(1)
+	inFlight := sendSlow(t, m.addr, "30s")
+	m.signal(syscall.SIGTERM)
+	if code := m.wait(15 * time.Second); code != 3 {
+		t.Fatalf("master exit code %d, want 3 (drain cut)", code)
+	}
+	if _, err := inFlight(); err == nil {
+		t.Error("the 30 s request was answered; the drain timeout did not cut it")
+	}
+	if l := m.lines("master stopped"); len(l) != 1 || l[0].int("exit_code") != 3 {
+		t.Errorf("master stopped lines %v, want one with exit_code 3", l)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,6 +110,34 @@ func TestParseInt(t *testing.T) {
 		got, err := parseInt("workers", tt.in)
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("parseInt(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// The flags of issue 5 reach the configuration, from flags and variables
+// alike, and bad values are refused in the flag's own words.
+func TestProductionFlags(t *testing.T) {
+	t.Setenv("PREFORK_MAX_RSS", "256MiB")
+	cfg, err := loadWith(t, "--watchdog", "2s", "--max-accepts", "500", "--user", "nobody", "--group", "nogroup", "--", "/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Watchdog != 2*time.Second || cfg.MaxAccepts != 500 || cfg.MaxRSS != 256<<20 || cfg.User != "nobody" || cfg.Group != "nogroup" {
+		t.Errorf("config = %+v", cfg)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--watchdog", "soon"}, "watchdog: "},
+		{[]string{"--watchdog", "-1s"}, "watchdog: "},
+		{[]string{"--max-accepts", "-3"}, "max-accepts: "},
+		{[]string{"--max-accepts", "lots"}, "max-accepts: "},
+		{[]string{"--max-rss", "big"}, "max-rss: "},
+	} {
+		_, err := loadWith(t, append(tt.args, "--", "/bin/true")...)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want one starting %q", tt.args, err, tt.want)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 const (
 	exitFailure  = 1 // the run failed, or a client request failed
 	exitBadInput = 2 // bad flags, config or command: nothing was started
+	exitDrainCut = 3 // stopped on request, but a child was killed at the drain timeout
 )
 
 func main() {

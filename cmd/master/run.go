@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,6 +30,11 @@ func runCommand() *cli.Command {
 			controlFlag(),
 			&cli.StringFlag{Name: "metrics", Usage: `HTTP address for /metrics, /healthz, /readyz ("" = off)`, Value: supervisor.DefaultMetrics, EnvVars: []string{"PREFORK_METRICS"}},
 			&cli.StringFlag{Name: "log-format", Usage: "text or json, on stderr", Value: supervisor.DefaultLogFormat, EnvVars: []string{"PREFORK_LOG_FORMAT"}},
+			&cli.StringFlag{Name: "watchdog", Usage: "kill and replace a child silent this long after a WATCHDOG=1 (default: off)", EnvVars: []string{"PREFORK_WATCHDOG"}},
+			&cli.StringFlag{Name: "max-accepts", Usage: "replace a child after about N accepts, successor ready first (default: off)", EnvVars: []string{"PREFORK_MAX_ACCEPTS"}},
+			&cli.StringFlag{Name: "max-rss", Usage: "replace a child whose resident memory passes SIZE, e.g. 512MiB (default: off)", EnvVars: []string{"PREFORK_MAX_RSS"}},
+			&cli.StringFlag{Name: "user", Usage: "run the children as this user (name or uid)", EnvVars: []string{"PREFORK_USER"}},
+			&cli.StringFlag{Name: "group", Usage: "run the children with this group (default: the user's)", EnvVars: []string{"PREFORK_GROUP"}},
 		},
 		OnUsageError: usageError,
 		Action:       runAction,
@@ -88,10 +94,12 @@ func runAction(c *cli.Context) error {
 
 	log.Info("master started", "pid", os.Getpid(), "workers", cfg.Workers, "listen", cfg.Listen,
 		"command", cfg.Command)
-	if err := sup.Run(ctx); err != nil {
-		return cli.Exit(err.Error(), exitFailure)
+	err = sup.Run(ctx)
+	code := exitCode(err)
+	log.Info("master stopped", "exit_code", code)
+	if err != nil {
+		return cli.Exit(err.Error(), code)
 	}
-	log.Info("master stopped")
 	return nil
 }
 
@@ -140,6 +148,7 @@ func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
 	}{
 		{"ready-timeout", &cfg.ReadyTimeout},
 		{"drain-timeout", &cfg.DrainTimeout},
+		{"watchdog", &cfg.Watchdog},
 	} {
 		if !c.IsSet(f.name) {
 			continue
@@ -161,6 +170,29 @@ func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
 	}
 	if c.IsSet("log-format") {
 		cfg.LogFormat = c.String("log-format")
+	}
+	if c.IsSet("max-accepts") {
+		n, err := parseInt("max-accepts", c.String("max-accepts"))
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			return fmt.Errorf("max-accepts: %d must not be negative (0 turns it off)", n)
+		}
+		cfg.MaxAccepts = uint64(n)
+	}
+	if c.IsSet("max-rss") {
+		n, err := supervisor.ParseSize(c.String("max-rss"))
+		if err != nil {
+			return fmt.Errorf("max-rss: %w", err)
+		}
+		cfg.MaxRSS = n
+	}
+	if c.IsSet("user") {
+		cfg.User = c.String("user")
+	}
+	if c.IsSet("group") {
+		cfg.Group = c.String("group")
 	}
 	return nil
 }
@@ -188,4 +220,16 @@ func newLogger(format string) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// exitCode says why the master stopped (see the README's exit status
+// table): a container runtime or systemd shows nothing else.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, supervisor.ErrDrainCut):
+		return exitDrainCut
+	}
+	return exitFailure
 }

@@ -31,6 +31,12 @@ type SlotSnapshot struct {
 	// accepted: those gone plus those alive. It never goes down.
 	Accepts  uint64
 	Restarts uint64
+	// WatchdogKills counts the slot's children killed for missing their
+	// watchdog pings.
+	WatchdogKills uint64
+	// Recycles counts the slot's children replaced for a limit, by
+	// reason (RecycleReasons).
+	Recycles map[string]uint64
 	// ListenInode is the slot's listener when the master holds it (master
 	// socket mode); else PID is the slot's ready child, whose own listener
 	// the collector finds. Both 0: no queue to report.
@@ -58,6 +64,17 @@ type HistogramSnapshot struct {
 // prefork_reloads_total; every one is exported from the start, at 0.
 var ReloadResults = []string{"success", "rolled_back", "rejected"}
 
+// Why a child was recycled: the reason label of
+// prefork_child_recycles_total.
+const (
+	RecycleMaxAccepts = "max_accepts" // --max-accepts
+	RecycleMaxRSS     = "max_rss"     // --max-rss
+)
+
+// RecycleReasons are the values of the reason label of
+// prefork_child_recycles_total; every one is exported from the start.
+var RecycleReasons = []string{RecycleMaxAccepts, RecycleMaxRSS}
+
 // ReloadBuckets are the upper bounds of prefork_reload_duration_seconds.
 var ReloadBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
@@ -68,6 +85,7 @@ type Collector struct {
 	kernel   Kernel
 
 	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
+	watchdogKills, recycles                                                           *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -110,12 +128,17 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 			"The current generation.", nil, nil),
 		workers: prometheus.NewDesc("prefork_workers",
 			"The configured number of workers.", nil, nil),
+		watchdogKills: prometheus.NewDesc("prefork_child_watchdog_kills_total",
+			"Children killed for missing their watchdog pings.", []string{"slot"}, nil),
+		recycles: prometheus.NewDesc("prefork_child_recycles_total",
+			"Children replaced, successor ready first, for passing a limit.", []string{"slot", "reason"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation, c.workers, c.queue, c.overflows} {
+	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation,
+		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles} {
 		ch <- d
 	}
 }
@@ -133,6 +156,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		slot := strconv.Itoa(sl.Slot)
 		ch <- prometheus.MustNewConstMetric(c.accepts, prometheus.CounterValue, float64(sl.Accepts), slot)
 		ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(sl.Restarts), slot)
+		ch <- prometheus.MustNewConstMetric(c.watchdogKills, prometheus.CounterValue, float64(sl.WatchdogKills), slot)
+		for _, reason := range RecycleReasons {
+			ch <- prometheus.MustNewConstMetric(c.recycles, prometheus.CounterValue, float64(sl.Recycles[reason]), slot, reason)
+		}
 	}
 	for _, ch2 := range s.Children {
 		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,

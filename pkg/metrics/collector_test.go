@@ -17,7 +17,8 @@ func fixedSnapshot() Snapshot {
 		Workers:    2,
 		ListenPort: 8080,
 		Slots: []SlotSnapshot{
-			{Slot: 0, Accepts: 1200, Restarts: 1, ListenInode: 100},
+			{Slot: 0, Accepts: 1200, Restarts: 1, ListenInode: 100, WatchdogKills: 1,
+				Recycles: map[string]uint64{"max_accepts": 4}},
 			{Slot: 1, Accepts: 1187, PID: 102},
 		},
 		Children: []ChildSnapshot{
@@ -80,6 +81,12 @@ func TestCollectorZeroSeries(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(c, "prefork_child_accepts_total"); n != 1 {
 		t.Errorf("prefork_child_accepts_total has %d series, want 1", n)
+	}
+	if n := testutil.CollectAndCount(c, "prefork_child_watchdog_kills_total"); n != 1 {
+		t.Errorf("prefork_child_watchdog_kills_total has %d series, want 1", n)
+	}
+	if n := testutil.CollectAndCount(c, "prefork_child_recycles_total"); n != len(RecycleReasons) {
+		t.Errorf("prefork_child_recycles_total has %d series, want %d", n, len(RecycleReasons))
 	}
 }
 

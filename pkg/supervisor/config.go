@@ -31,6 +31,9 @@ const (
 	SocketsMaster = "master"
 )
 
+// MinWatchdog is the shortest watchdog period Validate accepts.
+const MinWatchdog = 100 * time.Millisecond
+
 // MaxWorkers bounds Config.Workers; it is far above any sensible process
 // count and only catches typing errors.
 const MaxWorkers = 4096
@@ -58,6 +61,20 @@ type Config struct {
 	// Metrics is the TCP address of /metrics, /healthz and /readyz; ""
 	// turns it off.
 	Metrics string
+	// Watchdog is how long a child that has sent WATCHDOG=1 may then stay
+	// silent before it is sent SIGQUIT, then SIGKILL, and replaced; 0
+	// turns the watchdog off. Children are told it in WATCHDOG_USEC.
+	Watchdog time.Duration
+	// MaxAccepts replaces a child, its successor ready first, once it has
+	// accepted this many connections plus a jitter of up to 10%; 0 is off.
+	MaxAccepts uint64
+	// MaxRSS replaces a child the same way once its resident memory passes
+	// this many bytes; 0 is off.
+	MaxRSS uint64
+	// User and Group are who the children run as (a name or a number);
+	// "" keeps the master's own. A user alone brings its primary group.
+	User  string
+	Group string
 }
 
 // DefaultConfig returns the documented defaults. Command is left to the
@@ -100,6 +117,14 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("log-format: %q is not text or json", c.LogFormat)
+	}
+	if c.Watchdog < 0 {
+		return fmt.Errorf("watchdog: %v must not be negative (0 turns it off)", c.Watchdog)
+	}
+	if c.Watchdog > 0 && c.Watchdog < MinWatchdog {
+		// The children ping every half period; below this, a busy
+		// machine's scheduling delays alone would look like a hang.
+		return fmt.Errorf("watchdog: %v is below the minimum of %v", c.Watchdog, MinWatchdog)
 	}
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("command: none given")

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ func TestValidate(t *testing.T) {
 		{name: "negative drain timeout", mutate: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},
 		{name: "unknown sockets", mutate: func(c *Config) { c.Sockets = "both" }, wantErr: "sockets"},
 		{name: "unknown log format", mutate: func(c *Config) { c.LogFormat = "xml" }, wantErr: "log-format"},
+		{name: "watchdog on", mutate: func(c *Config) { c.Watchdog = time.Second }},
+		{name: "negative watchdog", mutate: func(c *Config) { c.Watchdog = -time.Second }, wantErr: "watchdog"},
+		{name: "tiny watchdog", mutate: func(c *Config) { c.Watchdog = time.Millisecond }, wantErr: "watchdog"},
 		{name: "no command", mutate: func(c *Config) { c.Command = nil }, wantErr: "command"},
 		{name: "missing command", mutate: func(c *Config) { c.Command = []string{filepath.Join(dir, "absent")} }, wantErr: "command"},
 		{name: "not executable", mutate: func(c *Config) { c.Command = []string{notExec} }, wantErr: "command"},
@@ -76,8 +80,13 @@ func TestParseConfigFile(t *testing.T) {
 		{
 			name: "every key",
 			in: "workers: 3\nlisten: 127.0.0.1:9000\nready-timeout: 2s\ndrain-timeout: 1m\n" +
-				"sockets: child\nlog-format: json\ncommand: [/bin/echo, hi]\n",
+				"sockets: child\nlog-format: json\ncommand: [/bin/echo, hi]\n" +
+				"watchdog: 5s\nmax-accepts: 1000\nmax-rss: 512MiB\nuser: nobody\ngroup: nogroup\n",
 			want: func(c *Config) {
+				c.Watchdog = 5 * time.Second
+				c.MaxAccepts = 1000
+				c.MaxRSS = 512 << 20
+				c.User, c.Group = "nobody", "nogroup"
 				c.Workers = 3
 				c.Listen = "127.0.0.1:9000"
 				c.ReadyTimeout = 2 * time.Second
@@ -90,6 +99,9 @@ func TestParseConfigFile(t *testing.T) {
 		{name: "wrong type", in: "workers: many\n", wantErr: "many"},
 		{name: "bad duration", in: "drain-timeout: soon\n", wantErr: "soon"},
 		{name: "not a mapping", in: "- a\n- b\n", wantErr: "cannot unmarshal"},
+		{name: "plain byte count", in: "max-rss: 1048576\n", want: func(c *Config) { c.MaxRSS = 1 << 20 }},
+		{name: "bad size", in: "max-rss: lots\n", wantErr: "lots"},
+		{name: "negative max-accepts", in: "max-accepts: -5\n", wantErr: "-5"},
 		{name: "two documents", in: "workers: 1\n---\nworkers: 2\n", wantErr: "more than one"},
 	}
 	for _, tt := range tests {
@@ -110,9 +122,7 @@ func TestParseConfigFile(t *testing.T) {
 			}
 			want := validConfig()
 			tt.want(&want)
-			if got.Workers != want.Workers || got.Listen != want.Listen || got.ReadyTimeout != want.ReadyTimeout ||
-				got.DrainTimeout != want.DrainTimeout || got.Sockets != want.Sockets || got.LogFormat != want.LogFormat ||
-				strings.Join(got.Command, " ") != strings.Join(want.Command, " ") {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("ParseConfigFile = %+v, want %+v", got, want)
 			}
 		})
@@ -138,6 +148,46 @@ func TestChildEnv(t *testing.T) {
 	for _, kv := range got {
 		if !want[kv] {
 			t.Errorf("childEnv has %q", kv)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		bad  bool
+	}{
+		{in: "0", want: 0},
+		{in: "536870912", want: 536870912},
+		{in: "512MiB", want: 512 << 20},
+		{in: "512M", want: 512 << 20},
+		{in: "512 MiB", want: 512 << 20},
+		{in: "1.5GiB", want: 3 << 29},
+		{in: "2G", want: 2 << 30},
+		{in: "500MB", want: 500e6},
+		{in: "64KiB", want: 64 << 10},
+		{in: "1TiB", want: 1 << 40},
+		{in: "100B", want: 100},
+		{in: "", bad: true},
+		{in: "MiB", bad: true},
+		{in: "-1", bad: true},
+		{in: "1e9", bad: true},
+		{in: "inf", bad: true},
+		{in: "12 parsecs", bad: true},
+		{in: "0x10", bad: true},
+		{in: "99999999999TiB", bad: true},
+		{in: ".", bad: true},
+	} {
+		got, err := ParseSize(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("ParseSize(%q) = %d, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 }

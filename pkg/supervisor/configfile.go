@@ -24,6 +24,23 @@ type fileConfig struct {
 	Command      []string  `yaml:"command"`
 	Control      *string   `yaml:"control"`
 	Metrics      *string   `yaml:"metrics"`
+	Watchdog     *duration `yaml:"watchdog"`
+	MaxAccepts   *uint64   `yaml:"max-accepts"`
+	MaxRSS       *size     `yaml:"max-rss"`
+	User         *string   `yaml:"user"`
+	Group        *string   `yaml:"group"`
+}
+
+// size is a byte count written as ParseSize reads it, or a plain number.
+type size uint64
+
+func (z *size) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*z = size(v)
+	return nil
 }
 
 type duration time.Duration
@@ -97,6 +114,21 @@ func (fc fileConfig) applyTo(cfg *Config) {
 	}
 	if fc.Control != nil {
 		cfg.Control = *fc.Control
+	}
+	if fc.Watchdog != nil {
+		cfg.Watchdog = time.Duration(*fc.Watchdog)
+	}
+	if fc.MaxAccepts != nil {
+		cfg.MaxAccepts = *fc.MaxAccepts
+	}
+	if fc.MaxRSS != nil {
+		cfg.MaxRSS = uint64(*fc.MaxRSS)
+	}
+	if fc.User != nil {
+		cfg.User = *fc.User
+	}
+	if fc.Group != nil {
+		cfg.Group = *fc.Group
 	}
 	if fc.Command != nil {
 		cfg.Command = fc.Command

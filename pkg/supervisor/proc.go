@@ -34,3 +34,26 @@ func parseStatPPID(data []byte) (int, error) {
 	}
 	return ppid, nil
 }
+
+// residentBytes returns the resident memory of pid, from /proc/PID/statm.
+func residentBytes(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, err
+	}
+	return parseStatmRSS(data, uint64(os.Getpagesize()))
+}
+
+// parseStatmRSS reads the resident set, the second field of
+// /proc/PID/statm, which counts pages.
+func parseStatmRSS(data []byte, pageSize uint64) (uint64, error) {
+	fields := bytes.Fields(data)
+	if len(fields) < 2 {
+		return 0, fmt.Errorf("parse /proc statm: %d fields", len(fields))
+	}
+	pages, err := strconv.ParseUint(string(fields[1]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse /proc statm: resident: %w", err)
+	}
+	return pages * pageSize, nil
+}

@@ -65,10 +65,15 @@ func (s *Supervisor) beginReload() {
 	s.log.Info("reload started", "generation", g.number, "workers", g.cfg.Workers, "listen", g.cfg.Listen,
 		"command", g.cfg.Command)
 	var failed error
-	for i := range g.slots {
-		if err := s.startChild(g, i); err != nil && failed == nil {
-			failed = fmt.Errorf("slot %d: %w", i, err)
+	for i, sl := range g.slots {
+		c, err := s.startChild(g, i)
+		if err != nil {
+			if failed == nil {
+				failed = fmt.Errorf("slot %d: %w", i, err)
+			}
+			continue
 		}
+		sl.current = c
 	}
 	s.reloadStep(reloadInput{kind: inSpawned, n: len(g.slots)})
 	if failed != nil {

@@ -71,8 +71,10 @@ func (s *Supervisor) rescale(req scaleRequest) ScaleResult {
 		if sl.timer != nil {
 			sl.timer.Stop()
 		}
-		if sl.current != nil {
-			s.drain(sl.current)
+		for _, c := range []*child{sl.current, sl.successor} {
+			if c != nil {
+				s.drain(c)
+			}
 		}
 	}
 	if n < old {

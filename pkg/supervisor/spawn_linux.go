@@ -23,7 +23,8 @@ type spawnRequest struct {
 	path  string
 	argv  []string
 	env   []string
-	extra []int // descriptors to pass as fd 3, 4, ...
+	extra []int     // descriptors to pass as fd 3, 4, ...
+	id    *identity // who the child runs as; nil: the master's identity
 	reply chan spawnResult
 }
 
@@ -42,7 +43,7 @@ func startSpawner(stdin *os.File) *spawner {
 		runtime.LockOSThread()
 		close(ready)
 		for req := range s.reqs {
-			pid, err := forkExec(req.path, req.argv, req.env, stdin, req.extra)
+			pid, err := forkExec(req, stdin)
 			req.reply <- spawnResult{pid: pid, err: err}
 		}
 	}()
@@ -51,50 +52,55 @@ func startSpawner(stdin *os.File) *spawner {
 }
 
 // spawn starts the program at path with argv and env, with the descriptors
-// extra as fd 3, 4 and so on, and returns its pid. The caller owns reaping.
-func (s *spawner) spawn(path string, argv, env []string, extra []int) (int, error) {
+// extra as fd 3, 4 and so on, as id, and returns its pid. The caller owns
+// reaping.
+func (s *spawner) spawn(path string, argv, env []string, extra []int, id *identity) (int, error) {
 	reply := make(chan spawnResult, 1)
-	s.reqs <- spawnRequest{path: path, argv: argv, env: env, extra: extra, reply: reply}
+	s.reqs <- spawnRequest{path: path, argv: argv, env: env, extra: extra, id: id, reply: reply}
 	r := <-reply
 	return r.pid, r.err
 }
 
 func (s *spawner) stop() { close(s.reqs) }
 
-func forkExec(path string, argv, env []string, stdin *os.File, extra []int) (int, error) {
+func forkExec(req spawnRequest, stdin *os.File) (int, error) {
 	// Every descriptor of the master is close-on-exec; these are the only
 	// ones a child inherits.
 	files := []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
-	for _, fd := range extra {
+	for _, fd := range req.extra {
 		files = append(files, uintptr(fd))
 	}
-	attr := &syscall.ProcAttr{
-		Env:   env,
-		Files: files,
-		Sys: &syscall.SysProcAttr{
-			// A process group of its own keeps a terminal's Ctrl-C away
-			// from the children: the master decides how they stop.
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGTERM,
-		},
+	sys := &syscall.SysProcAttr{
+		// A process group of its own keeps a terminal's Ctrl-C away from
+		// the children: the master decides how they stop.
+		Setpgid: true,
+		// Set after the identity switch, which would clear it.
+		Pdeathsig: syscall.SIGTERM,
 	}
-	pid, err := syscall.ForkExec(path, argv, attr)
+	if req.id != nil {
+		sys.Credential = req.id.credential()
+		if req.id.bindCap {
+			sys.AmbientCaps = []uintptr{capNetBindService}
+		}
+	}
+	pid, err := syscall.ForkExec(req.path, req.argv, &syscall.ProcAttr{Env: req.env, Files: files, Sys: sys})
 	if err != nil {
-		return 0, fmt.Errorf("exec %s: %w", argv[0], err)
+		return 0, fmt.Errorf("exec %s: %w", req.argv[0], err)
 	}
 	return pid, nil
 }
 
 // childEnv returns the master's environment without the variables that
-// belong to the master alone (its own sd_notify socket and socket
-// activation, and every PREFORK_* setting), plus the child's own.
+// belong to the master alone (its own sd_notify socket, watchdog and
+// socket activation, and every PREFORK_* setting), plus the child's own.
 func childEnv(base []string, own map[string]string) []string {
 	env := make([]string, 0, len(base)+len(own))
 	for _, kv := range base {
 		key, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(key, "PREFORK_"),
-			key == "NOTIFY_SOCKET", key == "LISTEN_FDS", key == "LISTEN_PID", key == "LISTEN_FDNAMES":
+			key == "NOTIFY_SOCKET", key == "LISTEN_FDS", key == "LISTEN_PID", key == "LISTEN_FDNAMES",
+			key == "WATCHDOG_USEC", key == "WATCHDOG_PID":
 			continue
 		}
 		env = append(env, kv)

@@ -41,6 +41,9 @@ var (
 	// ErrRolledBack wraps the reason a new generation failed to get ready;
 	// it was killed and the old one serves on.
 	ErrRolledBack = errors.New("reload rolled back")
+	// ErrDrainCut is returned by Run when a graceful stop had to kill a
+	// child at the drain timeout: the stop is done, but work was cut.
+	ErrDrainCut = errors.New("stopped, but the drain timeout cut a child short")
 )
 
 // Options are the parts of a supervisor that are not configuration.
@@ -86,13 +89,20 @@ type Supervisor struct {
 	sockets     *socketSet // master socket mode's listeners
 	announced   bool       // READY=1 sent to systemd
 	stopping    StopMode   // 0 while running
+	drainCut    bool       // a child was killed at the drain timeout
+
+	watchdogKills map[int]uint64        // by slot
+	recycles      map[recycleKey]uint64 // completed recycles
+	upkeep        *time.Ticker          // recycling checks; nil when off
+	upkeepTicks   int
 }
 
 // generation is one set of children started from one configuration.
 type generation struct {
 	number int
 	cfg    Config
-	argv   []string // cfg.Command with its program resolved to a path
+	argv   []string  // cfg.Command with its program resolved to a path
+	id     *identity // who the children run as; nil: as the master
 	slots  []*slot
 }
 
@@ -108,6 +118,14 @@ type child struct {
 	killTimer  *time.Timer
 	notReady   bool          // killed for not being ready in time
 	page       *metrics.Page // its accept counter; nil if none could be made
+
+	// The watchdog, armed by the child's first WATCHDOG=1.
+	watchdogTimer  *time.Timer
+	lastPing       time.Time
+	watchdogKilled bool // sent SIGQUIT for missing its pings
+
+	acceptLimit uint64 // recycle past this many accepts; 0: never
+	recycling   string // why a successor is starting for it, or ""
 }
 
 // slot is a position 0..Workers-1 of a generation.
@@ -115,6 +133,11 @@ type slot struct {
 	current  *child      // nil while a restart is pending
 	failures int         // unplanned exits in a row, for the backoff
 	timer    *time.Timer // a pending restart
+	// successor is the child starting to replace current (recycling);
+	// current serves until it is ready.
+	successor *child
+	// noRecycleBefore holds off recycling after a successor failed.
+	noRecycleBefore time.Time
 }
 
 // ReloadResult is the outcome of a reload: the generation serving after it,
@@ -131,14 +154,16 @@ type (
 		pid int
 		msg notification
 	}
-	readyTimeout    struct{ c *child }
-	drainTimeout    struct{ c *child }
-	restartDue      struct{ s *slot }
-	stopRequest     struct{ mode StopMode }
-	statusRequest   struct{ reply chan Status }
-	snapshotRequest struct{ reply chan metrics.Snapshot }
-	readyzRequest   struct{ reply chan string }
-	reloadRequest   struct{ reply chan ReloadResult } // reply nil: nobody waits
+	readyTimeout      struct{ c *child }
+	drainTimeout      struct{ c *child }
+	watchdogExpired   struct{ c *child }
+	watchdogGraceOver struct{ c *child }
+	restartDue        struct{ s *slot }
+	stopRequest       struct{ mode StopMode }
+	statusRequest     struct{ reply chan Status }
+	snapshotRequest   struct{ reply chan metrics.Snapshot }
+	readyzRequest     struct{ reply chan string }
+	reloadRequest     struct{ reply chan ReloadResult } // reply nil: nobody waits
 )
 
 // New checks cfg and prepares what the children will need, without starting
@@ -176,6 +201,9 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 		accepted: make(map[int]uint64),
 		reloads:  make(map[string]uint64),
 		sockets:  newSocketSet(),
+
+		watchdogKills: make(map[int]uint64),
+		recycles:      make(map[recycleKey]uint64),
 	}
 	if cfg.Sockets == SocketsMaster {
 		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
@@ -217,7 +245,11 @@ func newGeneration(number int, cfg Config) (*generation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("command: %w", err)
 	}
-	g := &generation{number: number, cfg: cfg, argv: append([]string{path}, cfg.Command[1:]...)}
+	id, err := resolveIdentity(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g := &generation{number: number, cfg: cfg, argv: append([]string{path}, cfg.Command[1:]...), id: id}
 	g.slots = make([]*slot, cfg.Workers)
 	for i := range g.slots {
 		g.slots[i] = &slot{}
@@ -246,7 +278,8 @@ func (s *Supervisor) release() {
 
 // Run starts the children and supervises them until a stop, requested by
 // Stop, by the admin API or by cancelling ctx (a graceful stop), has ended
-// with every child reaped. It returns nil then.
+// with every child reaped. It returns nil then, or ErrDrainCut when a
+// child of a graceful stop was killed at the drain timeout.
 func (s *Supervisor) Run(ctx context.Context) error {
 	defer s.release()
 	stopReaper := make(chan struct{})
@@ -287,15 +320,36 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.spawner.stop()
 	s.notify.close()
 	<-notifyDone
+	if s.drainCut && s.stopping == StopGraceful {
+		return ErrDrainCut
+	}
 	return nil
 }
 
 func (s *Supervisor) loop(ctx context.Context) {
 	done := ctx.Done()
+	// The master's own watchdog, when systemd gave it one (WatchdogSec=):
+	// pinged from the loop, so a loop that hangs stops the pings.
+	var ping <-chan time.Time
+	if d := systemdWatchdog(); d > 0 && s.systemd {
+		t := time.NewTicker(d / 2)
+		defer t.Stop()
+		ping = t.C
+	}
+	defer s.setUpkeep(false)
 	for s.stopping == 0 || len(s.children) > 0 {
+		s.setUpkeep(s.stopping == 0 && (s.cur.cfg.MaxAccepts > 0 || s.cur.cfg.MaxRSS > 0))
+		var upkeep <-chan time.Time
+		if s.upkeep != nil {
+			upkeep = s.upkeep.C
+		}
 		select {
 		case ev := <-s.events:
 			s.handle(ev)
+		case <-upkeep:
+			s.checkRecycling()
+		case <-ping:
+			s.notifySystemd("WATCHDOG=1")
 		case <-done:
 			done = nil
 			s.stop(StopGraceful)
@@ -313,6 +367,10 @@ func (s *Supervisor) handle(ev any) {
 		s.readyTimedOut(ev.c)
 	case drainTimeout:
 		s.drainTimedOut(ev.c)
+	case watchdogExpired:
+		s.watchdogExpired(ev.c)
+	case watchdogGraceOver:
+		s.watchdogGraceOver(ev.c)
 	case restartDue:
 		s.restartDue(ev.s)
 	case stopRequest:
@@ -384,16 +442,20 @@ func (s *Supervisor) Status() (Status, error) {
 // startServing starts the child of a slot of the serving generation; a
 // failure to start counts against the slot like an exit.
 func (s *Supervisor) startServing(slotIndex int) {
-	if err := s.startChild(s.cur, slotIndex); err != nil {
+	sl := s.cur.slots[slotIndex]
+	c, err := s.startChild(s.cur, slotIndex)
+	if err != nil {
 		s.log.Error("child failed to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
-		s.cur.slots[slotIndex].failures++
+		sl.failures++
 		s.scheduleRestart(s.cur, slotIndex)
+		return
 	}
+	sl.current = c
 }
 
-// startChild starts the child of a slot of g.
-func (s *Supervisor) startChild(g *generation, slotIndex int) error {
-	sl := g.slots[slotIndex]
+// startChild starts a child for a slot of g; the caller gives it its place
+// in the slot.
+func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 	cfg := g.cfg
 	own := map[string]string{
 		"PREFORK_LISTEN":        cfg.Listen,
@@ -403,12 +465,15 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) error {
 		"PREFORK_DRAIN_TIMEOUT": cfg.DrainTimeout.String(),
 		"NOTIFY_SOCKET":         s.notify.addr,
 	}
+	if cfg.Watchdog > 0 {
+		own["WATCHDOG_USEC"] = strconv.FormatInt(cfg.Watchdog.Microseconds(), 10)
+	}
 	path, argv := g.argv[0], g.argv
 	var extra []int // fd 3, 4, ... of the child
 	if cfg.Sockets == SocketsMaster {
 		fd, err := s.sockets.fd(cfg.Listen, slotIndex)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		extra = append(extra, fd) // fd 3, as socket activation wants
 		own["LISTEN_FDS"] = "1"
@@ -429,28 +494,39 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) error {
 		extra = append(extra, page.FD())
 	}
 	now := time.Now()
-	pid, err := s.spawner.spawn(path, argv, childEnv(os.Environ(), own), extra)
+	pid, err := s.spawner.spawn(path, argv, childEnv(os.Environ(), own), extra, g.id)
 	if err != nil {
 		page.Close()
-		return err
+		return nil, err
 	}
-	c := &child{pid: pid, gen: g, slot: slotIndex, state: StateStarting, started: now, page: page}
+	c := &child{pid: pid, gen: g, slot: slotIndex, state: StateStarting, started: now, page: page,
+		acceptLimit: acceptLimit(cfg.MaxAccepts)}
 	c.readyTimer = time.AfterFunc(cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
 	s.children[pid] = c
-	sl.current = c
 	s.log.Info("child started", "slot", slotIndex, "generation", g.number, "pid", pid)
-	return nil
+	return c, nil
 }
 
 // live reports whether c is still a process of the table (its pid may
 // since have been reused by another child).
 func (s *Supervisor) live(c *child) bool { return s.children[c.pid] == c }
 
+// slotOf returns the slot c belongs to, or nil when a scale-down removed it.
+func (s *Supervisor) slotOf(c *child) *slot {
+	if c.slot < len(c.gen.slots) {
+		return c.gen.slots[c.slot]
+	}
+	return nil
+}
+
 func (s *Supervisor) notified(pid int, msg notification) {
 	c := s.childOf(pid)
 	if c == nil {
 		s.log.Debug("notify message from a process outside the group", "pid", pid)
 		return
+	}
+	if msg.Watchdog {
+		s.watchdogPing(c)
 	}
 	if !msg.Ready || c.state != StateStarting || c.notReady {
 		return // a READY=1 queued behind the ready timeout comes too late
@@ -464,6 +540,10 @@ func (s *Supervisor) notified(pid int, msg notification) {
 	case s.next:
 		s.reloadStep(reloadInput{kind: inNewReady})
 	case s.cur:
+		if sl := s.slotOf(c); sl != nil && sl.successor == c {
+			s.recycled(sl)
+			return
+		}
 		if !s.announced && s.reload.phase == reloadIdle && s.allReady(s.cur) {
 			s.announced = true
 			s.notifySystemd("READY=1")
@@ -512,6 +592,9 @@ func (s *Supervisor) drainTimedOut(c *child) {
 	if !s.live(c) {
 		return
 	}
+	if s.stopping != 0 {
+		s.drainCut = true
+	}
 	s.log.Warn("child still draining at the drain timeout; killing it", "slot", c.slot,
 		"generation", c.gen.number, "pid", c.pid, "drain_timeout", c.gen.cfg.DrainTimeout.String())
 	s.kill(c, unix.SIGKILL)
@@ -534,9 +617,13 @@ func (s *Supervisor) exited(e exitStatus) {
 	if c.killTimer != nil {
 		c.killTimer.Stop()
 	}
-	var sl *slot // nil when a scale-down removed the child's slot
-	if c.slot < len(c.gen.slots) {
-		sl = c.gen.slots[c.slot]
+	if c.watchdogTimer != nil {
+		c.watchdogTimer.Stop()
+	}
+	sl := s.slotOf(c) // nil when a scale-down removed the child's slot
+	successor := sl != nil && sl.successor == c
+	if successor {
+		sl.successor = nil
 	}
 	if sl != nil && sl.current == c {
 		sl.current = nil
@@ -549,11 +636,19 @@ func (s *Supervisor) exited(e exitStatus) {
 		return
 	}
 	reason := describeExit(e.status)
-	if c.notReady {
+	switch {
+	case c.notReady:
 		attrs = append(attrs, "reason", "not ready in time")
 		reason = fmt.Sprintf("not ready within %v", c.gen.cfg.ReadyTimeout)
+	case c.watchdogKilled:
+		attrs = append(attrs, "reason", "watchdog")
+		reason = fmt.Sprintf("killed by the watchdog: no WATCHDOG=1 for %v (%s)", c.gen.cfg.Watchdog, reason)
 	}
 	s.log.Warn("child exited unexpectedly", attrs...)
+	if successor {
+		s.successorFailed(sl, c, reason)
+		return
+	}
 	switch c.gen {
 	case s.next:
 		s.reloadErr = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
@@ -564,6 +659,12 @@ func (s *Supervisor) exited(e exitStatus) {
 		}
 		sl.failures = failuresAfterExit(sl.failures, c.readyAt, e.at)
 		s.restarts[c.slot]++
+		if sl.successor != nil {
+			// The child being recycled died first: its successor, already
+			// starting, takes the slot.
+			sl.current, sl.successor = sl.successor, nil
+			return
+		}
 		s.scheduleRestart(c.gen, c.slot)
 	}
 }

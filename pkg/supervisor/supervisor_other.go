@@ -28,9 +28,11 @@ func (*notifyServer) close() error                          { return nil }
 
 type spawner struct{}
 
-func startSpawner(*os.File) *spawner                                  { return &spawner{} }
-func (*spawner) spawn(string, []string, []string, []int) (int, error) { return 0, errUnsupported }
-func (*spawner) stop()                                                {}
+func startSpawner(*os.File) *spawner { return &spawner{} }
+func (*spawner) spawn(string, []string, []string, []int, *identity) (int, error) {
+	return 0, errUnsupported
+}
+func (*spawner) stop() {}
 
 type socketSet struct{}
 
@@ -65,3 +67,7 @@ const ShimCommand = "__prefork_exec"
 func ExecShim([]string) error { return errUnsupported }
 
 func (*socketSet) inode(string, int) uint64 { return 0 }
+
+type identity struct{}
+
+func resolveIdentity(Config) (*identity, error) { return nil, errUnsupported }

@@ -60,3 +60,32 @@ func TestSystemdNotifyReload(t *testing.T) {
 		t.Errorf("exit code %d", code)
 	}
 }
+
+// With WatchdogSec= (WATCHDOG_USEC in its environment) the master pings
+// systemd's watchdog from its event loop, every half period.
+func TestSystemdWatchdogPings(t *testing.T) {
+	addr := fmt.Sprintf("@prefork-e2e-wd-%d-%d", os.Getpid(), time.Now().UnixNano())
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	startMasterOn(t, testkit.FreeAddr(t), []string{"NOTIFY_SOCKET=" + addr, "WATCHDOG_USEC=400000"}, "--workers", "1")
+	buf := make([]byte, 4096)
+	var pings []time.Time
+	sock.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for len(pings) < 4 {
+		n, err := sock.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d WATCHDOG=1: %v", len(pings), err)
+		}
+		if string(buf[:n]) == "WATCHDOG=1" {
+			pings = append(pings, time.Now())
+		}
+	}
+	// Every 200ms; the bound is loose on purpose: only a master pinging
+	// far too often (a busy loop) fails it.
+	if avg := pings[3].Sub(pings[0]) / 3; avg < 100*time.Millisecond {
+		t.Errorf("WATCHDOG=1 every %v on average, want about 200ms", avg)
+	}
+}

@@ -22,8 +22,13 @@ var ErrUnsupported = errors.New("sockopt: unsupported on this operating system")
 // ListenConfig returns a net.ListenConfig whose sockets get SO_REUSEADDR and
 // SO_REUSEPORT before bind, so that every process of one group (same user)
 // can bind the same address and the kernel spreads connections over them.
+// The sockets are plain TCP: Go listens with MPTCP by default where the
+// kernel enables it, and the kernel refuses an MPTCP listener both an
+// SK_REUSEPORT program and a place in a REUSEPORT_SOCKARRAY (steering).
 func ListenConfig() net.ListenConfig {
-	return net.ListenConfig{Control: Control}
+	lc := net.ListenConfig{Control: Control}
+	lc.SetMultipathTCP(false)
+	return lc
 }
 
 // Listen binds a TCP listener on address with SO_REUSEPORT set before bind.

@@ -1,0 +1,48 @@
+//go:build !linux
+
+package steer
+
+// Steerer is the steering program of one reuseport group; outside Linux
+// there is none, and Load always fails.
+type Steerer struct{}
+
+// Load fails with ErrUnsupported outside Linux.
+func Load(maxSlots int) (*Steerer, error) {
+	if err := failHook(); err != nil {
+		return nil, err
+	}
+	if err := checkMax(maxSlots); err != nil {
+		return nil, err
+	}
+	return nil, ErrUnsupported
+}
+
+// Supported returns ErrUnsupported outside Linux.
+func Supported() error {
+	_, err := Load(MaxSlots)
+	return err
+}
+
+// Detach returns ErrUnsupported outside Linux.
+func Detach(listenerFD int) error { return ErrUnsupported }
+
+// Attach returns ErrUnsupported.
+func (s *Steerer) Attach(listenerFD int) error { return ErrUnsupported }
+
+// SetSocket returns ErrUnsupported.
+func (s *Steerer) SetSocket(slot int, fd int) error { return ErrUnsupported }
+
+// ClearSocket returns ErrUnsupported.
+func (s *Steerer) ClearSocket(slot int) error { return ErrUnsupported }
+
+// SetSlots returns ErrUnsupported.
+func (s *Steerer) SetSlots(n int) error { return ErrUnsupported }
+
+// SetHealthy returns ErrUnsupported.
+func (s *Steerer) SetHealthy(slot int, healthy bool) error { return ErrUnsupported }
+
+// Close does nothing.
+func (s *Steerer) Close() error { return nil }
+
+// Migrates reports false: nothing is steered here.
+func (s *Steerer) Migrates() bool { return false }

@@ -34,12 +34,14 @@ $(STATICCHECK):
 # path, idle cost (medians of 5 runs), then reload latency (20 reloads) and
 # failed requests per 100 reloads under load in each socket mode, each in a
 # network namespace of its own (and nginx -s reload beside them where nginx
-# is installed), then the accept counting's cost and one scrape of 256
-# slots. About 12 minutes on 2 cores.
+# is installed), steering on and off with one of 4 children stopped and
+# with none, then the accept counting's cost and one scrape of 256 slots.
+# About 13 minutes on 2 cores.
 bench:
 	$(GO) test -run '^$$' -bench 'Spawn|ChildStart|CrashRecovery|Spread|DataPath|MasterIdle' -benchtime 5x -count 5 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'ReloadLatency' -benchtime 20x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'ReloadFailures' -benchtime 1x -count 1 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'Steer' -benchtime 1x -count 1 -timeout 10m ./bench/
 	$(GO) test -run '^$$' -bench 'Accept' -benchtime 3000x -count 5 ./pkg/child/
 	$(GO) test -run '^$$' -bench 'Scrape256|CounterInc' -count 5 ./pkg/metrics/
 

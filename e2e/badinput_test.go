@@ -68,6 +68,12 @@ func TestBadInput(t *testing.T) {
 		{name: "watchdog too short", args: []string{"--watchdog", "1ms"}, want: "watchdog"},
 		{name: "bad max-rss", args: []string{"--max-rss", "huge"}, want: "max-rss"},
 		{name: "negative max-accepts", args: []string{"--max-accepts", "-1"}, want: "max-accepts"},
+		{name: "steer on in child mode", args: []string{"--steer", "on"}, want: "steer: on needs --sockets master"},
+		{name: "unknown steer mode", args: []string{"--steer", "sometimes"}, want: "steer"},
+		{
+			name: "steer on where the program cannot load", env: []string{"PREFORK_STEER_FAIL=1"},
+			args: []string{"--sockets", "master", "--steer", "on"}, want: "steer: on, but the steering program cannot load",
+		},
 		{name: "unknown user", args: []string{"--user", "no-such-user-here"}, want: `user: no user "no-such-user-here"`},
 		{name: "unknown group", args: []string{"--user", "nobody", "--group", "no-such-group-here"}, want: "group: no group"},
 		{

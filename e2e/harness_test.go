@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -77,6 +76,12 @@ func startMasterOn(t *testing.T, addr string, env []string, args ...string) *mas
 // its cleanups run, the master must die with it, and its children with it.
 func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
 	t.Helper()
+	return startMasterBin(t, filepath.Join(bin, "master"), addr, env, sys, args...)
+}
+
+// startMasterBin is startMasterSys with the master's binary given.
+func startMasterBin(t *testing.T, binary, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
+	t.Helper()
 	control := filepath.Join(t.TempDir(), "ctl.sock")
 	// No metrics endpoint unless a test asks for one: the default port
 	// is one per machine.
@@ -86,7 +91,7 @@ func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysPro
 	}
 	full = append(full, args...)
 	m := &master{t: t, addr: addr, control: control, done: make(chan struct{}), pids: map[int]bool{}, change: make(chan struct{})}
-	m.cmd = exec.Command(filepath.Join(bin, "master"), full...)
+	m.cmd = exec.Command(binary, full...)
 	m.cmd.Env = append(os.Environ(), env...)
 	// A process group of its own, so a test can send a terminal's Ctrl-C.
 	m.cmd.SysProcAttr = sys
@@ -339,28 +344,7 @@ func acceptQueued(port string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	want := fmt.Sprintf(":%04X", p)
-	total := 0
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			continue
-		}
-		for line := range strings.SplitSeq(string(data), "\n") {
-			f := strings.Fields(line)
-			// sl local rem st tx_queue:rx_queue ...; 0A is LISTEN.
-			if len(f) < 5 || f[3] != "0A" || !strings.HasSuffix(f[1], want) {
-				continue
-			}
-			_, rx, _ := strings.Cut(f[4], ":")
-			n, err := strconv.ParseInt(rx, 16, 64)
-			if err != nil {
-				return 0, err
-			}
-			total += int(n)
-		}
-	}
-	return total, nil
+	return testkit.AcceptQueued(p)
 }
 
 // dialTimeout opens a TCP connection to addr, giving up after 5 s.

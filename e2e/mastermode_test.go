@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // In master socket mode a child inherits its slot's listener as fd 3, with
@@ -111,7 +113,7 @@ func TestMasterModeCrashKeepsQueue(t *testing.T) {
 	}
 	// SIGSTOP is asynchronous: until every thread has stopped, the child
 	// may still accept (and then lose) a connection.
-	eventually(t, 5*time.Second, "every thread of the child stopped", func() bool { return stopped(victim) })
+	eventually(t, 5*time.Second, "every thread of the child stopped", func() bool { return testkit.Stopped(victim) })
 	_, port, _ := net.SplitHostPort(m.addr)
 	var conns []net.Conn
 	for range 40 {
@@ -152,20 +154,4 @@ func TestMasterModeCrashKeepsQueue(t *testing.T) {
 	if served[victim] != 0 {
 		t.Errorf("the stopped child answered %d requests", served[victim])
 	}
-}
-
-// stopped reports whether every thread of pid is in state T (stopped).
-func stopped(pid int) bool {
-	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-	for _, f := range stats {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return false
-		}
-		i := strings.LastIndexByte(string(data), ')')
-		if i < 0 || i+2 >= len(data) || data[i+2] != 'T' {
-			return false
-		}
-	}
-	return len(stats) > 0
 }

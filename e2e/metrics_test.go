@@ -152,7 +152,9 @@ func TestMetricsListenQueue(t *testing.T) {
 	for _, sockets := range []string{"child", "master"} {
 		t.Run(sockets, func(t *testing.T) {
 			metricsAddr := testkit.FreeAddr(t)
-			m := startMaster(t, "--workers", "2", "--sockets", sockets, "--metrics", metricsAddr)
+			// Steering off: it would send the connections elsewhere
+			// instead of letting them queue on the stopped child.
+			m := startMaster(t, "--workers", "2", "--sockets", sockets, "--steer", "off", "--metrics", metricsAddr)
 			ready := m.waitReady(2)
 			if q, ok := queueOf(t, scrape(t, metricsAddr), 0); !ok || q != 0 {
 				t.Fatalf("slot 0's queue before: %d, %v; want 0", q, ok)
@@ -162,7 +164,7 @@ func TestMetricsListenQueue(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { syscall.Kill(victim, syscall.SIGCONT) })
-			eventually(t, 5*time.Second, "every thread of the child stopped", func() bool { return stopped(victim) })
+			eventually(t, 5*time.Second, "every thread of the child stopped", func() bool { return testkit.Stopped(victim) })
 			var conns []io.Closer
 			t.Cleanup(func() {
 				for _, c := range conns {

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"regexp"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,7 +86,11 @@ func TestRecycleMaxRSS(t *testing.T) {
 	m := startMaster(t, "--workers", "2", "--max-rss", "1MiB", "--metrics", metricsAddr)
 	m.waitReady(2)
 	stop := make(chan struct{})
+	var once sync.Once
+	stopPolling := func() { once.Do(func() { close(stop) }) }
+	t.Cleanup(stopPolling)
 	polled := make(chan [2]int, 1) // probes, and those not 200
+	client := &http.Client{Timeout: 5 * time.Second}
 	go func() {
 		var n, bad int
 		for {
@@ -95,7 +101,13 @@ func TestRecycleMaxRSS(t *testing.T) {
 			case <-time.After(10 * time.Millisecond):
 			}
 			n++
-			if getStatus("http://"+metricsAddr+"/readyz") != 200 {
+			resp, err := client.Get("http://" + metricsAddr + "/readyz")
+			if err != nil {
+				bad++
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
 				bad++
 			}
 		}
@@ -103,7 +115,7 @@ func TestRecycleMaxRSS(t *testing.T) {
 	m.waitLog(30*time.Second, 4, "4 recycles for max_rss", func(l logLine) bool {
 		return l.msg() == "child recycled" && l.str("reason") == "max_rss"
 	})
-	close(stop)
+	stopPolling()
 	if p := <-polled; p[1] != 0 || p[0] < 10 {
 		t.Errorf("/readyz was not 200 %d times of %d while recycling", p[1], p[0])
 	}
@@ -116,22 +128,34 @@ func TestRecycleMaxRSS(t *testing.T) {
 	assertSuccessorReadyFirst(t, m)
 }
 
-// assertSuccessorReadyFirst checks, from the order of the log, that every
-// recycled child was told to drain only after its successor was ready.
+// assertSuccessorReadyFirst checks, from the order of the log, that no
+// recycled child exited before its successor was ready: it was drained
+// only after.
 func assertSuccessorReadyFirst(t *testing.T, m *master) {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ready := map[int]bool{}
-	for _, l := range m.logs {
+	readyAt, exitAt := map[int]int{}, map[int]int{}
+	for i, l := range m.logs {
 		switch l.msg() {
 		case "child ready":
-			ready[l.int("pid")] = true
-		case "child recycled":
-			if !ready[l.int("pid")] {
-				t.Errorf("slot %d: old child %d drained before its successor %d was ready", l.int("slot"),
-					l.int("old_pid"), l.int("pid"))
-			}
+			readyAt[l.int("pid")] = i
+		case "child exited":
+			exitAt[l.int("pid")] = i
+		}
+	}
+	for _, l := range m.logs {
+		if l.msg() != "child recycled" {
+			continue
+		}
+		old, succ := l.int("old_pid"), l.int("pid")
+		ready, ok := readyAt[succ]
+		if !ok {
+			t.Errorf("successor %d of recycled child %d never logged ready", succ, old)
+			continue
+		}
+		if exit, ok := exitAt[old]; ok && exit < ready {
+			t.Errorf("slot %d: old child %d exited before its successor %d was ready", l.int("slot"), old, succ)
 		}
 	}
 }

@@ -104,7 +104,7 @@ func TestJobControlSignalsScale(t *testing.T) {
 	m.signal(syscall.SIGTTOU) // below 1: refused, logged
 	m.waitLog(10*time.Second, 1, "scale to 0 refused", func(l logLine) bool { return l.msg() == "scale refused" })
 	m.signal(syscall.SIGPIPE)
-	if stopped(m.cmd.Process.Pid) {
+	if testkit.Stopped(m.cmd.Process.Pid) {
 		t.Fatal("the master is stopped (state T)")
 	}
 	eventually(t, 10*time.Second, "one ready child in slot 0", func() bool {

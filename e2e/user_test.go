@@ -3,10 +3,14 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // procStatus returns the fields of /proc/PID/status.
@@ -44,8 +48,14 @@ func TestChildrenRunAsUser(t *testing.T) {
 					// nobody belongs to no group but its own.
 					t.Errorf("slot %d pid %d: supplementary groups %q", slot, pid, st["Groups"])
 				}
-				if st["CapEff"] != "0000000000000000" {
-					t.Errorf("slot %d pid %d: effective capabilities %s, want none", slot, pid, st["CapEff"])
+				for _, set := range []string{"CapEff", "CapPrm", "CapInh", "CapAmb"} {
+					if st[set] != "0000000000000000" {
+						t.Errorf("slot %d pid %d: %s %s, want none", slot, pid, set, st[set])
+					}
+				}
+				env := environ(t, pid)
+				if env["USER"] != "nobody" || env["HOME"] == os.Getenv("HOME") {
+					t.Errorf("slot %d pid %d: USER=%q HOME=%q, want nobody's", slot, pid, env["USER"], env["HOME"])
 				}
 			}
 			if uids := strings.Fields(procStatus(t, m.cmd.Process.Pid)["Uid"]); uids[0] != "0" {
@@ -98,4 +108,88 @@ func TestUserBindsLowPortWithAmbientCap(t *testing.T) {
 	if _, ok := ready[w.Slot]; !ok || w.PID != ready[w.Slot] {
 		t.Errorf("answered by %+v, not one of %v", w, ready)
 	}
+}
+
+// A master that is not root but holds the right to switch as ambient
+// capabilities (systemd's User= with AmbientCapabilities=) passes none of
+// them to children of another user: those could switch back to root.
+func TestUserDropsMasterAmbientCaps(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the master ambient capabilities")
+	}
+	const setgid, setuid, kill = 6, 7, 5
+	sys := &syscall.SysProcAttr{
+		Setpgid: true, Pdeathsig: syscall.SIGKILL,
+		Credential:  &syscall.Credential{Uid: 65534, Gid: 65534},
+		AmbientCaps: []uintptr{setgid, setuid, kill},
+	}
+	m := startMasterSys(t, testkit.FreeAddr(t), nil, sys, "--workers", "2", "--control", "", "--user", "daemon")
+	ready := m.waitReady(2)
+	if amb := procStatus(t, m.cmd.Process.Pid)["CapAmb"]; amb == "0000000000000000" {
+		t.Fatalf("the master has no ambient capabilities (%s): the test set-up failed", amb)
+	}
+	for slot, pid := range ready {
+		st := procStatus(t, pid)
+		for _, set := range []string{"CapEff", "CapPrm", "CapAmb"} {
+			if st[set] != "0000000000000000" {
+				t.Errorf("slot %d: %s %s, want none of the master's", slot, set, st[set])
+			}
+		}
+		if uids := strings.Fields(st["Uid"]); uids[0] != "1" {
+			t.Errorf("slot %d: Uid %v, want daemon (1)", slot, uids)
+		}
+	}
+}
+
+// A master binary with file capabilities (setcap) in master socket mode:
+// its exec shim gains them, and the kernel clears the parent-death signal
+// on such an exec. The shim sets it again, so SIGKILL of the master still
+// takes the children with it.
+func TestSetcapMasterChildrenDieWithIt(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for setcap and to start the master as another user")
+	}
+	setcap, err := exec.LookPath("setcap")
+	if err != nil {
+		t.Skip("setcap is not installed (Debian: libcap2-bin)")
+	}
+	// Not t.TempDir(): its parent is private to root, and the master runs
+	// as nobody.
+	dir, err := os.MkdirTemp("", "prefork-setcap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"master", "child"} {
+		data, err := os.ReadFile(filepath.Join(bin, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	master := filepath.Join(dir, "master")
+	if out, err := exec.Command(setcap, "cap_setuid,cap_setgid,cap_kill+ep", master).CombinedOutput(); err != nil {
+		t.Skipf("setcap on %s: %v: %s", dir, err, out)
+	}
+	sys := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL,
+		Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	m := startMasterBin(t, master, testkit.FreeAddr(t), nil, sys, "--workers", "2", "--control", "",
+		"--sockets", "master", "--user", "daemon", "--drain-timeout", "2s")
+	ready := m.waitReady(2)
+	if err := m.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "children gone after SIGKILL of the setcap master", func() bool {
+		for _, pid := range ready {
+			if testkit.Alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -17,9 +17,11 @@ import (
 // child's simulated deadlock) is sent SIGQUIT, prints its goroutines, is
 // replaced and counted; a child that keeps pinging (slot 0) keeps running.
 func TestWatchdogKillsHungChild(t *testing.T) {
-	script := `if [ "$PREFORK_SLOT" = 1 ]; then export CHILD_HANG_AFTER=700ms; fi; exec ` + filepath.Join(bin, "child")
+	// A period long enough that a -race master on a busy machine never
+	// misses a healthy child's pings.
+	script := `if [ "$PREFORK_SLOT" = 1 ]; then export CHILD_HANG_AFTER=1s; fi; exec ` + filepath.Join(bin, "child")
 	metricsAddr := testkit.FreeAddr(t)
-	m := startMaster(t, "--workers", "2", "--watchdog", "500ms", "--metrics", metricsAddr,
+	m := startMaster(t, "--workers", "2", "--watchdog", "2s", "--metrics", metricsAddr,
 		"--", "/bin/sh", "-c", script)
 	ready := m.waitReady(2)
 	kill := m.waitMsg(20*time.Second, 1, "child missed its watchdog; sending SIGQUIT, then SIGKILL")[0]

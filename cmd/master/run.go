@@ -35,6 +35,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "max-rss", Usage: "replace a child whose resident memory passes SIZE, e.g. 512MiB (default: off)", EnvVars: []string{"PREFORK_MAX_RSS"}},
 			&cli.StringFlag{Name: "user", Usage: "run the children as this user (name or uid)", EnvVars: []string{"PREFORK_USER"}},
 			&cli.StringFlag{Name: "group", Usage: "run the children with this group (default: the user's)", EnvVars: []string{"PREFORK_GROUP"}},
+			&cli.StringFlag{Name: "steer", Usage: "auto, on or off: steer new connections away from a stuck or missing child (master socket mode)", Value: supervisor.DefaultSteer, EnvVars: []string{"PREFORK_STEER"}},
 		},
 		OnUsageError: usageError,
 		Action:       runAction,
@@ -193,6 +194,9 @@ func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
 	}
 	if c.IsSet("group") {
 		cfg.Group = c.String("group")
+	}
+	if c.IsSet("steer") {
+		cfg.Steer = c.String("steer")
 	}
 	return nil
 }

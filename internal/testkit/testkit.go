@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prefork/prefork/pkg/sockopt"
 	"golang.org/x/sys/unix"
 )
 
@@ -159,4 +160,36 @@ func Classify(err error) string {
 		return "timeout"
 	}
 	return "other"
+}
+
+// Stopped reports whether every thread of pid is stopped (state T in
+// /proc/PID/task/*/stat): SIGSTOP takes effect thread by thread, and a
+// test that acts before the last one stopped races with it.
+func Stopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, f := range stats {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return false
+		}
+		i := strings.LastIndexByte(string(data), ')')
+		if i < 0 || i+2 >= len(data) || data[i+2] != 'T' {
+			return false
+		}
+	}
+	return len(stats) > 0
+}
+
+// AcceptQueued returns how many connections wait in the accept queues of
+// the sockets listening on port, from /proc/net/tcp and /proc/net/tcp6.
+func AcceptQueued(port int) (int, error) {
+	queues, err := sockopt.ListenQueues(port)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, q := range queues {
+		n += int(q)
+	}
+	return n, nil
 }

@@ -16,6 +16,10 @@ import (
 // instead of a reset; one silent for longer is taken to be done.
 const DrainGrace = time.Second
 
+// DeadlineMargin is how long after PREFORK_DRAIN_TIMEOUT the child cuts
+// its drain itself.
+const DeadlineMargin = time.Second
+
 // ErrDrainTimeout is returned, wrapped, by Serve when PREFORK_DRAIN_TIMEOUT
 // passed before every connection finished; those left were closed.
 var ErrDrainTimeout = errors.New("drain timeout")
@@ -28,8 +32,9 @@ var ErrDrainTimeout = errors.New("drain timeout")
 //     "Connection: close", so net/http closes its connection after it;
 //   - a connection with no request in progress is closed once it has been
 //     idle for DrainGrace; one with a request in progress never is;
-//   - when PREFORK_DRAIN_TIMEOUT is set and passes first, every connection
-//     left is closed and the error wraps ErrDrainTimeout.
+//   - when PREFORK_DRAIN_TIMEOUT (plus DeadlineMargin) is set and passes
+//     first, every connection left is closed and the error wraps
+//     ErrDrainTimeout.
 //
 // Serve neither calls srv.Shutdown nor disables keep-alives: both close
 // idle connections at once and drop the requests clients are sending on
@@ -46,6 +51,13 @@ func ServeContext(ctx context.Context, srv *http.Server, ln net.Listener) error 
 	timeout, err := drainTimeout(os.LookupEnv)
 	if err != nil {
 		return err
+	}
+	if timeout > 0 {
+		// Under a master, its SIGKILL at the drain timeout decides, and it
+		// then knows the drain was cut (its exit status says so); the
+		// child's own deadline, a little later, is for when no master is
+		// left to enforce it.
+		timeout += DeadlineMargin
 	}
 	signaled := Draining() // install the handlers before serving
 	ctx, cancel := context.WithCancel(ctx)

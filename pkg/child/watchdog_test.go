@@ -84,7 +84,7 @@ func TestPingerCheckBound(t *testing.T) {
 		<-release // a deadlock that ignores ctx, as real ones do
 		return nil
 	}
-	p := newPinger(40*time.Millisecond, fixedCheck(check), nil, nil)
+	p := newPinger(400*time.Millisecond, fixedCheck(check), nil, nil)
 	for i := range 3 {
 		start := time.Now()
 		err := p.healthy()

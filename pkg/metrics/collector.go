@@ -37,6 +37,10 @@ type SlotSnapshot struct {
 	// Recycles counts the slot's children replaced for a limit, by
 	// reason (RecycleReasons).
 	Recycles map[string]uint64
+	// SteeredAway is true while new connections are steered away from
+	// the slot; SteerChanges counts the times they were.
+	SteeredAway  bool
+	SteerChanges uint64
 	// ListenInode is the slot's listener when the master holds it (master
 	// socket mode); else PID is the slot's ready child, whose own listener
 	// the collector finds. Both 0: no queue to report.
@@ -85,7 +89,7 @@ type Collector struct {
 	kernel   Kernel
 
 	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
-	watchdogKills, recycles                                                           *prometheus.Desc
+	watchdogKills, recycles, steeredAway, steerChanges                                *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -132,13 +136,17 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 			"Children killed for missing their watchdog pings.", []string{"slot"}, nil),
 		recycles: prometheus.NewDesc("prefork_child_recycles_total",
 			"Children replaced, successor ready first, for passing a limit.", []string{"slot", "reason"}, nil),
+		steeredAway: prometheus.NewDesc("prefork_child_steered_away",
+			"1 while new connections are steered away from the slot.", []string{"slot"}, nil),
+		steerChanges: prometheus.NewDesc("prefork_steer_changes_total",
+			"Times new connections were steered away from the slot.", []string{"slot"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation,
-		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles} {
+		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges} {
 		ch <- d
 	}
 }
@@ -160,6 +168,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, reason := range RecycleReasons {
 			ch <- prometheus.MustNewConstMetric(c.recycles, prometheus.CounterValue, float64(sl.Recycles[reason]), slot, reason)
 		}
+		away := 0.0
+		if sl.SteeredAway {
+			away = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.steeredAway, prometheus.GaugeValue, away, slot)
+		ch <- prometheus.MustNewConstMetric(c.steerChanges, prometheus.CounterValue, float64(sl.SteerChanges), slot)
 	}
 	for _, ch2 := range s.Children {
 		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,

@@ -20,6 +20,19 @@ const (
 	DefaultSockets      = SocketsChild
 	DefaultLogFormat    = "text"
 	DefaultMetrics      = "127.0.0.1:9090"
+	DefaultSteer        = SteerAuto
+)
+
+// Steering modes (--steer): whether new connections are steered away from
+// a slot whose child is stuck or missing.
+const (
+	// SteerAuto steers where it can: in master socket mode, where the
+	// program loads.
+	SteerAuto = "auto"
+	// SteerOn steers, and refuses to start where it cannot.
+	SteerOn = "on"
+	// SteerOff leaves the choice to the kernel's hash.
+	SteerOff = "off"
 )
 
 // Socket modes: who binds the listeners.
@@ -75,6 +88,8 @@ type Config struct {
 	// "" keeps the master's own. A user alone brings its primary group.
 	User  string
 	Group string
+	// Steer is SteerAuto, SteerOn or SteerOff.
+	Steer string
 }
 
 // DefaultConfig returns the documented defaults. Command is left to the
@@ -89,6 +104,7 @@ func DefaultConfig() Config {
 		Sockets:      DefaultSockets,
 		LogFormat:    DefaultLogFormat,
 		Metrics:      DefaultMetrics,
+		Steer:        DefaultSteer,
 	}
 }
 
@@ -125,6 +141,16 @@ func (c Config) Validate() error {
 		// The children ping every half period; below this, a busy
 		// machine's scheduling delays alone would look like a hang.
 		return fmt.Errorf("watchdog: %v is below the minimum of %v", c.Watchdog, MinWatchdog)
+	}
+	switch c.Steer {
+	case SteerAuto, SteerOff:
+	case SteerOn:
+		if c.Sockets != SocketsMaster {
+			// The master must hold the group's sockets to steer them.
+			return fmt.Errorf("steer: on needs --sockets master (the master holds the sockets it steers)")
+		}
+	default:
+		return fmt.Errorf("steer: %q is not auto, on or off", c.Steer)
 	}
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("command: none given")

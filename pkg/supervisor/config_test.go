@@ -43,6 +43,10 @@ func TestValidate(t *testing.T) {
 		{name: "watchdog on", mutate: func(c *Config) { c.Watchdog = time.Second }},
 		{name: "negative watchdog", mutate: func(c *Config) { c.Watchdog = -time.Second }, wantErr: "watchdog"},
 		{name: "tiny watchdog", mutate: func(c *Config) { c.Watchdog = time.Millisecond }, wantErr: "watchdog"},
+		{name: "steer off", mutate: func(c *Config) { c.Steer = SteerOff }},
+		{name: "steer on in master mode", mutate: func(c *Config) { c.Steer, c.Sockets = SteerOn, SocketsMaster }},
+		{name: "steer on in child mode", mutate: func(c *Config) { c.Steer = SteerOn }, wantErr: "steer"},
+		{name: "unknown steer", mutate: func(c *Config) { c.Steer = "maybe" }, wantErr: "steer"},
 		{name: "no command", mutate: func(c *Config) { c.Command = nil }, wantErr: "command"},
 		{name: "missing command", mutate: func(c *Config) { c.Command = []string{filepath.Join(dir, "absent")} }, wantErr: "command"},
 		{name: "not executable", mutate: func(c *Config) { c.Command = []string{notExec} }, wantErr: "command"},
@@ -81,12 +85,13 @@ func TestParseConfigFile(t *testing.T) {
 			name: "every key",
 			in: "workers: 3\nlisten: 127.0.0.1:9000\nready-timeout: 2s\ndrain-timeout: 1m\n" +
 				"sockets: child\nlog-format: json\ncommand: [/bin/echo, hi]\n" +
-				"watchdog: 5s\nmax-accepts: 1000\nmax-rss: 512MiB\nuser: nobody\ngroup: nogroup\n",
+				"watchdog: 5s\nmax-accepts: 1000\nmax-rss: 512MiB\nuser: nobody\ngroup: nogroup\nsteer: off\n",
 			want: func(c *Config) {
 				c.Watchdog = 5 * time.Second
 				c.MaxAccepts = 1000
 				c.MaxRSS = 512 << 20
 				c.User, c.Group = "nobody", "nogroup"
+				c.Steer = SteerOff
 				c.Workers = 3
 				c.Listen = "127.0.0.1:9000"
 				c.ReadyTimeout = 2 * time.Second
@@ -139,9 +144,11 @@ func TestLoadConfigFileUnreadable(t *testing.T) {
 
 func TestChildEnv(t *testing.T) {
 	base := []string{"PATH=/bin", "PREFORK_WORKERS=9", "NOTIFY_SOCKET=/run/systemd/notify",
-		"LISTEN_FDS=1", "LISTEN_PID=1", "LISTEN_FDNAMES=x", "HOME=/root"}
-	got := childEnv(base, map[string]string{"PREFORK_WORKERS": "2", "NOTIFY_SOCKET": "@x"})
-	want := map[string]bool{"PATH=/bin": true, "HOME=/root": true, "PREFORK_WORKERS=2": true, "NOTIFY_SOCKET=@x": true}
+		"LISTEN_FDS=1", "LISTEN_PID=1", "LISTEN_FDNAMES=x", "HOME=/root", "USER=root",
+		"WATCHDOG_USEC=30000000", "WATCHDOG_PID=1"}
+	got := childEnv(base, map[string]string{"PREFORK_WORKERS": "2", "NOTIFY_SOCKET": "@x", "USER": "nobody"})
+	want := map[string]bool{"PATH=/bin": true, "HOME=/root": true, "PREFORK_WORKERS=2": true, "NOTIFY_SOCKET=@x": true,
+		"USER=nobody": true}
 	if len(got) != len(want) {
 		t.Fatalf("childEnv = %q, want exactly %v", got, want)
 	}

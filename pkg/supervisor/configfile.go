@@ -29,6 +29,7 @@ type fileConfig struct {
 	MaxRSS       *size     `yaml:"max-rss"`
 	User         *string   `yaml:"user"`
 	Group        *string   `yaml:"group"`
+	Steer        *string   `yaml:"steer"`
 }
 
 // size is a byte count written as ParseSize reads it, or a plain number.
@@ -129,6 +130,9 @@ func (fc fileConfig) applyTo(cfg *Config) {
 	}
 	if fc.Group != nil {
 		cfg.Group = *fc.Group
+	}
+	if fc.Steer != nil {
+		cfg.Steer = *fc.Steer
 	}
 	if fc.Command != nil {
 		cfg.Command = fc.Command

@@ -16,6 +16,8 @@ import (
 // identity is who the children run as, when it is not the master.
 type identity struct {
 	name   string // user:group, for the log
+	user   string // the user's name, "" when it has no entry
+	home   string // the user's home directory, "" when it has no entry
 	uid    uint32
 	gid    uint32
 	groups []uint32 // supplementary groups
@@ -39,18 +41,32 @@ func resolveIdentity(cfg Config) (*identity, error) {
 		if err != nil {
 			return nil, fmt.Errorf("user: %w", err)
 		}
+		id.user, id.home = u.Username, u.HomeDir
+		if u.Gid == "" {
+			// A bare uid (a distroless image's, say): its group must be
+			// given; the master's own (root's, often) is no default.
+			if cfg.Group == "" {
+				return nil, fmt.Errorf("user: uid %s has no entry in the user database; give --group too", u.Uid)
+			}
+			u.Gid = "0" // replaced by --group below
+		}
 		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 		id.uid, id.gid, userName = uint32(uid), uint32(gid), u.Username
+		if userName == "" {
+			userName = u.Uid
+		}
 		groupName = u.Gid
 		if g, err := user.LookupGroupId(u.Gid); err == nil {
 			groupName = g.Name
 		}
 		// The user's supplementary groups, as login and systemd's User=
-		// give them (initgroups).
-		gids, err := u.GroupIds()
-		if err != nil {
-			return nil, fmt.Errorf("user: groups of %s: %w", u.Username, err)
+		// give them (initgroups); a bare uid has none.
+		var gids []string
+		if u.Username != "" {
+			if gids, err = u.GroupIds(); err != nil {
+				return nil, fmt.Errorf("user: groups of %s: %w", u.Username, err)
+			}
 		}
 		for _, s := range gids {
 			if n, err := strconv.ParseUint(s, 10, 32); err == nil && uint32(n) != id.gid {
@@ -83,6 +99,7 @@ func lookupUser(s string) (*user.User, error) {
 		if u, err := user.LookupId(s); err == nil {
 			return u, nil
 		}
+		return &user.User{Uid: s}, nil // a uid needs no entry
 	}
 	var unknown user.UnknownUserError
 	if errors.As(err, &unknown) {
@@ -201,4 +218,23 @@ func unprivilegedPortStart() int {
 // credential is what ForkExec needs to start a child as id.
 func (id *identity) credential() *syscall.Credential {
 	return &syscall.Credential{Uid: id.uid, Gid: id.gid, Groups: id.groups}
+}
+
+// dropAmbient clears the calling thread's ambient capability set and
+// returns what it held.
+func dropAmbient() []uintptr {
+	var held []uintptr
+	for c := uintptr(0); c < 64; c++ {
+		set, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, c, 0, 0)
+		if err != nil {
+			break // past the kernel's last capability
+		}
+		if set == 1 {
+			held = append(held, c)
+		}
+	}
+	if len(held) > 0 {
+		unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+	}
+	return held
 }

@@ -46,7 +46,8 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	snap.Slots = make([]metrics.SlotSnapshot, slots)
 	for i := range snap.Slots {
 		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.accepted[i], Restarts: uint64(s.restarts[i]),
-			WatchdogKills: s.watchdogKills[i], Recycles: make(map[string]uint64, len(metrics.RecycleReasons))}
+			WatchdogKills: s.watchdogKills[i], Recycles: make(map[string]uint64, len(metrics.RecycleReasons)),
+			SteeredAway: s.steering.away[i] && s.steeringActive(), SteerChanges: s.steering.changes[i]}
 		for _, reason := range metrics.RecycleReasons {
 			snap.Slots[i].Recycles[reason] = s.recycles[recycleKey{slot: i, reason: reason}]
 		}
@@ -75,7 +76,7 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 func (s *Supervisor) notReady() string {
 	var missing []string
 	for i, sl := range s.cur.slots {
-		if sl.current == nil || sl.current.state != StateReady {
+		if c := sl.current; c == nil || c.state != StateReady || c.watchdogKilled {
 			missing = append(missing, fmt.Sprint(i))
 		}
 	}

@@ -94,9 +94,11 @@ func (s *Supervisor) prepareGeneration() (*generation, error) {
 		}
 	}
 	// The master's own sockets and log are not the children's: they stay.
-	if cfg.Control != s.cur.cfg.Control || cfg.LogFormat != s.cur.cfg.LogFormat || cfg.Metrics != s.cur.cfg.Metrics {
-		s.log.Warn("control, metrics and log-format take effect at the next start, not on reload")
+	if cfg.Control != s.cur.cfg.Control || cfg.LogFormat != s.cur.cfg.LogFormat || cfg.Metrics != s.cur.cfg.Metrics ||
+		cfg.Steer != s.cur.cfg.Steer {
+		s.log.Warn("control, metrics, log-format and steer take effect at the next start, not on reload")
 		cfg.Control, cfg.LogFormat, cfg.Metrics = s.cur.cfg.Control, s.cur.cfg.LogFormat, s.cur.cfg.Metrics
+		cfg.Steer = s.cur.cfg.Steer
 	}
 	g, err := newGeneration(s.cur.number+1, cfg)
 	if err != nil {
@@ -135,6 +137,7 @@ func (s *Supervisor) commitReload() {
 	s.finishReload(nil)
 	s.announced = true
 	s.notifySystemd("READY=1")
+	s.syncSteerSlots() // before a slot's socket closes: its queue migrates by the new count
 	s.sockets.release(s.inUse)
 	if old.cfg.Sockets != s.cur.cfg.Sockets {
 		s.warnMigrateReq(s.cur.cfg)
@@ -160,6 +163,7 @@ func (s *Supervisor) rollbackReload() {
 		"reason", s.reloadErr.Error())
 	s.finishReload(fmt.Errorf("%w: %w", ErrRolledBack, s.reloadErr))
 	s.reportReloadEnd()
+	s.syncSteerSlots()
 	s.sockets.release(s.inUse)
 }
 

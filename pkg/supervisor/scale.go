@@ -86,6 +86,7 @@ func (s *Supervisor) rescale(req scaleRequest) ScaleResult {
 		s.startServing(i)
 	}
 	s.slotsEver = max(s.slotsEver, n)
+	s.syncSteerSlots() // before a slot's socket closes: its queue migrates by the new count
 	s.sockets.release(s.inUse)
 	s.log.Info("scaled", "from", old, "to", n)
 	return ScaleResult{Workers: n}

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/prefork/prefork/pkg/sockopt"
+	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,6 +16,10 @@ import (
 // replacement. The master never accepts on them.
 type socketSet struct {
 	m map[socketKey]*heldSocket
+	// steer makes the set steer every group it binds (--steer), with one
+	// steering program per address.
+	steer    bool
+	steerers map[string]*steer.Steerer
 }
 
 type socketKey struct {
@@ -27,7 +32,9 @@ type heldSocket struct {
 	fd int              // its number, handed to children as fd 3
 }
 
-func newSocketSet() *socketSet { return &socketSet{m: make(map[socketKey]*heldSocket)} }
+func newSocketSet() *socketSet {
+	return &socketSet{m: make(map[socketKey]*heldSocket), steerers: make(map[string]*steer.Steerer)}
+}
 
 // ensure binds the listeners of slots 0..n-1 on addr that are missing.
 func (s *socketSet) ensure(addr string, n int) error {
@@ -69,16 +76,85 @@ func (s *socketSet) fd(addr string, slot int) (int, error) {
 	}
 	fd := -1
 	raw.Control(func(f uintptr) { fd = int(f) })
+	if s.steer {
+		if err := s.steerSocket(addr, slot, fd); err != nil {
+			tl.Close()
+			return -1, err
+		}
+	}
 	s.m[key] = &heldSocket{ln: tl, fd: fd}
 	return fd, nil
+}
+
+// steerSocket puts a new listener under addr's steering program, loading
+// and attaching it with the group's first socket.
+func (s *socketSet) steerSocket(addr string, slot, fd int) error {
+	st, ok := s.steerers[addr]
+	if !ok {
+		var err error
+		if st, err = steer.Load(MaxWorkers); err != nil {
+			return fmt.Errorf("steer %s: %w", addr, err)
+		}
+		if err := st.Attach(fd); err != nil {
+			st.Close()
+			return fmt.Errorf("steer %s: %w", addr, err)
+		}
+		s.steerers[addr] = st
+	}
+	if err := st.SetSocket(slot, fd); err != nil {
+		return fmt.Errorf("steer slot %d on %s: %w", slot, addr, err)
+	}
+	return nil
+}
+
+// renew replaces the listener of slot on addr with a fresh one, when the
+// group's steering program migrates: closing the old one then hands the
+// connections queued on it to the group's healthy slots instead of
+// leaving them to wait for the slot's next child. It reports whether it
+// did.
+func (s *socketSet) renew(addr string, slot int) (bool, error) {
+	key := socketKey{addr: addr, slot: slot}
+	h, ok := s.m[key]
+	st := s.steerers[addr]
+	if !ok || st == nil || !st.Migrates() {
+		return false, nil
+	}
+	st.ClearSocket(slot)
+	h.ln.Close()
+	delete(s.m, key)
+	_, err := s.fd(addr, slot)
+	return true, err
+}
+
+// steerer returns the steering program of addr's group, or nil.
+func (s *socketSet) steerer(addr string) *steer.Steerer { return s.steerers[addr] }
+
+// acceptQueue returns how many connections wait in the accept queue of
+// the listener of slot on addr.
+func (s *socketSet) acceptQueue(addr string, slot int) (uint32, bool) {
+	h, ok := s.m[socketKey{addr: addr, slot: slot}]
+	if !ok {
+		return 0, false
+	}
+	q, _, err := sockopt.AcceptQueue(h.fd)
+	return q, err == nil
 }
 
 // release closes the listeners for which inUse is false.
 func (s *socketSet) release(inUse func(addr string, slot int) bool) {
 	for k, h := range s.m {
 		if !inUse(k.addr, k.slot) {
+			if st := s.steerers[k.addr]; st != nil {
+				st.ClearSocket(k.slot)
+			}
 			h.ln.Close()
 			delete(s.m, k)
+		}
+	}
+	for addr, st := range s.steerers {
+		if !s.has(addr) {
+			st.Close()
+			delete(s.steerers, addr)
 		}
 	}
 }

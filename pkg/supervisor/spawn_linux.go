@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // spawner starts children from one goroutine locked to its OS thread for
@@ -41,9 +43,14 @@ func startSpawner(stdin *os.File) *spawner {
 		// Never unlocked: when this goroutine returns, the runtime ends the
 		// thread, which is only right once no child is left.
 		runtime.LockOSThread()
+		// Ambient capabilities pass through exec, also to a child of
+		// another identity. Capabilities are per thread: this one drops
+		// the master's ambient set, and each child gets back only what it
+		// should (see forkExec); the master's other threads keep theirs.
+		ambient := dropAmbient()
 		close(ready)
 		for req := range s.reqs {
-			pid, err := forkExec(req, stdin)
+			pid, err := forkExec(req, stdin, ambient)
 			req.reply <- spawnResult{pid: pid, err: err}
 		}
 	}()
@@ -63,7 +70,7 @@ func (s *spawner) spawn(path string, argv, env []string, extra []int, id *identi
 
 func (s *spawner) stop() { close(s.reqs) }
 
-func forkExec(req spawnRequest, stdin *os.File) (int, error) {
+func forkExec(req spawnRequest, stdin *os.File, ambient []uintptr) (int, error) {
 	// Every descriptor of the master is close-on-exec; these are the only
 	// ones a child inherits.
 	files := []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
@@ -77,7 +84,15 @@ func forkExec(req spawnRequest, stdin *os.File) (int, error) {
 		// Set after the identity switch, which would clear it.
 		Pdeathsig: syscall.SIGTERM,
 	}
-	if req.id != nil {
+	switch {
+	case req.id == nil:
+		// The children are the master's own kind: as its own exec
+		// would, they keep its ambient capabilities (systemd's
+		// AmbientCapabilities=CAP_NET_BIND_SERVICE, say).
+		sys.AmbientCaps = ambient
+	default:
+		// Another identity gets no capability of the master's, only the
+		// one it needs to bind a low port itself.
 		sys.Credential = req.id.credential()
 		if req.id.bindCap {
 			sys.AmbientCaps = []uintptr{capNetBindService}
@@ -92,11 +107,17 @@ func forkExec(req spawnRequest, stdin *os.File) (int, error) {
 
 // childEnv returns the master's environment without the variables that
 // belong to the master alone (its own sd_notify socket, watchdog and
-// socket activation, and every PREFORK_* setting), plus the child's own.
+// socket activation, and every PREFORK_* setting), plus the child's own,
+// which replace the master's of the same name: a variable twice in an
+// environment is read as its first value by some programs (Go's own
+// os.Getenv) and its last by others.
 func childEnv(base []string, own map[string]string) []string {
 	env := make([]string, 0, len(base)+len(own))
 	for _, kv := range base {
 		key, _, _ := strings.Cut(kv, "=")
+		if _, ok := own[key]; ok {
+			continue
+		}
 		switch {
 		case strings.HasPrefix(key, "PREFORK_"),
 			key == "NOTIFY_SOCKET", key == "LISTEN_FDS", key == "LISTEN_PID", key == "LISTEN_FDNAMES",
@@ -111,6 +132,9 @@ func childEnv(base []string, own map[string]string) []string {
 	return env
 }
 
+// envShimParent tells the exec shim the master's pid; the shim removes it.
+const envShimParent = "PREFORK_SHIM_PARENT"
+
 // ShimCommand is the first argument that makes the master's binary act as
 // the exec shim of master socket mode (see ExecShim).
 const ShimCommand = "__prefork_exec"
@@ -122,6 +146,18 @@ const ShimCommand = "__prefork_exec"
 func ExecShim(argv []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("exec shim: no command")
+	}
+	// The kernel clears the parent-death signal when an exec gains
+	// privilege: a master binary with file capabilities (setcap) makes
+	// this exec of itself such a one. Set it again, then make sure the
+	// master did not die before it was set.
+	master := os.Getenv(envShimParent)
+	os.Unsetenv(envShimParent)
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0); err != nil {
+		return fmt.Errorf("exec shim: parent-death signal: %w", err)
+	}
+	if master != strconv.Itoa(os.Getppid()) {
+		return fmt.Errorf("exec shim: the master (pid %s) is gone", master)
 	}
 	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
 	return fmt.Errorf("exec shim: %w", syscall.Exec(argv[0], argv, env))

@@ -95,6 +95,7 @@ type Supervisor struct {
 	recycles      map[recycleKey]uint64 // completed recycles
 	upkeep        *time.Ticker          // recycling checks; nil when off
 	upkeepTicks   int
+	steering      *steering
 }
 
 // generation is one set of children started from one configuration.
@@ -153,6 +154,7 @@ type (
 	notified struct {
 		pid int
 		msg notification
+		at  time.Time // when it was read off the socket
 	}
 	readyTimeout      struct{ c *child }
 	drainTimeout      struct{ c *child }
@@ -204,7 +206,13 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 
 		watchdogKills: make(map[int]uint64),
 		recycles:      make(map[recycleKey]uint64),
+		steering:      newSteering(),
 	}
+	on, why, err := decideSteering(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.sockets.steer, s.steering.off = on, why
 	if cfg.Sockets == SocketsMaster {
 		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
 			s.sockets.closeAll()
@@ -301,6 +309,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.spawner = startSpawner(s.devnull)
 	s.warnMigrateReq(s.cur.cfg)
+	if s.steering.off != "" && s.cur.cfg.Steer == SteerAuto {
+		s.log.Info("steering off", "reason", s.steering.off)
+	}
 
 	for i := range s.cur.slots {
 		s.startServing(i)
@@ -337,17 +348,24 @@ func (s *Supervisor) loop(ctx context.Context) {
 		ping = t.C
 	}
 	defer s.setUpkeep(false)
+	defer s.setSteerTicker(false)
 	for s.stopping == 0 || len(s.children) > 0 {
 		s.setUpkeep(s.stopping == 0 && (s.cur.cfg.MaxAccepts > 0 || s.cur.cfg.MaxRSS > 0))
-		var upkeep <-chan time.Time
+		s.setSteerTicker(s.steeringActive())
+		var upkeep, steerC <-chan time.Time
 		if s.upkeep != nil {
 			upkeep = s.upkeep.C
+		}
+		if s.steering.ticker != nil {
+			steerC = s.steering.ticker.C
 		}
 		select {
 		case ev := <-s.events:
 			s.handle(ev)
 		case <-upkeep:
 			s.checkRecycling()
+		case <-steerC:
+			s.steerTick()
 		case <-ping:
 			s.notifySystemd("WATCHDOG=1")
 		case <-done:
@@ -362,7 +380,7 @@ func (s *Supervisor) handle(ev any) {
 	case sigchld:
 		reap(s.exited)
 	case notified:
-		s.notified(ev.pid, ev.msg)
+		s.notified(ev)
 	case readyTimeout:
 		s.readyTimedOut(ev.c)
 	case drainTimeout:
@@ -468,6 +486,11 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 	if cfg.Watchdog > 0 {
 		own["WATCHDOG_USEC"] = strconv.FormatInt(cfg.Watchdog.Microseconds(), 10)
 	}
+	if id := g.id; id != nil && id.home != "" {
+		// As login and systemd's User= do: a child of another user
+		// must not write into the master's home.
+		own["HOME"], own["USER"], own["LOGNAME"] = id.home, id.user, id.user
+	}
 	path, argv := g.argv[0], g.argv
 	var extra []int // fd 3, 4, ... of the child
 	if cfg.Sockets == SocketsMaster {
@@ -484,6 +507,7 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		// master's own inode, even if its file was replaced by an upgrade.
 		path = "/proc/self/exe"
 		argv = append([]string{s.self, ShimCommand}, g.argv...)
+		own[envShimParent] = strconv.Itoa(os.Getpid())
 	}
 	page, err := metrics.NewPage()
 	if err != nil {
@@ -519,14 +543,15 @@ func (s *Supervisor) slotOf(c *child) *slot {
 	return nil
 }
 
-func (s *Supervisor) notified(pid int, msg notification) {
+func (s *Supervisor) notified(ev notified) {
+	pid, msg := ev.pid, ev.msg
 	c := s.childOf(pid)
 	if c == nil {
 		s.log.Debug("notify message from a process outside the group", "pid", pid)
 		return
 	}
 	if msg.Watchdog {
-		s.watchdogPing(c)
+		s.watchdogPing(c, ev.at)
 	}
 	if !msg.Ready || c.state != StateStarting || c.notReady {
 		return // a READY=1 queued behind the ready timeout comes too late
@@ -657,6 +682,7 @@ func (s *Supervisor) exited(e exitStatus) {
 		if sl == nil {
 			return
 		}
+		s.steerAfterCrash(c)
 		sl.failures = failuresAfterExit(sl.failures, c.readyAt, e.at)
 		s.restarts[c.slot]++
 		if sl.successor != nil {
@@ -801,7 +827,7 @@ func (s *Supervisor) readNotify() {
 			s.log.Error("read the notify socket", "err", err)
 			continue
 		}
-		s.send(notified{pid: pid, msg: parseNotify(data)})
+		s.send(notified{pid: pid, msg: parseNotify(data), at: time.Now()})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +35,7 @@ func (*spawner) spawn(string, []string, []string, []int, *identity) (int, error)
 }
 func (*spawner) stop() {}
 
-type socketSet struct{}
+type socketSet struct{ steer bool }
 
 func newSocketSet() *socketSet                    { return &socketSet{} }
 func (*socketSet) ensure(string, int) error       { return errUnsupported }
@@ -63,11 +64,17 @@ type sigchld struct{}
 // the exec shim of master socket mode; Linux only.
 const ShimCommand = "__prefork_exec"
 
+const envShimParent = "PREFORK_SHIM_PARENT"
+
 // ExecShim is Linux only.
 func ExecShim([]string) error { return errUnsupported }
 
 func (*socketSet) inode(string, int) uint64 { return 0 }
 
-type identity struct{}
+func (*socketSet) steerer(string) *steer.Steerer          { return nil }
+func (*socketSet) renew(string, int) (bool, error)        { return false, nil }
+func (*socketSet) acceptQueue(string, int) (uint32, bool) { return 0, false }
+
+type identity struct{ user, home string }
 
 func resolveIdentity(Config) (*identity, error) { return nil, errUnsupported }

@@ -12,15 +12,15 @@ import (
 // (a Go program prints its goroutines and exits 2) before SIGKILL.
 const WatchdogGrace = 3 * time.Second
 
-// watchdogPing records a child's WATCHDOG=1 and arms or re-arms its
-// watchdog. The timer is the child's own, like its ready timer: nothing
-// polls.
-func (s *Supervisor) watchdogPing(c *child) {
+// watchdogPing records a child's WATCHDOG=1, received at, and arms or
+// re-arms its watchdog. The timer is the child's own, like its ready
+// timer: nothing polls.
+func (s *Supervisor) watchdogPing(c *child, at time.Time) {
 	d := c.gen.cfg.Watchdog
-	if d <= 0 || c.state == StateDraining || c.watchdogKilled {
+	if d <= 0 || c.state == StateDraining || c.watchdogKilled || c.notReady {
 		return
 	}
-	c.lastPing = time.Now()
+	c.lastPing = at
 	if c.watchdogTimer == nil {
 		c.watchdogTimer = time.AfterFunc(d, func() { s.send(watchdogExpired{c: c}) })
 		s.log.Debug("child watchdog armed", "slot", c.slot, "pid", c.pid, "watchdog", d.String())
@@ -41,6 +41,18 @@ func (s *Supervisor) watchdogExpired(c *child) {
 	if silent < d {
 		return // pinged after the timer fired; Reset re-armed it
 	}
+	if silent > d+stallSlack(d) {
+		// The timer fired long after it was due: the master itself was
+		// stopped or starved (SIGSTOP, CPU throttling, a long burst of
+		// work), and pings may still wait in its socket. Judge again a
+		// full period from now rather than kill a child for the master's
+		// silence.
+		s.log.Warn("watchdog check came late; the master was stalled, giving the child a new period",
+			"slot", c.slot, "pid", c.pid, "late", (silent - d).Round(time.Millisecond).String())
+		c.lastPing = time.Now()
+		c.watchdogTimer.Reset(d)
+		return
+	}
 	c.watchdogKilled = true
 	s.watchdogKills[c.slot]++
 	s.log.Error("child missed its watchdog; sending SIGQUIT, then SIGKILL", "slot", c.slot,
@@ -58,6 +70,10 @@ func (s *Supervisor) watchdogGraceOver(c *child) {
 		"generation", c.gen.number, "pid", c.pid)
 	s.kill(c, unix.SIGKILL)
 }
+
+// stallSlack is how late a watchdog timer may be processed before the
+// lateness is blamed on the master rather than the child.
+func stallSlack(d time.Duration) time.Duration { return max(d/2, 50*time.Millisecond) }
 
 // systemdWatchdog returns the master's own watchdog period, from
 // WATCHDOG_USEC as systemd sets it for WatchdogSec=, or 0.

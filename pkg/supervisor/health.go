@@ -1,0 +1,48 @@
+package supervisor
+
+import "time"
+
+// DefaultStuckWindow is how long a slot's accept queue may hold
+// connections without one accept before the slot counts as stuck.
+const DefaultStuckWindow = 100 * time.Millisecond
+
+// healthInput is what the loop sees of one slot at one steering tick.
+type healthInput struct {
+	ready    bool   // a ready child serves the slot
+	hung     bool   // its child missed its watchdog
+	accepts  uint64 // the slot's accept count, all its children
+	queued   uint32 // connections waiting in its accept queue
+	now      time.Time
+	window   time.Duration
+	counting bool // the slot's child counts its accepts (a page exists)
+}
+
+// slotHealth decides whether a slot takes new connections. A slot is
+// unhealthy while it has no ready child, while its child missed its
+// watchdog, and while its queue holds connections and no accept has been
+// counted for a window: a stopped, deadlocked or paused child. It is
+// healthy again as soon as it accepts.
+type slotHealth struct {
+	healthy  bool
+	accepts  uint64    // at the last tick
+	queued   uint32    // at the last tick
+	progress time.Time // the last tick it accepted, or had nothing waiting
+}
+
+// update feeds one tick and reports whether the verdict changed.
+func (h *slotHealth) update(in healthInput) (changed bool) {
+	switch {
+	case in.accepts > h.accepts, in.queued == 0, h.progress.IsZero():
+		h.progress = in.now
+	case !in.counting && in.queued < h.queued:
+		// A child that does not count its accepts shows progress only by
+		// its queue going down.
+		h.progress = in.now
+	}
+	h.accepts, h.queued = in.accepts, in.queued
+	stuck := in.now.Sub(h.progress) >= in.window
+	healthy := in.ready && !in.hung && !stuck
+	changed = healthy != h.healthy
+	h.healthy = healthy
+	return changed
+}

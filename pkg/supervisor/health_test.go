@@ -1,0 +1,72 @@
+package supervisor
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSlotHealth(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	type tick struct {
+		in   healthInput
+		want bool // healthy after the tick
+	}
+	ready := func(at int, accepts uint64, queued uint32) healthInput {
+		return healthInput{ready: true, accepts: accepts, queued: queued, now: ms(at), window: 100 * time.Millisecond, counting: true}
+	}
+	with := func(in healthInput, f func(*healthInput)) healthInput { f(&in); return in }
+	tests := []struct {
+		name  string
+		ticks []tick
+	}{
+		{name: "accepting with a queue", ticks: []tick{
+			{ready(0, 10, 3), true}, {ready(50, 20, 3), true}, {ready(150, 30, 5), true}, {ready(300, 40, 1), true},
+		}},
+		{name: "idle", ticks: []tick{
+			{ready(0, 10, 0), true}, {ready(500, 10, 0), true},
+		}},
+		{name: "stopped: queue held, no accept for the window", ticks: []tick{
+			{ready(0, 10, 0), true}, {ready(50, 10, 2), true}, {ready(99, 10, 4), true}, {ready(100, 10, 6), false},
+			{ready(400, 10, 6), false},
+			// SIGCONT: it accepts, and is healthy at once.
+			{ready(420, 16, 0), true},
+		}},
+		{name: "healthy again on one accept, queue still long", ticks: []tick{
+			{ready(0, 5, 0), true}, {ready(200, 5, 9), false}, {ready(210, 6, 8), true},
+		}},
+		{name: "no ready child", ticks: []tick{
+			{with(ready(0, 0, 0), func(in *healthInput) { in.ready = false }), false},
+			{ready(10, 0, 0), true},
+		}},
+		{name: "watchdog missed", ticks: []tick{
+			{ready(0, 1, 0), true},
+			{with(ready(10, 2, 0), func(in *healthInput) { in.hung = true }), false},
+		}},
+		{name: "not counting: progress by the queue going down", ticks: []tick{
+			{with(ready(0, 0, 5), func(in *healthInput) { in.counting = false }), true},
+			{with(ready(80, 0, 4), func(in *healthInput) { in.counting = false }), true},
+			{with(ready(170, 0, 3), func(in *healthInput) { in.counting = false }), true},
+			{with(ready(300, 0, 3), func(in *healthInput) { in.counting = false }), false},
+		}},
+		{name: "counting: a queue going down without accepts is not progress", ticks: []tick{
+			{ready(0, 7, 5), true}, {ready(120, 7, 4), false},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h slotHealth
+			was := false
+			for i, tk := range tt.ticks {
+				changed := h.update(tk.in)
+				if h.healthy != tk.want {
+					t.Fatalf("tick %d (%+v): healthy %v, want %v", i, tk.in, h.healthy, tk.want)
+				}
+				if changed != (was != tk.want) {
+					t.Errorf("tick %d: changed %v, but healthy went %v -> %v", i, changed, was, tk.want)
+				}
+				was = tk.want
+			}
+		})
+	}
+}

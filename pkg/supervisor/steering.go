@@ -1,0 +1,203 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prefork/prefork/pkg/steer"
+)
+
+// Steering (--steer) keeps new connections away from a slot whose child is
+// stuck or missing. The master holds every slot's socket (master socket
+// mode), and an eBPF program on the reuseport group picks the slot the
+// kernel's hash would, unless the loop marked it unhealthy: then another
+// healthy slot. The loop decides health every steerInterval from what it
+// owns anyway: which children are ready, the counter pages, and each
+// socket's accept queue (TCP_INFO). Connections already queued on a stuck
+// slot stay there; the kernel cannot move them (the watchdog is their
+// remedy).
+
+// steerInterval is how often the loop judges the slots' health: a quarter
+// of the stuck window, so a stuck slot is steered away from within about
+// 125 ms.
+const steerInterval = DefaultStuckWindow / 4
+
+// steering is the loop's view of the slots' health.
+type steering struct {
+	of      *steer.Steerer // the program the state below is for
+	health  map[int]*slotHealth
+	away    map[int]bool   // steered away now
+	changes map[int]uint64 // times steered away
+	slots   int            // the active slots last given to the program
+	ticker  *time.Ticker
+	off     string // why steering is off, for the log; "" when on
+}
+
+func newSteering() *steering {
+	return &steering{health: make(map[int]*slotHealth), away: make(map[int]bool), changes: make(map[int]uint64)}
+}
+
+// follow resets the health state when the program is another one (a
+// reload moved the address): a new program starts with every slot
+// unhealthy and no slot count, and learns them all again.
+func (st *steering) follow(p *steer.Steerer) {
+	if st.of == p {
+		return
+	}
+	st.of, st.slots = p, 0
+	st.health = make(map[int]*slotHealth)
+	st.away = make(map[int]bool)
+}
+
+// decideSteering settles --steer at start: steering is on in master socket
+// mode where the program loads. "on" where it cannot is the operator's
+// error; "auto" says once why it is off.
+func decideSteering(cfg Config) (on bool, why string, err error) {
+	switch {
+	case cfg.Steer == SteerOff:
+		return false, "--steer off", nil
+	case cfg.Sockets != SocketsMaster:
+		return false, "it needs --sockets master, where the master holds the sockets", nil
+	}
+	if err := steer.Supported(); err != nil {
+		if cfg.Steer == SteerOn {
+			return false, "", fmt.Errorf("steer: on, but the steering program cannot load here: %w", err)
+		}
+		return false, err.Error(), nil
+	}
+	return true, "", nil
+}
+
+// setSteerTicker starts or stops the health checks.
+func (s *Supervisor) setSteerTicker(on bool) {
+	st := s.steering
+	switch {
+	case on && st.ticker == nil:
+		st.ticker = time.NewTicker(steerInterval)
+	case !on && st.ticker != nil:
+		st.ticker.Stop()
+		st.ticker = nil
+	}
+}
+
+// steeringActive reports whether the serving generation's group is steered.
+func (s *Supervisor) steeringActive() bool {
+	return s.stopping == 0 && s.cur.cfg.Sockets == SocketsMaster && s.sockets.steerer(s.cur.cfg.Listen) != nil
+}
+
+// syncSteerSlots tells the program how many slots the address has: as
+// many as the generation using it with the most.
+func (s *Supervisor) syncSteerSlots() {
+	addr := s.cur.cfg.Listen
+	st := s.sockets.steerer(addr)
+	if st == nil {
+		return
+	}
+	s.steering.follow(st)
+	n := 0
+	for _, g := range []*generation{s.cur, s.next} {
+		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen == addr {
+			n = max(n, len(g.slots))
+		}
+	}
+	if n == s.steering.slots {
+		return
+	}
+	if err := st.SetSlots(n); err != nil {
+		s.log.Error("steer: set the number of slots", "slots", n, "err", err)
+		return
+	}
+	s.steering.slots = n
+}
+
+// steerAfterCrash acts on an unplanned exit at once rather than at the
+// next tick: the slot is steered away from, and when it has no ready child
+// left, its socket is renewed, so that the connections that queued on it
+// since the exit move to the healthy slots (the program migrates them)
+// instead of waiting for the replacement's start.
+func (s *Supervisor) steerAfterCrash(c *child) {
+	if !s.steeringActive() || c.gen.cfg.Sockets != SocketsMaster || c.gen.cfg.Listen != s.cur.cfg.Listen {
+		return
+	}
+	s.steerTick()
+	if h := s.steering.health[c.slot]; h == nil || h.healthy {
+		return // another ready child (of a reload) serves the slot
+	}
+	renewed, err := s.sockets.renew(c.gen.cfg.Listen, c.slot)
+	switch {
+	case err != nil:
+		s.log.Error("steer: renew the socket of a crashed child's slot", "slot", c.slot, "err", err)
+	case renewed:
+		s.log.Info("socket of the slot renewed; its queue moved to the healthy slots", "slot", c.slot)
+	}
+}
+
+// steerTick judges every slot of the serving address and tells the program
+// what changed.
+func (s *Supervisor) steerTick() {
+	addr := s.cur.cfg.Listen
+	st := s.sockets.steerer(addr)
+	if st == nil {
+		return
+	}
+	s.syncSteerSlots()
+	n := s.steering.slots
+	type view struct {
+		ready, hung, counting bool
+		accepts               uint64
+	}
+	views := make([]view, n)
+	for _, c := range s.children {
+		if c.slot >= n || c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster || c.state == StateDraining {
+			continue
+		}
+		v := &views[c.slot]
+		v.accepts += c.page.Accepts()
+		v.counting = v.counting || c.page != nil
+		if c.state == StateReady {
+			if c.watchdogKilled {
+				v.hung = true
+			} else {
+				v.ready = true
+			}
+		}
+	}
+	now := time.Now()
+	for i := range n {
+		h := s.steering.health[i]
+		if h == nil {
+			h = &slotHealth{}
+			s.steering.health[i] = h
+		}
+		queued, _ := s.sockets.acceptQueue(addr, i)
+		v := views[i]
+		if !h.update(healthInput{ready: v.ready, hung: v.hung && !v.ready, accepts: s.accepted[i] + v.accepts,
+			queued: queued, now: now, window: DefaultStuckWindow, counting: v.counting}) {
+			continue
+		}
+		if err := st.SetHealthy(i, h.healthy); err != nil {
+			s.log.Error("steer: mark slot", "slot", i, "healthy", h.healthy, "err", err)
+			continue
+		}
+		wasAway := s.steering.away[i]
+		switch {
+		case !h.healthy:
+			// From healthy to not: steered away. (A slot starts
+			// unhealthy until its first child is ready; that is not
+			// steering away.)
+			s.steering.away[i] = true
+			s.steering.changes[i]++
+			why := fmt.Sprintf("%d connections queued and no accept for %v", queued, DefaultStuckWindow)
+			switch {
+			case v.hung && !v.ready:
+				why = "its child missed its watchdog"
+			case !v.ready:
+				why = "no ready child"
+			}
+			s.log.Warn("steering new connections away from slot", "slot", i, "reason", why)
+		case wasAway:
+			s.steering.away[i] = false
+			s.log.Info("slot takes new connections again", "slot", i)
+		}
+	}
+}

@@ -104,9 +104,24 @@ func listenInodes(t *testing.T, port string) map[string]bool {
 // its child: with the child stopped (SIGSTOP) and connections queued on its
 // socket, SIGKILL it; its replacement answers every one of them, with no
 // sysctl.
+//
+// With steering on, the crashed slot's socket is renewed and its queue
+// moves to the healthy slots (with one worker, to the new socket): the
+// answers come from the other child or the replacement, and none is lost.
 func TestMasterModeCrashKeepsQueue(t *testing.T) {
-	m := startMaster(t, "--workers", "2", "--sockets", "master")
-	ready := m.waitReady(2)
+	for _, tc := range []struct {
+		workers int
+		steer   string
+	}{{2, "off"}, {2, "on"}, {1, "on"}} {
+		t.Run(fmt.Sprintf("workers=%d,steer=%s", tc.workers, tc.steer), func(t *testing.T) {
+			testCrashKeepsQueue(t, tc.workers, tc.steer)
+		})
+	}
+}
+
+func testCrashKeepsQueue(t *testing.T, workers int, steer string) {
+	m := startMaster(t, "--workers", fmt.Sprint(workers), "--sockets", "master", "--steer", steer)
+	ready := m.waitReady(workers)
 	victim := ready[0]
 	if err := syscall.Kill(victim, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

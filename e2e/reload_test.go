@@ -108,7 +108,13 @@ func reloadUnderLoad(t *testing.T, sockets string, reloads int) (keep, perConn *
 	const n = 4
 	cfg := filepath.Join(t.TempDir(), "prefork.yaml")
 	writeConfig(t, cfg, childConfig(n, ""))
-	m := startMaster(t, "--config", cfg, "--sockets", sockets, "--drain-timeout", "10s")
+	args := []string{"--config", cfg, "--sockets", sockets, "--drain-timeout", "10s"}
+	if sockets == "master" {
+		// Reloads must lose nothing with steering on, as it is by
+		// default in master mode where the program loads.
+		args = append(args, "--steer", "on")
+	}
+	m := startMaster(t, args...)
 	m.waitReady(n)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -187,13 +193,13 @@ func TestReloadUnderLoadChildMode(t *testing.T) {
 }
 
 // Master socket mode needs no sysctl: 20 reloads under load with
-// tcp_migrate_req=0 lose nothing.
+// tcp_migrate_req=0 lose nothing, with steering on.
 func TestReloadUnderLoadMasterMode(t *testing.T) {
 	if !inNetns(t, 0) {
 		return
 	}
 	keep, perConn := reloadUnderLoad(t, "master", 20)
-	assertNoFailures(t, "20 reloads, --sockets master, tcp_migrate_req=0", keep, perConn)
+	assertNoFailures(t, "20 reloads, --sockets master --steer on, tcp_migrate_req=0", keep, perConn)
 }
 
 // Child socket mode with tcp_migrate_req=0 is the kernel's limit: the

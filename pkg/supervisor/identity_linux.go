@@ -42,6 +42,9 @@ func resolveIdentity(cfg Config) (*identity, error) {
 			return nil, fmt.Errorf("user: %w", err)
 		}
 		id.user, id.home = u.Username, u.HomeDir
+		if id.user == "" {
+			id.user = u.Uid
+		}
 		if u.Gid == "" {
 			// A bare uid (a distroless image's, say): its group must be
 			// given; the master's own (root's, often) is no default.
@@ -95,13 +98,21 @@ func lookupUser(s string) (*user.User, error) {
 	if err == nil {
 		return u, nil
 	}
-	if _, nerr := strconv.ParseUint(s, 10, 32); nerr == nil {
-		if u, err := user.LookupId(s); err == nil {
-			return u, nil
-		}
-		return &user.User{Uid: s}, nil // a uid needs no entry
-	}
 	var unknown user.UnknownUserError
+	if n, nerr := strconv.ParseUint(s, 10, 32); nerr == nil {
+		if n == 1<<32-1 {
+			return nil, fmt.Errorf("uid %s means \"unchanged\" to the kernel", s)
+		}
+		u, err := user.LookupId(s)
+		var unknownID user.UnknownUserIdError
+		switch {
+		case err == nil:
+			return u, nil
+		case errors.As(err, &unknownID):
+			return &user.User{Uid: s, HomeDir: "/"}, nil // a uid needs no entry
+		}
+		return nil, err
+	}
 	if errors.As(err, &unknown) {
 		return nil, fmt.Errorf("no user %q on this system", s)
 	}
@@ -114,11 +125,19 @@ func lookupGroup(s string) (*user.Group, error) {
 	if err == nil {
 		return g, nil
 	}
-	if _, nerr := strconv.ParseUint(s, 10, 32); nerr == nil {
-		if g, err := user.LookupGroupId(s); err == nil {
-			return g, nil
+	if n, nerr := strconv.ParseUint(s, 10, 32); nerr == nil {
+		if n == 1<<32-1 {
+			return nil, fmt.Errorf("gid %s means \"unchanged\" to the kernel", s)
 		}
-		return &user.Group{Gid: s, Name: s}, nil // a gid needs no entry
+		g, err := user.LookupGroupId(s)
+		var unknownID user.UnknownGroupIdError
+		switch {
+		case err == nil:
+			return g, nil
+		case errors.As(err, &unknownID):
+			return &user.Group{Gid: s, Name: s}, nil // a gid needs no entry
+		}
+		return nil, err
 	}
 	var unknown user.UnknownGroupError
 	if errors.As(err, &unknown) {

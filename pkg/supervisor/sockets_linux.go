@@ -114,16 +114,21 @@ func (s *socketSet) steerSocket(addr string, slot, fd int) error {
 // did.
 func (s *socketSet) renew(addr string, slot int) (bool, error) {
 	key := socketKey{addr: addr, slot: slot}
-	h, ok := s.m[key]
+	old, ok := s.m[key]
 	st := s.steerers[addr]
 	if !ok || st == nil || !st.Migrates() {
 		return false, nil
 	}
-	st.ClearSocket(slot)
-	h.ln.Close()
+	// The new socket joins the group before the old one leaves it: with
+	// no other socket, the old queue would have nowhere to go, and the
+	// group (with its program) would end.
 	delete(s.m, key)
-	_, err := s.fd(addr, slot)
-	return true, err
+	if _, err := s.fd(addr, slot); err != nil {
+		s.m[key] = old
+		return false, err
+	}
+	old.ln.Close()
+	return true, nil
 }
 
 // steerer returns the steering program of addr's group, or nil.

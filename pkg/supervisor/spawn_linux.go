@@ -151,6 +151,9 @@ func ExecShim(argv []string) error {
 	// privilege: a master binary with file capabilities (setcap) makes
 	// this exec of itself such a one. Set it again, then make sure the
 	// master did not die before it was set.
+	// The parent-death signal belongs to a thread; the exec must happen
+	// on the one that sets it.
+	runtime.LockOSThread()
 	master := os.Getenv(envShimParent)
 	os.Unsetenv(envShimParent)
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0); err != nil {

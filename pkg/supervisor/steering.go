@@ -103,6 +103,13 @@ func (s *Supervisor) syncSteerSlots() {
 	if n == s.steering.slots {
 		return
 	}
+	for i := n; i < s.steering.slots; i++ {
+		// A retired slot comes back, if ever, unhealthy until its new
+		// child is ready.
+		st.SetHealthy(i, false)
+		delete(s.steering.health, i)
+		delete(s.steering.away, i)
+	}
 	if err := st.SetSlots(n); err != nil {
 		s.log.Error("steer: set the number of slots", "slots", n, "err", err)
 		return
@@ -123,6 +130,15 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 	if h := s.steering.health[c.slot]; h == nil || h.healthy {
 		return // another ready child (of a reload) serves the slot
 	}
+	for _, o := range s.children {
+		if o.slot == c.slot && o.gen.cfg.Sockets == SocketsMaster && o.gen.cfg.Listen == c.gen.cfg.Listen &&
+			o.state != StateDraining {
+			// A starting child (a reload's, a recycling successor) holds
+			// the socket: closing the master's copy would move nothing,
+			// and leave that child on a socket outside the program.
+			return
+		}
+	}
 	renewed, err := s.sockets.renew(c.gen.cfg.Listen, c.slot)
 	switch {
 	case err != nil:
@@ -130,6 +146,24 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 	case renewed:
 		s.log.Info("socket of the slot renewed; its queue moved to the healthy slots", "slot", c.slot)
 	}
+}
+
+// steeredAway reports whether new connections are steered away from slot
+// now: it is unhealthy while another slot is healthy (with none healthy,
+// the program leaves the choice to the kernel).
+func (s *Supervisor) steeredAway(slot int) bool {
+	if !s.steeringActive() || slot >= s.steering.slots {
+		return false
+	}
+	if h := s.steering.health[slot]; h != nil && h.healthy {
+		return false
+	}
+	for i := range s.steering.slots {
+		if h := s.steering.health[i]; h != nil && h.healthy {
+			return true
+		}
+	}
+	return false
 }
 
 // steerTick judges every slot of the serving address and tells the program
@@ -152,8 +186,11 @@ func (s *Supervisor) steerTick() {
 			continue
 		}
 		v := &views[c.slot]
-		v.accepts += c.page.Accepts()
-		v.counting = v.counting || c.page != nil
+		n := c.page.Accepts()
+		v.accepts += n
+		// Every child gets a page; one that never counted on it (a
+		// program that ignores it) shows progress by its queue instead.
+		v.counting = v.counting || n > 0
 		if c.state == StateReady {
 			if c.watchdogKilled {
 				v.hung = true

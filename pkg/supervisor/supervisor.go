@@ -124,6 +124,7 @@ type child struct {
 	watchdogTimer  *time.Timer
 	lastPing       time.Time
 	watchdogKilled bool // sent SIGQUIT for missing its pings
+	stallGraced    bool // its last expiry was excused as the master's stall
 
 	acceptLimit uint64 // recycle past this many accepts; 0: never
 	recycling   string // why a successor is starting for it, or ""

@@ -21,6 +21,7 @@ func (s *Supervisor) watchdogPing(c *child, at time.Time) {
 		return
 	}
 	c.lastPing = at
+	c.stallGraced = false
 	if c.watchdogTimer == nil {
 		c.watchdogTimer = time.AfterFunc(d, func() { s.send(watchdogExpired{c: c}) })
 		s.log.Debug("child watchdog armed", "slot", c.slot, "pid", c.pid, "watchdog", d.String())
@@ -41,7 +42,7 @@ func (s *Supervisor) watchdogExpired(c *child) {
 	if silent < d {
 		return // pinged after the timer fired; Reset re-armed it
 	}
-	if silent > d+stallSlack(d) {
+	if silent > d+stallSlack(d) && !c.stallGraced {
 		// The timer fired long after it was due: the master itself was
 		// stopped or starved (SIGSTOP, CPU throttling, a long burst of
 		// work), and pings may still wait in its socket. Judge again a
@@ -49,6 +50,9 @@ func (s *Supervisor) watchdogExpired(c *child) {
 		// silence.
 		s.log.Warn("watchdog check came late; the master was stalled, giving the child a new period",
 			"slot", c.slot, "pid", c.pid, "late", (silent - d).Round(time.Millisecond).String())
+		// Once in a row only: a master that stays late must still
+		// catch a child that hangs.
+		c.stallGraced = true
 		c.lastPing = time.Now()
 		c.watchdogTimer.Reset(d)
 		return

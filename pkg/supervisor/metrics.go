@@ -44,10 +44,11 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	}
 	slots := max(s.slotsEver, s.cur.cfg.Workers)
 	snap.Slots = make([]metrics.SlotSnapshot, slots)
+	away := s.steeredAway()
 	for i := range snap.Slots {
 		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.accepted[i], Restarts: uint64(s.restarts[i]),
 			WatchdogKills: s.watchdogKills[i], Recycles: make(map[string]uint64, len(metrics.RecycleReasons)),
-			SteeredAway: s.steeredAway(i), SteerChanges: s.steering.changes[i]}
+			SteeredAway: i < len(away) && away[i], SteerChanges: s.steering.changes[i]}
 		for _, reason := range metrics.RecycleReasons {
 			snap.Slots[i].Recycles[reason] = s.recycles[recycleKey{slot: i, reason: reason}]
 		}

@@ -148,22 +148,24 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 	}
 }
 
-// steeredAway reports whether new connections are steered away from slot
-// now: it is unhealthy while another slot is healthy (with none healthy,
-// the program leaves the choice to the kernel).
-func (s *Supervisor) steeredAway(slot int) bool {
-	if !s.steeringActive() || slot >= s.steering.slots {
-		return false
+// steeredAway returns, by slot, whether new connections are steered away
+// from it now: it is unhealthy while another slot is healthy (with none
+// healthy, the program leaves the choice to the kernel).
+func (s *Supervisor) steeredAway() []bool {
+	if !s.steeringActive() {
+		return nil
 	}
-	if h := s.steering.health[slot]; h != nil && h.healthy {
-		return false
+	away := make([]bool, s.steering.slots)
+	anyHealthy := false
+	for i := range away {
+		h := s.steering.health[i]
+		away[i] = h == nil || !h.healthy
+		anyHealthy = anyHealthy || !away[i]
 	}
-	for i := range s.steering.slots {
-		if h := s.steering.health[i]; h != nil && h.healthy {
-			return true
-		}
+	if !anyHealthy {
+		return nil
 	}
-	return false
+	return away
 }
 
 // steerTick judges every slot of the serving address and tells the program

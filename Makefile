@@ -43,7 +43,8 @@ bench:
 	$(GO) test -run '^$$' -bench 'ReloadFailures' -benchtime 1x -count 1 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'Steer' -benchtime 1x -count 1 -timeout 10m ./bench/
 	$(GO) test -run '^$$' -bench 'Accept' -benchtime 3000x -count 5 ./pkg/child/
-	$(GO) test -run '^$$' -bench 'Scrape256|CounterInc' -count 5 ./pkg/metrics/
+	$(GO) test -run '^$$' -bench 'Scrape256' -count 5 ./pkg/metrics/
+	$(GO) test -run '^$$' -bench 'CounterInc' -count 5 ./pkg/counters/
 
 clean:
 	rm -rf bin/

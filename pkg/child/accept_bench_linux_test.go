@@ -5,7 +5,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/prefork/prefork/pkg/metrics"
+	"github.com/prefork/prefork/pkg/counters"
 	"github.com/prefork/prefork/pkg/sockopt"
 	"golang.org/x/sys/unix"
 )
@@ -15,7 +15,7 @@ import (
 // loopback connection made and accepted per op. Compare the two ns/op of
 // one run (the counting costs one atomic add).
 func BenchmarkAccept(b *testing.B) {
-	page, err := metrics.NewPage()
+	page, err := counters.NewPage()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func BenchmarkAccept(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				c, err := metrics.OpenCounter(fd)
+				c, err := counters.OpenCounter(fd)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -9,14 +9,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/prefork/prefork/pkg/metrics"
+	"github.com/prefork/prefork/pkg/counters"
 )
 
 // newCountersPage makes a page closed at cleanup and a close-on-exec
 // duplicate of its fd, as the child's inherited copy.
-func newCountersPage(t *testing.T) (*metrics.Page, int) {
+func newCountersPage(t *testing.T) (*counters.Page, int) {
 	t.Helper()
-	page, err := metrics.NewPage()
+	page, err := counters.NewPage()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/prefork/prefork/pkg/metrics"
+	"github.com/prefork/prefork/pkg/counters"
 	"github.com/prefork/prefork/pkg/sockopt"
 )
 
@@ -20,7 +20,7 @@ const (
 )
 
 // envCountersFD names the inherited descriptor of the master's counters
-// page (SPEC, "The child contract"; package metrics has its layout).
+// page (SPEC, "The child contract"; package counters has its layout).
 const envCountersFD = "PREFORK_COUNTERS_FD"
 
 // listenFD is SD_LISTEN_FDS_START, the first inherited listener.
@@ -90,7 +90,7 @@ func countersSource(lookup lookupFunc) (fd int, ok bool, err error) {
 // nothing.
 func openCounter(fd int) func() {
 	_ = os.Unsetenv(envCountersFD) // fails only for an invalid name
-	c, err := metrics.OpenCounter(fd)
+	c, err := counters.OpenCounter(fd)
 	if err != nil {
 		return nil
 	}
@@ -194,7 +194,7 @@ func bindListener(ctx context.Context, addr string) (net.Listener, error) {
 }
 
 // countingListener calls onAccept once per accepted connection:
-// (*metrics.Counter).Inc on the page of PREFORK_COUNTERS_FD, or nil when
+// (*counters.Counter).Inc on the page of PREFORK_COUNTERS_FD, or nil when
 // there is no page.
 type countingListener struct {
 	net.Listener

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prefork/prefork/pkg/counters"
 	"github.com/prefork/prefork/pkg/metrics"
 	"github.com/prefork/prefork/pkg/sockopt"
 	"golang.org/x/sys/unix"
@@ -117,8 +118,8 @@ type child struct {
 	readyAt    time.Time
 	readyTimer *time.Timer
 	killTimer  *time.Timer
-	notReady   bool          // killed for not being ready in time
-	page       *metrics.Page // its accept counter; nil if none could be made
+	notReady   bool           // killed for not being ready in time
+	page       *counters.Page // its accept counter; nil if none could be made
 
 	// The watchdog, armed by the child's first WATCHDOG=1.
 	watchdogTimer  *time.Timer
@@ -510,7 +511,7 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		argv = append([]string{s.self, ShimCommand}, g.argv...)
 		own[envShimParent] = strconv.Itoa(os.Getpid())
 	}
-	page, err := metrics.NewPage()
+	page, err := counters.NewPage()
 	if err != nil {
 		// Counting is not worth a child: it serves, its accepts read 0.
 		s.log.Warn("no counter page for a child", "slot", slotIndex, "err", err)

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package metrics
+package counters
 
 // NewPage returns ErrUnsupported off Linux.
 func NewPage() (*Page, error) { return nil, ErrUnsupported }
@@ -13,10 +13,3 @@ func OpenCounter(fd int) (*Counter, error) { return nil, ErrUnsupported }
 
 // Close does nothing off Linux, where no Counter is ever made.
 func (c *Counter) Close() error { return nil }
-
-// LinuxKernel answers nothing off Linux.
-var LinuxKernel = Kernel{
-	ListenQueues:    func(int) (map[uint64]uint64, error) { return nil, ErrUnsupported },
-	ListenOverflows: func() (uint64, error) { return 0, ErrUnsupported },
-	ListenerOf:      func(int, map[uint64]uint64) (uint64, bool) { return 0, false },
-}

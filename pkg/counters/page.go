@@ -1,4 +1,4 @@
-package metrics
+package counters
 
 import (
 	"encoding/binary"
@@ -16,12 +16,12 @@ const (
 
 var (
 	// ErrUnsupported is returned off Linux.
-	ErrUnsupported = errors.New("metrics: counter page unsupported on this platform")
+	ErrUnsupported = errors.New("counters: counter page unsupported on this platform")
 	// ErrBigEndian is returned on a big-endian machine, where a native
 	// atomic add would not produce the little-endian layout.
-	ErrBigEndian = errors.New("metrics: counter page needs a little-endian machine")
+	ErrBigEndian = errors.New("counters: counter page needs a little-endian machine")
 	// ErrTooSmall is returned by OpenCounter for a file under MinSize bytes.
-	ErrTooSmall = errors.New("metrics: counter page too small")
+	ErrTooSmall = errors.New("counters: counter page too small")
 )
 
 // littleEndian reports whether native atomics write the page's layout.

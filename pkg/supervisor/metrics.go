@@ -13,51 +13,35 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Snapshot returns the state the metrics are made of, taken by the loop.
-func (s *Supervisor) Snapshot() (metrics.Snapshot, error) {
-	reply := make(chan metrics.Snapshot, 1)
-	select {
-	case s.events <- snapshotRequest{reply: reply}:
-	case <-s.quit:
-		return metrics.Snapshot{}, ErrNotRunning
-	}
-	select {
-	case snap := <-reply:
-		return snap, nil
-	case <-s.quit:
-		return metrics.Snapshot{}, ErrNotRunning
-	}
-}
-
 func (s *Supervisor) snapshot() metrics.Snapshot {
 	snap := metrics.Snapshot{
 		Generation:     s.cur.number,
 		Workers:        s.cur.cfg.Workers,
-		Reloads:        make(map[string]uint64, len(s.reloads)),
-		ReloadDuration: s.reloadHist.Clone(),
+		Reloads:        make(map[string]uint64, len(s.tally.reloads)),
+		ReloadDuration: s.tally.reloadHist.Clone(),
 	}
-	for k, v := range s.reloads {
+	for k, v := range s.tally.reloads {
 		snap.Reloads[k] = v
 	}
 	if _, port, err := net.SplitHostPort(s.cur.cfg.Listen); err == nil {
 		snap.ListenPort, _ = strconv.Atoi(port)
 	}
-	slots := max(s.slotsEver, s.cur.cfg.Workers)
+	slots := max(s.tally.slotsEver, s.cur.cfg.Workers)
 	snap.Slots = make([]metrics.SlotSnapshot, slots)
 	away := s.steeredAway()
 	for i := range snap.Slots {
-		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.accepted[i], Restarts: uint64(s.restarts[i]),
-			WatchdogKills: s.watchdogKills[i], Recycles: make(map[string]uint64, len(metrics.RecycleReasons)),
+		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.tally.accepted[i], Restarts: uint64(s.tally.restarts[i]),
+			WatchdogKills: s.tally.watchdogKills[i], Recycles: make(map[string]uint64, len(metrics.RecycleReasons)),
 			SteeredAway: i < len(away) && away[i], SteerChanges: s.steering.changes[i]}
 		for _, reason := range metrics.RecycleReasons {
-			snap.Slots[i].Recycles[reason] = s.recycles[recycleKey{slot: i, reason: reason}]
+			snap.Slots[i].Recycles[reason] = s.tally.recycles[recycleKey{slot: i, reason: reason}]
 		}
 		if i >= len(s.cur.slots) {
 			continue
 		}
 		if s.cur.cfg.Sockets == SocketsMaster {
 			snap.Slots[i].ListenInode = s.sockets.inode(s.cur.cfg.Listen, i)
-		} else if c := s.cur.slots[i].current; c != nil && c.state == StateReady {
+		} else if c := s.cur.slots[i].current; c != nil && c.state() == StateReady {
 			snap.Slots[i].PID = c.pid
 		}
 	}
@@ -66,18 +50,18 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 			snap.Slots[c.slot].Accepts += c.page.Accepts()
 		}
 		snap.Children = append(snap.Children, metrics.ChildSnapshot{
-			Slot: c.slot, Generation: c.gen.number, PID: c.pid, State: string(c.state),
+			Slot: c.slot, Generation: c.gen.number, PID: c.pid, State: string(c.state()),
 		})
 	}
 	return snap
 }
 
-// notReady returns why not every slot of the serving generation has a
+// unreadySlots returns why not every slot of the serving generation has a
 // ready child, or "" when all have one.
-func (s *Supervisor) notReady() string {
+func (s *Supervisor) unreadySlots() string {
 	var missing []string
 	for i, sl := range s.cur.slots {
-		if c := sl.current; c == nil || c.state != StateReady || c.watchdogKilled {
+		if c := sl.current; c == nil || !c.life.serving() {
 			missing = append(missing, fmt.Sprint(i))
 		}
 	}
@@ -103,19 +87,7 @@ func (s *Supervisor) metricsHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		reply := make(chan string, 1)
-		select {
-		case s.events <- readyzRequest{reply: reply}:
-		case <-s.quit:
-			http.Error(w, "stopping", http.StatusServiceUnavailable)
-			return
-		}
-		var why string
-		select {
-		case why = <-reply:
-		case <-s.quit:
-			why = "stopping"
-		}
+		why := s.whyNotReady(r.Context())
 		if why != "" {
 			http.Error(w, why, http.StatusServiceUnavailable)
 			return

@@ -13,12 +13,12 @@ import (
 // ready is the old child drained. A successor that fails leaves the old
 // child serving.
 
-// upkeepInterval is how often the loop compares the children's counters
+// recycleInterval is how often the loop compares the children's counters
 // with the limits; the memory check, a /proc read per child, runs every
 // rssEvery-th time.
 const (
-	upkeepInterval = 100 * time.Millisecond
-	rssEvery       = 10
+	recycleInterval = 100 * time.Millisecond
+	rssEvery        = 10
 )
 
 // minRecycleRetry holds off the next attempt at a slot whose successor
@@ -39,41 +39,51 @@ func acceptLimit(max uint64) uint64 {
 	return max + rand.Uint64N(max/10+1)
 }
 
-// setUpkeep starts or stops the ticker of the recycling checks; an idle
-// master without limits wakes for nothing.
-func (s *Supervisor) setUpkeep(on bool) {
+// recycleChecks is the ticker of the recycling checks.
+type recycleChecks struct {
+	ticker ticker // nil when no limit is set
+	ticks  int
+}
+
+// set starts or stops the ticker, and returns its channel (nil when
+// stopped): an idle master without limits wakes for nothing.
+func (r *recycleChecks) set(clk clock, on bool) <-chan time.Time {
 	switch {
-	case on && s.upkeep == nil:
-		s.upkeep = time.NewTicker(upkeepInterval)
-	case !on && s.upkeep != nil:
-		s.upkeep.Stop()
-		s.upkeep = nil
+	case on && r.ticker == nil:
+		r.ticker = clk.NewTicker(recycleInterval)
+	case !on && r.ticker != nil:
+		r.ticker.Stop()
+		r.ticker = nil
 	}
+	if r.ticker == nil {
+		return nil
+	}
+	return r.ticker.C()
 }
 
 // checkRecycling starts a successor for every ready child of the serving
 // generation past a limit. At most a quarter of the slots (at least one)
 // recycle at once: each successor's start costs CPU the others serve with.
 func (s *Supervisor) checkRecycling() {
-	if s.stopping != 0 || s.reload.phase != reloadIdle {
+	if s.stopping != 0 || !s.reload.idle() {
 		return
 	}
-	s.upkeepTicks++
+	s.recycling.ticks++
 	cfg := s.cur.cfg
-	readRSS := cfg.MaxRSS > 0 && s.upkeepTicks%rssEvery == 0
+	readRSS := cfg.MaxRSS > 0 && s.recycling.ticks%rssEvery == 0
 	busy := 0
 	for _, sl := range s.cur.slots {
 		if sl.successor != nil {
 			busy++
 		}
 	}
-	now := time.Now()
+	now := s.env.clock.Now()
 	for i, sl := range s.cur.slots {
 		if busy >= max(1, len(s.cur.slots)/4) {
 			return
 		}
 		c := sl.current
-		if c == nil || c.state != StateReady || c.watchdogKilled || sl.successor != nil || now.Before(sl.noRecycleBefore) {
+		if c == nil || c.life != ready || sl.successor != nil || now.Before(sl.noRecycleBefore) {
 			continue
 		}
 		if c.acceptLimit > 0 {
@@ -84,7 +94,7 @@ func (s *Supervisor) checkRecycling() {
 			}
 		}
 		if readRSS {
-			rss, err := residentBytes(c.pid)
+			rss, err := s.env.procs.rss(c.pid)
 			if err != nil {
 				continue // exiting; the reaper will tell
 			}
@@ -108,35 +118,35 @@ func (s *Supervisor) recycle(i int, reason string, attrs ...any) {
 		s.holdRecycling(sl)
 		return
 	}
-	old.recycling = reason
-	sl.successor = c
+	old.life = recycling
+	sl.successor, sl.why = c, reason
 }
 
 // recycled finishes a recycle once the successor is ready: it takes the
 // slot and the old child drains.
 func (s *Supervisor) recycled(sl *slot) {
-	old, c := sl.current, sl.successor
-	sl.current, sl.successor = c, nil
+	old, c, why := sl.current, sl.successor, sl.why
+	sl.current, sl.successor, sl.why = c, nil, ""
 	if old == nil {
 		return // the old child died meanwhile; exited counted it
 	}
-	s.recycles[recycleKey{slot: c.slot, reason: old.recycling}]++
+	s.tally.recycles[recycleKey{slot: c.slot, reason: why}]++
 	s.log.Info("child recycled", "slot", c.slot, "generation", c.gen.number, "old_pid", old.pid,
-		"pid", c.pid, "reason", old.recycling)
+		"pid", c.pid, "reason", why)
 	s.drain(old)
 }
 
 // successorFailed handles the exit of a successor before it was ready.
 func (s *Supervisor) successorFailed(sl *slot, c *child, reason string) {
-	if old := sl.current; old != nil {
-		old.recycling = ""
+	if old := sl.current; old != nil && old.life == recycling {
+		old.life = ready
 	}
 	sl.failures++
 	s.holdRecycling(sl)
 	s.log.Error("successor failed; the child serves on", "slot", c.slot, "pid", c.pid, "reason", reason,
-		"retry_after", time.Until(sl.noRecycleBefore).Round(time.Millisecond).String())
+		"retry_after_ms", millis(sl.noRecycleBefore.Sub(s.env.clock.Now())))
 }
 
 func (s *Supervisor) holdRecycling(sl *slot) {
-	sl.noRecycleBefore = time.Now().Add(max(minRecycleRetry, restartDelay(sl.failures)))
+	sl.noRecycleBefore = s.env.clock.Now().Add(max(minRecycleRetry, restartDelay(sl.failures)))
 }

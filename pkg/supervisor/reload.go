@@ -1,117 +1,259 @@
 package supervisor
 
-// The reload sequence is a pure state machine: step takes the state and an
-// input and returns the new state and the actions the event loop must
-// perform. The loop feeds it what happened (a request, the new generation
-// spawned or rejected, a new child ready or failed) and carries out the
-// actions; nothing in here touches a process.
-//
-//	idle ──request──▶ starting ──all new children ready──▶ idle  (commit: drain the old)
-//	                     │ └─────a new child failed────────▶ idle  (roll back: kill the new)
-//	                     └───────config rejected───────────▶ idle  (reject: nothing changes)
-//
-// A request while starting is coalesced: however many arrive, one more
-// reload runs after the current one ends, as systemd does.
+import (
+	"fmt"
+	"time"
 
-// reloadPhase is where the reload sequence is.
-type reloadPhase uint8
-
-const (
-	reloadIdle     reloadPhase = iota // no reload running
-	reloadStarting                    // a new generation is starting
+	"github.com/prefork/prefork/pkg/sockopt"
+	"golang.org/x/sys/unix"
 )
 
-// reloadState is the state of the reload sequence.
-type reloadState struct {
-	phase   reloadPhase
-	waiting int  // children of the new generation not ready yet
-	queued  bool // a request arrived during this reload
+// The loop's side of a reload: it feeds the state machine
+// (reloadmachine.go) and performs its actions on real processes.
+
+// ReloadResult is the outcome of a reload: the generation serving after it,
+// and why it failed, wrapping ErrReloadRejected, ErrRolledBack or
+// ErrStopping.
+type ReloadResult struct {
+	Generation int
+	Err        error
 }
 
-// reloadInputKind says what happened.
-type reloadInputKind uint8
-
-const (
-	inRequest   reloadInputKind = iota + 1 // a reload was asked for
-	inSpawned                              // the new generation was started; n children
-	inRejected                             // the new configuration was refused
-	inNewReady                             // a child of the new generation said READY=1
-	inNewFailed                            // a child of the new generation exited or timed out
-)
-
-type reloadInput struct {
-	kind reloadInputKind
-	n    int // for inSpawned: the number of children started
+// reloadRun is the reload in progress and the callers waiting on it.
+type reloadRun struct {
+	machine reloadMachine
+	next    *generation // the generation a reload is starting, or nil
+	started time.Time
+	err     error                 // why the running reload failed
+	outcome ReloadResult          // of the reload that just ended, for actAnswer
+	waiters []chan<- ReloadResult // callers of the running reload
+	later   []chan<- ReloadResult // callers of the coalesced reload after it
 }
 
-// reloadAction is what the loop must do.
-type reloadAction uint8
+func (r *reloadRun) idle() bool { return r.machine.phase == reloadIdle }
 
-const (
-	// actBegin: load and check the configuration, start the new generation,
-	// then feed inSpawned or inRejected.
-	actBegin reloadAction = iota + 1
-	// actCommit: the new generation becomes current; drain the old one and
-	// report success.
-	actCommit
-	// actRollback: kill the new generation; the old one serves on. Report
-	// the failure.
-	actRollback
-	// actReject: report the refused configuration; nothing changed.
-	actReject
-)
-
-// step is the reload state machine. Inputs that make no sense in a phase
-// (a stray ready after a rollback, say) change nothing.
-func (s reloadState) step(in reloadInput) (reloadState, []reloadAction) {
-	switch s.phase {
-	case reloadIdle:
-		if in.kind == inRequest {
-			return reloadState{phase: reloadStarting, waiting: -1}, []reloadAction{actBegin}
+// requestReload asks for a reload; reply, if not nil, gets its outcome.
+func (s *Supervisor) requestReload(reply chan<- ReloadResult) {
+	if s.stopping != 0 {
+		if reply != nil {
+			reply <- ReloadResult{Generation: s.cur.number, Err: ErrStopping}
 		}
-	case reloadStarting:
-		switch in.kind {
-		case inRequest:
-			s.queued = true
-			return s, nil
-		case inSpawned:
-			if s.waiting != -1 {
-				return s, nil
-			}
-			s.waiting = in.n
-			if s.waiting == 0 {
-				return s.finish(actCommit)
-			}
-			return s, nil
-		case inRejected:
-			if s.waiting != -1 {
-				return s, nil
-			}
-			return s.finish(actReject)
-		case inNewReady:
-			if s.waiting <= 0 {
-				return s, nil
-			}
-			s.waiting--
-			if s.waiting == 0 {
-				return s.finish(actCommit)
-			}
-			return s, nil
-		case inNewFailed:
-			if s.waiting == 0 {
-				return s, nil
-			}
-			return s.finish(actRollback)
+		return
+	}
+	running := !s.reload.idle()
+	if reply != nil {
+		if running {
+			s.reload.later = append(s.reload.later, reply)
+		} else {
+			s.reload.waiters = append(s.reload.waiters, reply)
 		}
 	}
-	return s, nil
+	s.log.Info("reload requested", "running_already", running)
+	s.driveReload(reloadInput{kind: inRequest})
 }
 
-// finish ends the current reload with outcome and starts the queued one,
-// if any.
-func (s reloadState) finish(outcome reloadAction) (reloadState, []reloadAction) {
-	if s.queued {
-		return reloadState{phase: reloadStarting, waiting: -1}, []reloadAction{outcome, actBegin}
+// driveReload feeds in to the state machine and performs the actions it
+// returns; an action that yields an input (starting a generation) has it
+// fed in turn, until the machine waits for the outside world again.
+func (s *Supervisor) driveReload(in reloadInput) {
+	for in.kind != 0 {
+		var actions []reloadAction
+		s.reload.machine, actions = s.reload.machine.step(in)
+		in = reloadInput{}
+		for _, a := range actions {
+			if next := s.perform(a); next.kind != 0 {
+				in = next
+			}
+		}
 	}
-	return reloadState{phase: reloadIdle}, []reloadAction{outcome}
+}
+
+func (s *Supervisor) perform(a reloadAction) reloadInput {
+	switch a {
+	case actBegin:
+		return s.beginReload()
+	case actCommit:
+		s.commitReload()
+	case actRollback:
+		s.rollbackReload()
+	case actReject:
+		s.rejectReload()
+	case actAnswer:
+		s.answerReload(s.reload.waiters, s.reload.outcome)
+		s.reload.waiters = nil
+	case actAbandon:
+		s.abandonReload()
+	}
+	return reloadInput{}
+}
+
+// beginReload loads the configuration and starts the next generation.
+func (s *Supervisor) beginReload() reloadInput {
+	r := &s.reload
+	r.started = s.env.clock.Now()
+	r.err = nil
+	r.waiters, r.later = append(r.waiters, r.later...), nil
+	s.notifySystemd(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicMicros()))
+	g, err := s.prepareGeneration()
+	if err != nil {
+		r.err = err
+		return reloadInput{kind: inRejected}
+	}
+	r.next = g
+	s.log.Info("reload started", "generation", g.number, "workers", g.cfg.Workers, "listen", g.cfg.Listen,
+		"command", g.cfg.Command)
+	for i, sl := range g.slots {
+		c, err := s.startChild(g, i)
+		if err != nil {
+			if r.err == nil {
+				r.err = fmt.Errorf("slot %d: %w", i, err)
+			}
+			continue
+		}
+		sl.current = c
+	}
+	return reloadInput{kind: inSpawned, n: len(g.slots), failed: r.err != nil}
+}
+
+// prepareGeneration loads and checks the configuration of the next
+// generation, and binds what it needs. An error means rejection: nothing
+// changed.
+func (s *Supervisor) prepareGeneration() (*generation, error) {
+	cfg := s.cur.cfg
+	if s.opts.Load != nil {
+		var err error
+		if cfg, err = s.opts.Load(); err != nil {
+			return nil, err
+		}
+	}
+	// The master's own sockets and log are not the children's: they stay.
+	if cfg.Control != s.cur.cfg.Control || cfg.LogFormat != s.cur.cfg.LogFormat || cfg.Metrics != s.cur.cfg.Metrics ||
+		cfg.Steer != s.cur.cfg.Steer {
+		s.log.Warn("control, metrics, log-format and steer take effect at the next start, not on reload")
+		cfg.Control, cfg.LogFormat, cfg.Metrics = s.cur.cfg.Control, s.cur.cfg.LogFormat, s.cur.cfg.Metrics
+		cfg.Steer = s.cur.cfg.Steer
+	}
+	g, err := newGeneration(s.cur.number+1, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Listen != s.cur.cfg.Listen && !s.sockets.has(cfg.Listen) {
+		if err := sockopt.CheckFree(cfg.Listen); err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	if cfg.Sockets == SocketsMaster {
+		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
+			s.sockets.release(s.inUse)
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	return g, nil
+}
+
+// commitReload makes the new generation the serving one and drains every
+// child of the generations before it.
+func (s *Supervisor) commitReload() {
+	old := s.cur
+	s.cur, s.reload.next = s.reload.next, nil
+	for _, sl := range old.slots {
+		sl.cancelRestart()
+	}
+	for _, c := range s.children {
+		if c.gen != s.cur {
+			s.drain(c)
+		}
+	}
+	took := s.env.clock.Now().Sub(s.reload.started)
+	s.tally.reloads["success"]++
+	s.tally.reloadHist.Observe(took.Seconds())
+	s.tally.slotsEver = max(s.tally.slotsEver, s.cur.cfg.Workers)
+	s.log.Info("reload succeeded", "generation", s.cur.number, "took_ms", millis(took))
+	s.reload.outcome = ReloadResult{Generation: s.cur.number}
+	s.announced = true
+	s.notifySystemd("READY=1")
+	s.syncSteerSlots() // before a slot's socket closes: its queue migrates by the new count
+	s.sockets.release(s.inUse)
+	if old.cfg.Sockets != s.cur.cfg.Sockets {
+		s.warnMigrateReq(s.cur.cfg)
+	}
+}
+
+// rollbackReload drains the new generation; the old one never stopped.
+func (s *Supervisor) rollbackReload() {
+	if g := s.reload.next; g != nil {
+		s.reload.next = nil
+		for _, sl := range g.slots {
+			sl.cancelRestart()
+		}
+		for _, c := range s.children {
+			// Drained, not killed: a new child may already serve
+			// connections while a sibling failed.
+			if c.gen == g {
+				s.drain(c)
+			}
+		}
+	}
+	s.tally.reloads["rolled_back"]++
+	s.log.Error("reload rolled back; the old generation serves on", "generation", s.cur.number,
+		"reason", s.reload.err.Error())
+	s.reload.outcome = ReloadResult{Generation: s.cur.number, Err: fmt.Errorf("%w: %w", ErrRolledBack, s.reload.err)}
+	s.reportReloadEnd()
+	s.syncSteerSlots()
+	s.sockets.release(s.inUse)
+}
+
+func (s *Supervisor) rejectReload() {
+	s.tally.reloads["rejected"]++
+	s.log.Error("reload rejected; nothing changed", "generation", s.cur.number, "reason", s.reload.err.Error())
+	s.reload.outcome = ReloadResult{Generation: s.cur.number, Err: fmt.Errorf("%w: %w", ErrReloadRejected, s.reload.err)}
+	s.reportReloadEnd()
+}
+
+// abortReload tells the machine that the supervisor stops.
+func (s *Supervisor) abortReload() { s.driveReload(reloadInput{kind: inStop}) }
+
+// abandonReload ends the running reload for a stop, which drains its
+// children with every other; everyone waiting is told.
+func (s *Supervisor) abandonReload() {
+	r := &s.reload
+	r.next = nil
+	s.answerReload(append(r.waiters, r.later...), ReloadResult{Generation: s.cur.number, Err: ErrStopping})
+	r.waiters, r.later = nil, nil
+}
+
+// reportReloadEnd tells systemd that a failed reload is over: the old
+// generation serves, which is READY=1 once it has been ready at all.
+func (s *Supervisor) reportReloadEnd() {
+	if s.announced || allReady(s.cur) {
+		s.announced = true
+		s.notifySystemd("READY=1")
+	}
+}
+
+func (s *Supervisor) answerReload(to []chan<- ReloadResult, r ReloadResult) {
+	for _, w := range to {
+		w <- r
+	}
+}
+
+// inUse reports whether a master-held socket is still needed: by the
+// serving or the starting generation. A draining child closed its copy at
+// SIGTERM; keeping the socket open for it would only let new connections
+// queue where nobody accepts them.
+func (s *Supervisor) inUse(addr string, slotIndex int) bool {
+	for _, g := range []*generation{s.cur, s.reload.next} {
+		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen == addr && slotIndex < g.cfg.Workers {
+			return true
+		}
+	}
+	return false
+}
+
+func monotonicMicros() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
 }

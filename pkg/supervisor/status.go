@@ -45,7 +45,6 @@ type Status struct {
 }
 
 func (s *Supervisor) status() Status {
-	now := time.Now()
 	st := Status{
 		PID:        os.Getpid(),
 		Generation: s.cur.number,
@@ -53,14 +52,15 @@ func (s *Supervisor) status() Status {
 		Sockets:    s.cur.cfg.Sockets,
 		Children:   []ChildStatus{},
 	}
+	now := s.env.clock.Now()
 	for _, c := range s.children {
 		st.Children = append(st.Children, ChildStatus{
 			Slot:          c.slot,
 			Generation:    c.gen.number,
 			PID:           c.pid,
-			State:         c.state,
+			State:         c.state(),
 			Accepts:       c.page.Accepts(),
-			Restarts:      s.restarts[c.slot],
+			Restarts:      s.tally.restarts[c.slot],
 			UptimeSeconds: now.Sub(c.started).Seconds(),
 			Started:       c.started,
 		})

@@ -29,8 +29,8 @@ type steering struct {
 	away    map[int]bool   // steered away now
 	changes map[int]uint64 // times steered away
 	slots   int            // the active slots last given to the program
-	ticker  *time.Ticker
-	off     string // why steering is off, for the log; "" when on
+	ticker  ticker         // the health checks; nil when not steering
+	off     string         // why steering is off, for the log; "" when on
 }
 
 func newSteering() *steering {
@@ -52,14 +52,14 @@ func (st *steering) follow(p *steer.Steerer) {
 // decideSteering settles --steer at start: steering is on in master socket
 // mode where the program loads. "on" where it cannot is the operator's
 // error; "auto" says once why it is off.
-func decideSteering(cfg Config) (on bool, why string, err error) {
+func decideSteering(cfg Config, supported func() error) (on bool, why string, err error) {
 	switch {
 	case cfg.Steer == SteerOff:
 		return false, "--steer off", nil
 	case cfg.Sockets != SocketsMaster:
 		return false, "it needs --sockets master, where the master holds the sockets", nil
 	}
-	if err := steer.Supported(); err != nil {
+	if err := supported(); err != nil {
 		if cfg.Steer == SteerOn {
 			return false, "", fmt.Errorf("steer: on, but the steering program cannot load here: %w", err)
 		}
@@ -68,16 +68,20 @@ func decideSteering(cfg Config) (on bool, why string, err error) {
 	return true, "", nil
 }
 
-// setSteerTicker starts or stops the health checks.
-func (s *Supervisor) setSteerTicker(on bool) {
-	st := s.steering
+// setTicker starts or stops the health checks, and returns the ticker's
+// channel (nil when stopped).
+func (st *steering) setTicker(clk clock, on bool) <-chan time.Time {
 	switch {
 	case on && st.ticker == nil:
-		st.ticker = time.NewTicker(steerInterval)
+		st.ticker = clk.NewTicker(steerInterval)
 	case !on && st.ticker != nil:
 		st.ticker.Stop()
 		st.ticker = nil
 	}
+	if st.ticker == nil {
+		return nil
+	}
+	return st.ticker.C()
 }
 
 // steeringActive reports whether the serving generation's group is steered.
@@ -95,7 +99,7 @@ func (s *Supervisor) syncSteerSlots() {
 	}
 	s.steering.follow(st)
 	n := 0
-	for _, g := range []*generation{s.cur, s.next} {
+	for _, g := range []*generation{s.cur, s.reload.next} {
 		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen == addr {
 			n = max(n, len(g.slots))
 		}
@@ -111,7 +115,7 @@ func (s *Supervisor) syncSteerSlots() {
 		delete(s.steering.away, i)
 	}
 	if err := st.SetSlots(n); err != nil {
-		s.log.Error("steer: set the number of slots", "slots", n, "err", err)
+		s.log.Error("could not give the steering program the number of slots", "slots", n, "err", err)
 		return
 	}
 	s.steering.slots = n
@@ -132,7 +136,7 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 	}
 	for _, o := range s.children {
 		if o.slot == c.slot && o.gen.cfg.Sockets == SocketsMaster && o.gen.cfg.Listen == c.gen.cfg.Listen &&
-			o.state != StateDraining {
+			o.life != draining {
 			// A starting child (a reload's, a recycling successor) holds
 			// the socket: closing the master's copy would move nothing,
 			// and leave that child on a socket outside the program.
@@ -142,7 +146,7 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 	renewed, err := s.sockets.renew(c.gen.cfg.Listen, c.slot)
 	switch {
 	case err != nil:
-		s.log.Error("steer: renew the socket of a crashed child's slot", "slot", c.slot, "err", err)
+		s.log.Error("could not renew the socket of a crashed child's slot", "slot", c.slot, "err", err)
 	case renewed:
 		s.log.Info("socket of the slot renewed; its queue moved to the healthy slots", "slot", c.slot)
 	}
@@ -184,7 +188,7 @@ func (s *Supervisor) steerTick() {
 	}
 	views := make([]view, n)
 	for _, c := range s.children {
-		if c.slot >= n || c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster || c.state == StateDraining {
+		if c.slot >= n || c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster || c.life == draining {
 			continue
 		}
 		v := &views[c.slot]
@@ -193,15 +197,12 @@ func (s *Supervisor) steerTick() {
 		// Every child gets a page; one that never counted on it (a
 		// program that ignores it) shows progress by its queue instead.
 		v.counting = v.counting || n > 0
-		if c.state == StateReady {
-			if c.watchdogKilled {
-				v.hung = true
-			} else {
-				v.ready = true
-			}
+		if c.state() == StateReady {
+			v.ready = v.ready || c.life.serving()
+			v.hung = v.hung || c.life == hung
 		}
 	}
-	now := time.Now()
+	now := s.env.clock.Now()
 	for i := range n {
 		h := s.steering.health[i]
 		if h == nil {
@@ -210,12 +211,12 @@ func (s *Supervisor) steerTick() {
 		}
 		queued, _ := s.sockets.acceptQueue(addr, i)
 		v := views[i]
-		if !h.update(healthInput{ready: v.ready, hung: v.hung && !v.ready, accepts: s.accepted[i] + v.accepts,
+		if !h.update(healthInput{ready: v.ready, hung: v.hung && !v.ready, accepts: s.tally.accepted[i] + v.accepts,
 			queued: queued, now: now, window: DefaultStuckWindow, counting: v.counting}) {
 			continue
 		}
 		if err := st.SetHealthy(i, h.healthy); err != nil {
-			s.log.Error("steer: mark slot", "slot", i, "healthy", h.healthy, "err", err)
+			s.log.Error("could not tell the steering program a slot's health", "slot", i, "healthy", h.healthy, "err", err)
 			continue
 		}
 		wasAway := s.steering.away[i]

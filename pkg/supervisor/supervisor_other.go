@@ -5,7 +5,6 @@ package supervisor
 import (
 	"errors"
 	"os"
-	"time"
 
 	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
@@ -37,28 +36,24 @@ func (*spawner) stop() {}
 
 type socketSet struct{ steer bool }
 
-func newSocketSet() *socketSet                    { return &socketSet{} }
-func (*socketSet) ensure(string, int) error       { return errUnsupported }
-func (*socketSet) has(string) bool                { return false }
-func (*socketSet) fd(string, int) (int, error)    { return -1, errUnsupported }
-func (*socketSet) release(func(string, int) bool) {}
-func (*socketSet) closeAll()                      {}
-func closeOnExecAll() error                       { return errUnsupported }
-func watchSIGCHLD(func(), <-chan struct{}) <-chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}
-func reap(func(exitStatus))                                  {}
+func newSocketSet() *socketSet                               { return &socketSet{} }
+func (*socketSet) ensure(string, int) error                  { return errUnsupported }
+func (*socketSet) has(string) bool                           { return false }
+func (*socketSet) fd(string, int) (int, error)               { return -1, errUnsupported }
+func (*socketSet) release(func(string, int) bool)            {}
+func (*socketSet) closeAll()                                 {}
+func closeOnExecAll() error                                  { return errUnsupported }
 func childEnv(base []string, own map[string]string) []string { return base }
 
-type exitStatus struct {
-	pid    int
-	status unix.WaitStatus
-	at     time.Time
-}
+// osProcs starts nothing off Linux; New fails before it is used.
+type osProcs struct{ stdin *os.File }
 
-type sigchld struct{}
+func (*osProcs) run(func()) func()                   { return func() {} }
+func (*osProcs) start(spawnSpec) (int, error)        { return 0, errUnsupported }
+func (*osProcs) signal(int, unix.Signal, bool) error { return errUnsupported }
+func (*osProcs) reap(func(exitStatus))               {}
+func (*osProcs) parent(int) (int, error)             { return 0, errUnsupported }
+func (*osProcs) rss(int) (uint64, error)             { return 0, errUnsupported }
 
 // ShimCommand is the first argument that makes the master's binary act as
 // the exec shim of master socket mode; Linux only.

@@ -17,17 +17,17 @@ const WatchdogGrace = 3 * time.Second
 // timer: nothing polls.
 func (s *Supervisor) watchdogPing(c *child, at time.Time) {
 	d := c.gen.cfg.Watchdog
-	if d <= 0 || c.state == StateDraining || c.watchdogKilled || c.notReady {
+	if d <= 0 || c.life == draining || c.life == hung || c.life == late {
 		return
 	}
 	c.lastPing = at
-	c.stallGraced = false
-	if c.watchdogTimer == nil {
-		c.watchdogTimer = time.AfterFunc(d, func() { s.send(watchdogExpired{c: c}) })
-		s.log.Debug("child watchdog armed", "slot", c.slot, "pid", c.pid, "watchdog", d.String())
+	c.graced = false
+	if c.watchdog == nil {
+		c.watchdog = s.env.clock.AfterFunc(d, func() { s.send(watchdogExpired{c: c}) })
+		s.log.Debug("child watchdog armed", "slot", c.slot, "pid", c.pid, "watchdog_ms", millis(d))
 		return
 	}
-	c.watchdogTimer.Reset(d)
+	c.watchdog.Reset(d)
 }
 
 // watchdogExpired acts on a watchdog timer that fired: unless a ping came
@@ -35,35 +35,40 @@ func (s *Supervisor) watchdogPing(c *child, at time.Time) {
 // that it can say where it hangs; SIGKILL to its group after the grace.
 func (s *Supervisor) watchdogExpired(c *child) {
 	d := c.gen.cfg.Watchdog
-	if !s.live(c) || c.state == StateDraining || c.watchdogKilled {
+	if !s.live(c) || c.life == draining || c.life == hung {
 		return
 	}
-	silent := time.Since(c.lastPing)
+	silent := s.env.clock.Now().Sub(c.lastPing)
 	if silent < d {
 		return // pinged after the timer fired; Reset re-armed it
 	}
-	if silent > d+stallSlack(d) && !c.stallGraced {
+	if silent > d+stallSlack(d) && !c.graced {
 		// The timer fired long after it was due: the master itself was
 		// stopped or starved (SIGSTOP, CPU throttling, a long burst of
 		// work), and pings may still wait in its socket. Judge again a
 		// full period from now rather than kill a child for the master's
 		// silence.
 		s.log.Warn("watchdog check came late; the master was stalled, giving the child a new period",
-			"slot", c.slot, "pid", c.pid, "late", (silent - d).Round(time.Millisecond).String())
+			"slot", c.slot, "pid", c.pid, "late_ms", millis(silent-d))
 		// Once in a row only: a master that stays late must still
 		// catch a child that hangs.
-		c.stallGraced = true
-		c.lastPing = time.Now()
-		c.watchdogTimer.Reset(d)
+		c.graced = true
+		c.lastPing = s.env.clock.Now()
+		c.watchdog.Reset(d)
 		return
 	}
-	c.watchdogKilled = true
-	s.watchdogKills[c.slot]++
+	if c.life == starting {
+		// It pinged before READY=1 and then went silent: its ready
+		// timeout still runs, but it is hung all the same.
+		stopTimer(c.readyTimer)
+	}
+	c.life = hung
+	s.tally.watchdogKills[c.slot]++
 	s.log.Error("child missed its watchdog; sending SIGQUIT, then SIGKILL", "slot", c.slot,
-		"generation", c.gen.number, "pid", c.pid, "silent", silent.Round(time.Millisecond).String(),
-		"watchdog", d.String(), "grace", WatchdogGrace.String())
+		"generation", c.gen.number, "pid", c.pid, "silent_ms", millis(silent),
+		"watchdog_ms", millis(d), "grace_ms", millis(WatchdogGrace))
 	s.kill(c, unix.SIGQUIT)
-	c.killTimer = time.AfterFunc(WatchdogGrace, func() { s.send(watchdogGraceOver{c: c}) })
+	c.killTimer = s.env.clock.AfterFunc(WatchdogGrace, func() { s.send(watchdogGraceOver{c: c}) })
 }
 
 func (s *Supervisor) watchdogGraceOver(c *child) {

@@ -1,0 +1,186 @@
+package supervisor
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prefork/prefork/pkg/counters"
+	"golang.org/x/sys/unix"
+)
+
+// generation is one set of children started from one configuration.
+type generation struct {
+	number int
+	cfg    Config
+	argv   []string  // cfg.Command with its program resolved to a path
+	id     *identity // who the children run as; nil: as the master
+	slots  []*slot
+}
+
+// slot is a position 0..Workers-1 of a generation.
+type slot struct {
+	current  *child // nil while a restart is pending
+	failures int    // unplanned exits in a row, for the backoff
+	restart  timer  // a pending restart; nil when none
+	// successor is the child starting to replace current (recycling);
+	// current serves until it is ready. why says what limit current
+	// passed.
+	successor *child
+	why       string
+	// noRecycleBefore holds off recycling after a successor failed.
+	noRecycleBefore time.Time
+}
+
+// cancelRestart stops the slot's pending restart, if any.
+func (sl *slot) cancelRestart() {
+	stopTimer(sl.restart)
+	sl.restart = nil
+}
+
+// life is where a child is in its life. Every child is in exactly one;
+// the moves are:
+//
+//	starting ──READY=1──▶ ready ──a limit passed──▶ recycling ──successor ready──▶ draining
+//	   │                    │  ◀──successor failed──────┘
+//	   │                    └──watchdog missed──▶ hung (SIGQUIT, then SIGKILL)
+//	   └──ready timeout──▶ late (SIGKILL)
+//
+// and any child not yet draining moves to draining when it is told to stop
+// (SIGTERM). Exits are classified by the life they end (exit.go).
+type life uint8
+
+const (
+	// starting: started, READY=1 not yet received.
+	starting life = iota
+	// ready: said READY=1 and serves.
+	ready
+	// recycling: ready, and passed a limit (--max-accepts, --max-rss):
+	// its successor is starting beside it.
+	recycling
+	// hung: was ready, then missed its watchdog; sent SIGQUIT, SIGKILL
+	// follows after WatchdogGrace.
+	hung
+	// late: not ready within the ready timeout; sent SIGKILL.
+	late
+	// draining: told to stop (SIGTERM); SIGKILL follows at the drain
+	// timeout.
+	draining
+)
+
+// state returns how Status and the metrics show c: a hung child shows
+// what it was before it hung, a late one was still starting.
+func (c *child) state() State {
+	switch c.life {
+	case ready, recycling:
+		return StateReady
+	case hung:
+		if !c.readyAt.IsZero() {
+			return StateReady
+		}
+	case draining:
+		return StateDraining
+	}
+	return StateStarting
+}
+
+// serving reports whether a child in this life takes connections and is
+// fit to: ready, recycling or not, and not hung.
+func (l life) serving() bool { return l == ready || l == recycling }
+
+// child is one process the supervisor started and has not reaped yet.
+type child struct {
+	pid     int
+	gen     *generation
+	slot    int
+	life    life
+	started time.Time
+	readyAt time.Time
+	page    *counters.Page // its accept counter; nil if none could be made
+
+	// Its timers: the ready timeout while starting; the SIGKILL that
+	// follows a drain or a watchdog's SIGQUIT.
+	readyTimer timer
+	killTimer  timer
+
+	// The watchdog, armed by the child's first WATCHDOG=1.
+	watchdog    timer
+	lastPing    time.Time
+	graced      bool   // the last expiry was excused as the master's stall
+	acceptLimit uint64 // recycle past this many accepts; 0: never
+}
+
+// stopTimers stops every timer of c; it is gone or going.
+func (c *child) stopTimers() {
+	stopTimer(c.readyTimer)
+	stopTimer(c.killTimer)
+	stopTimer(c.watchdog)
+}
+
+// live reports whether c is still a process of the table (its pid may
+// since have been reused by another child).
+func (s *Supervisor) live(c *child) bool { return s.children[c.pid] == c }
+
+// slotOf returns the slot c belongs to, or nil when a scale-down removed it.
+func (s *Supervisor) slotOf(c *child) *slot {
+	if c.slot < len(c.gen.slots) {
+		return c.gen.slots[c.slot]
+	}
+	return nil
+}
+
+// allReady reports whether every slot of g has a ready child.
+func allReady(g *generation) bool {
+	for _, sl := range g.slots {
+		if sl.current == nil || sl.current.state() != StateReady {
+			return false
+		}
+	}
+	return true
+}
+
+// childOf returns the child that pid is, or descends from: a child may
+// hand the notify socket to a process of its own, as systemd's
+// NotifyAccess=all allows.
+func (s *Supervisor) childOf(pid int) *child {
+	for range 8 {
+		if c, ok := s.children[pid]; ok {
+			return c
+		}
+		ppid, err := s.env.procs.parent(pid)
+		if err != nil || ppid <= 1 {
+			return nil
+		}
+		pid = ppid
+	}
+	return nil
+}
+
+// drain tells c to finish what it has and exit, and arms the SIGKILL that
+// follows at the drain timeout.
+func (s *Supervisor) drain(c *child) {
+	if c.life == draining {
+		return
+	}
+	wasHung := c.life == hung
+	c.life = draining
+	stopTimer(c.readyTimer)
+	stopTimer(c.watchdog)
+	s.kill(c, unix.SIGTERM)
+	if wasHung {
+		return // its SIGKILL is due already, at the end of WatchdogGrace
+	}
+	c.killTimer = s.env.clock.AfterFunc(c.gen.cfg.DrainTimeout, func() { s.send(drainTimeout{c: c}) })
+}
+
+// kill signals c. Only the loop reaps, and it removes a child from the table
+// as it does, so c.pid cannot name another process here. SIGKILL goes to
+// the child's whole process group (it leads one of its own), as systemd's
+// KillMode=control-group would: a helper the child started must not
+// outlive it. Other signals go to the child alone; how it stops its
+// helpers is its own business.
+func (s *Supervisor) kill(c *child, sig unix.Signal) {
+	err := s.env.procs.signal(c.pid, sig, sig == unix.SIGKILL)
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		s.log.Error("could not signal a child", "pid", c.pid, "signal", unix.SignalName(sig), "err", err)
+	}
+}

@@ -1,0 +1,173 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// An exit is where a crash is noticed: the loop reaps (sigchld), and each
+// exit is first classified by the life it ends, then dispatched.
+
+// exitKind is what an exit means to the supervisor.
+type exitKind uint8
+
+const (
+	// exitPlanned: the child was draining, or the master is stopping.
+	exitPlanned exitKind = iota + 1
+	// exitSuccessor: a recycling successor that never got ready; the
+	// child it was to replace serves on.
+	exitSuccessor
+	// exitNewGeneration: a child of the generation a reload is starting;
+	// the reload rolls back.
+	exitNewGeneration
+	// exitServing: a child of the serving generation; its slot restarts.
+	exitServing
+	// exitStray: a child of a generation neither serving nor starting
+	// that was not draining; nothing follows.
+	exitStray
+)
+
+// classify says what the exit of c, still in the table, means.
+func (s *Supervisor) classify(c *child) exitKind {
+	sl := s.slotOf(c)
+	switch {
+	case c.life == draining || s.stopping != 0:
+		return exitPlanned
+	case sl != nil && sl.successor == c:
+		return exitSuccessor
+	case c.gen == s.reload.next:
+		return exitNewGeneration
+	case c.gen == s.cur && sl != nil:
+		return exitServing
+	}
+	return exitStray
+}
+
+// exited handles one process the loop reaped.
+func (s *Supervisor) exited(e exitStatus) {
+	c, ok := s.children[e.pid]
+	if !ok {
+		// An orphan the kernel re-parented to us (we are PID 1 or a
+		// subreaper): reaping it is all there is to do.
+		s.log.Debug("reaped a process outside the group", "pid", e.pid)
+		return
+	}
+	kind := s.classify(c)
+	s.forget(c)
+	attrs := append([]any{"slot", c.slot, "generation", c.gen.number, "pid", c.pid,
+		"lived_ms", millis(e.at.Sub(c.started))}, exitAttrs(e.status)...)
+	if kind == exitPlanned {
+		s.log.Info("child exited", attrs...)
+		return
+	}
+	reason := describeExit(e.status)
+	switch c.life {
+	case late:
+		attrs = append(attrs, "reason", "not ready in time")
+		reason = fmt.Sprintf("not ready within %v", c.gen.cfg.ReadyTimeout)
+	case hung:
+		attrs = append(attrs, "reason", "watchdog")
+		reason = fmt.Sprintf("killed by the watchdog: no WATCHDOG=1 for %v (%s)", c.gen.cfg.Watchdog, reason)
+	}
+	s.log.Warn("child exited unexpectedly", attrs...)
+	switch kind {
+	case exitSuccessor:
+		s.successorFailed(s.slotOf(c), c, reason)
+	case exitNewGeneration:
+		s.reload.err = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
+		s.driveReload(reloadInput{kind: inNewFailed})
+	case exitServing:
+		s.crashed(c, e.at)
+	}
+}
+
+// forget removes c from the table and from its slot, and folds its last
+// count into the slot's total before its page goes, so that the slot's
+// counter never goes down.
+func (s *Supervisor) forget(c *child) {
+	delete(s.children, c.pid)
+	s.tally.accepted[c.slot] += c.page.Accepts()
+	c.page.Close()
+	c.stopTimers()
+	if sl := s.slotOf(c); sl != nil {
+		if sl.successor == c {
+			sl.successor, sl.why = nil, ""
+		}
+		if sl.current == c {
+			sl.current = nil
+		}
+	}
+}
+
+// crashed restarts the slot of a serving child that exited unplanned.
+func (s *Supervisor) crashed(c *child, at time.Time) {
+	sl := s.slotOf(c)
+	s.steerAfterCrash(c)
+	sl.failures = failuresAfterExit(sl.failures, c.readyAt, at)
+	s.tally.restarts[c.slot]++
+	if sl.successor != nil {
+		// The child being recycled died first: its successor, already
+		// starting, takes the slot.
+		sl.current, sl.successor, sl.why = sl.successor, nil, ""
+		return
+	}
+	s.scheduleRestart(c.gen, c.slot)
+}
+
+func exitAttrs(ws unix.WaitStatus) []any {
+	switch {
+	case ws.Exited():
+		return []any{"code", ws.ExitStatus()}
+	case ws.Signaled():
+		return []any{"signal", unix.SignalName(ws.Signal())}
+	}
+	return []any{"status", int(ws)}
+}
+
+func describeExit(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exited with code %d", ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("ended with status %#x", int(ws))
+}
+
+// scheduleRestart restarts slot slotIndex of g after its backoff.
+func (s *Supervisor) scheduleRestart(g *generation, slotIndex int) {
+	if s.stopping != 0 {
+		return
+	}
+	sl := g.slots[slotIndex]
+	delay := restartDelay(sl.failures)
+	s.log.Info("restarting slot", "slot", slotIndex, "generation", g.number, "in_ms", millis(delay),
+		"failures_in_a_row", sl.failures)
+	if delay == 0 {
+		s.startServing(slotIndex)
+		return
+	}
+	sl.cancelRestart()
+	sl.restart = s.env.clock.AfterFunc(delay, func() { s.send(restartDue{s: sl}) })
+}
+
+func (s *Supervisor) restartDue(sl *slot) {
+	sl.restart = nil
+	if s.stopping != 0 || sl.current != nil {
+		return
+	}
+	// Only the serving generation restarts; a slot of a generation that
+	// was replaced meanwhile has no business starting anything.
+	for i, cur := range s.cur.slots {
+		if cur == sl {
+			s.startServing(i)
+		}
+	}
+}
+
+// millis is d in milliseconds, to the microsecond: a number in JSON logs.
+func millis(d time.Duration) float64 {
+	return float64(d.Round(time.Microsecond)) / float64(time.Millisecond)
+}

@@ -1,0 +1,357 @@
+package supervisor
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prefork/prefork/pkg/counters"
+	"golang.org/x/sys/unix"
+)
+
+// The fake side of the seam (env.go): processes that exist only in a
+// table, and a clock that moves when a test says so. Both settle the loop
+// after every change they make (settle runs a no-op through the loop,
+// whose events are handled in order), so that a test reads a state in
+// which every consequence has been handled.
+
+// fakeClock is a clock that only Advance moves.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	timers  []*fakeTimer
+	tickers []*fakeTicker
+	settle  func() // waits until the loop has handled what was sent
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), settle: func() {}}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{clock: c, when: c.now.Add(d), f: f, active: true}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (c *fakeClock) NewTicker(d time.Duration) ticker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTicker{clock: c, period: d, next: c.now.Add(d), ch: make(chan time.Time), stopped: make(chan struct{})}
+	c.tickers = append(c.tickers, t)
+	return t
+}
+
+// Advance moves the clock by d, firing every timer and tick due on the
+// way in order, each at its own time, and settling the loop after each.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	end := c.now.Add(d)
+	c.mu.Unlock()
+	for c.fireNext(end) {
+		c.settle()
+	}
+	c.mu.Lock()
+	c.now = end
+	c.mu.Unlock()
+}
+
+// fireNext fires the earliest timer or tick due by end, and reports
+// whether there was one.
+func (c *fakeClock) fireNext(end time.Time) bool {
+	c.mu.Lock()
+	var timer *fakeTimer
+	var tick *fakeTicker
+	when := end.Add(time.Nanosecond)
+	for _, t := range c.timers {
+		if t.active && t.when.Before(when) {
+			timer, when = t, t.when
+		}
+	}
+	for _, t := range c.tickers {
+		if !t.isStopped() && t.next.Before(when) {
+			timer, tick, when = nil, t, t.next
+		}
+	}
+	if timer == nil && tick == nil {
+		c.mu.Unlock()
+		return false
+	}
+	c.now = when
+	if timer != nil {
+		timer.active = false
+		c.timers = slices.DeleteFunc(c.timers, func(t *fakeTimer) bool { return t == timer })
+		c.mu.Unlock()
+		timer.f()
+		return true
+	}
+	tick.next = tick.next.Add(tick.period)
+	c.mu.Unlock()
+	// Unbuffered: the send returns once the loop took the tick, and the
+	// settle after it waits for the loop to have acted on it.
+	select {
+	case tick.ch <- when:
+	case <-tick.stopped:
+	}
+	return true
+}
+
+// pending returns how many timers are armed.
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
+type fakeTimer struct {
+	clock  *fakeClock
+	when   time.Time
+	f      func()
+	active bool
+}
+
+func (t *fakeTimer) Stop() bool {
+	c := t.clock
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := t.active
+	t.active = false
+	c.timers = slices.DeleteFunc(c.timers, func(o *fakeTimer) bool { return o == t })
+	return was
+}
+
+func (t *fakeTimer) Reset(d time.Duration) bool {
+	c := t.clock
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := t.active
+	t.when, t.active = c.now.Add(d), true
+	if !was {
+		c.timers = append(c.timers, t)
+	}
+	return was
+}
+
+type fakeTicker struct {
+	clock   *fakeClock
+	period  time.Duration
+	next    time.Time
+	ch      chan time.Time
+	stopped chan struct{}
+	once    sync.Once
+}
+
+func (t *fakeTicker) C() <-chan time.Time { return t.ch }
+func (t *fakeTicker) Stop()               { t.once.Do(func() { close(t.stopped) }) }
+
+func (t *fakeTicker) isStopped() bool {
+	select {
+	case <-t.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// fakeProc is one process of fakeProcs.
+type fakeProc struct {
+	pid     int
+	spec    spawnSpec
+	env     map[string]string
+	counter *counters.Counter // its counter page, mapped as a child would
+	signals []unix.Signal
+	// ignore lists the signals it does not exit on; by default it exits 0
+	// on SIGTERM (a drain with nothing to finish), 2 on SIGQUIT (as Go
+	// does) and is killed by SIGKILL.
+	ignore map[unix.Signal]bool
+	exited bool
+}
+
+func (p *fakeProc) slot() int       { n, _ := strconv.Atoi(p.env["PREFORK_SLOT"]); return n }
+func (p *fakeProc) generation() int { n, _ := strconv.Atoi(p.env["PREFORK_GENERATION"]); return n }
+
+// fakeProcs is procs without processes.
+type fakeProcs struct {
+	mu      sync.Mutex
+	clock   *fakeClock
+	nextPID int
+	procs   []*fakeProc
+	ended   []exitStatus
+	exited  func()
+	chld    bool // a SIGCHLD is queued and not reaped yet
+	// failStart, when set, decides whether a start fails.
+	failStart func(spec spawnSpec) error
+	parents   map[int]int
+	rssOf     map[int]uint64
+	settle    func()
+}
+
+func newFakeProcs(clock *fakeClock) *fakeProcs {
+	return &fakeProcs{clock: clock, nextPID: 1000, parents: make(map[int]int), rssOf: make(map[int]uint64),
+		settle: func() {}}
+}
+
+func (f *fakeProcs) run(exited func()) func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exited = exited
+	return func() {}
+}
+
+func (f *fakeProcs) start(spec spawnSpec) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failStart != nil {
+		if err := f.failStart(spec); err != nil {
+			return 0, err
+		}
+	}
+	f.nextPID++
+	p := &fakeProc{pid: f.nextPID, spec: spec, env: make(map[string]string), ignore: make(map[unix.Signal]bool)}
+	for _, kv := range spec.env {
+		k, v, _ := strings.Cut(kv, "=")
+		p.env[k] = v
+	}
+	if n, err := strconv.Atoi(p.env["PREFORK_COUNTERS_FD"]); err == nil && n-3 < len(spec.extra) {
+		// The child's own mapping of its page, from a copy of the fd
+		// it would inherit.
+		if fd, err := unix.Dup(spec.extra[n-3]); err == nil {
+			if p.counter, err = counters.OpenCounter(fd); err != nil {
+				unix.Close(fd)
+			}
+		}
+	}
+	f.procs = append(f.procs, p)
+	return p.pid, nil
+}
+
+func (f *fakeProcs) signal(pid int, sig unix.Signal, group bool) error {
+	f.mu.Lock()
+	p := f.find(pid)
+	if p == nil || p.exited {
+		f.mu.Unlock()
+		return unix.ESRCH
+	}
+	p.signals = append(p.signals, sig)
+	var ws unix.WaitStatus
+	switch {
+	case p.ignore[sig] && sig != unix.SIGKILL:
+		f.mu.Unlock()
+		return nil
+	case sig == unix.SIGTERM:
+		ws = exitCode(0)
+	case sig == unix.SIGQUIT:
+		ws = exitCode(2)
+	default:
+		ws = killedBy(sig)
+	}
+	f.mu.Unlock()
+	// Called on the loop: the exit is queued, and the loop reaps it
+	// after the handler that signalled returns.
+	f.end(pid, ws)
+	return nil
+}
+
+// end makes pid exit with ws.
+func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
+	f.mu.Lock()
+	p := f.find(pid)
+	if p != nil {
+		p.exited = true
+		if p.counter != nil {
+			p.counter.Close()
+		}
+	}
+	f.ended = append(f.ended, exitStatus{pid: pid, status: ws, at: f.clock.Now()})
+	exited := f.exited
+	if f.chld {
+		exited = nil // one SIGCHLD stands for any number of exits
+	}
+	f.chld = exited != nil
+	f.mu.Unlock()
+	if exited != nil {
+		// Sent before end returns, so a settle after it sees the exit
+		// handled. On the loop (a signal it sent) this cannot block:
+		// only one SIGCHLD is ever queued.
+		exited()
+	}
+}
+
+func (f *fakeProcs) reap(report func(exitStatus)) {
+	f.mu.Lock()
+	ended := f.ended
+	f.ended, f.chld = nil, false
+	f.mu.Unlock()
+	for _, e := range ended {
+		report(e)
+	}
+}
+
+func (f *fakeProcs) parent(pid int) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ppid, ok := f.parents[pid]; ok {
+		return ppid, nil
+	}
+	return 0, unix.ESRCH
+}
+
+func (f *fakeProcs) rss(pid int) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.find(pid); p == nil || p.exited {
+		return 0, unix.ESRCH
+	}
+	return f.rssOf[pid], nil
+}
+
+func (f *fakeProcs) find(pid int) *fakeProc {
+	for _, p := range f.procs {
+		if p.pid == pid {
+			return p
+		}
+	}
+	return nil
+}
+
+// live returns the processes that have not exited, in start order.
+func (f *fakeProcs) live() []*fakeProc {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*fakeProc
+	for _, p := range f.procs {
+		if !p.exited {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// started returns every process ever started, in start order.
+func (f *fakeProcs) started() []*fakeProc {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.procs)
+}
+
+func (f *fakeProcs) signalsOf(pid int) []unix.Signal {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.find(pid); p != nil {
+		return slices.Clone(p.signals)
+	}
+	return nil
+}
+
+func exitCode(code int) unix.WaitStatus       { return unix.WaitStatus(code << 8) }
+func killedBy(sig unix.Signal) unix.WaitStatus { return unix.WaitStatus(sig) }

@@ -1,0 +1,82 @@
+package supervisor
+
+import (
+	"os"
+	"strconv"
+
+	"github.com/prefork/prefork/pkg/counters"
+)
+
+// startServing starts the child of a slot of the serving generation; a
+// failure to start counts against the slot like an exit.
+func (s *Supervisor) startServing(slotIndex int) {
+	sl := s.cur.slots[slotIndex]
+	c, err := s.startChild(s.cur, slotIndex)
+	if err != nil {
+		s.log.Error("child failed to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
+		sl.failures++
+		s.scheduleRestart(s.cur, slotIndex)
+		return
+	}
+	sl.current = c
+}
+
+// startChild starts a child for a slot of g; the caller gives it its place
+// in the slot.
+func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
+	cfg := g.cfg
+	own := map[string]string{
+		"PREFORK_LISTEN":        cfg.Listen,
+		"PREFORK_SLOT":          strconv.Itoa(slotIndex),
+		"PREFORK_GENERATION":    strconv.Itoa(g.number),
+		"PREFORK_WORKERS":       strconv.Itoa(cfg.Workers),
+		"PREFORK_DRAIN_TIMEOUT": cfg.DrainTimeout.String(),
+		"NOTIFY_SOCKET":         s.notify.addr,
+	}
+	if cfg.Watchdog > 0 {
+		own["WATCHDOG_USEC"] = strconv.FormatInt(cfg.Watchdog.Microseconds(), 10)
+	}
+	if id := g.id; id != nil && id.home != "" {
+		// As login and systemd's User= do: a child of another user
+		// must not write into the master's home.
+		own["HOME"], own["USER"], own["LOGNAME"] = id.home, id.user, id.user
+	}
+	spec := spawnSpec{path: g.argv[0], argv: g.argv, id: g.id}
+	if cfg.Sockets == SocketsMaster {
+		fd, err := s.sockets.fd(cfg.Listen, slotIndex)
+		if err != nil {
+			return nil, err
+		}
+		spec.extra = append(spec.extra, fd) // fd 3, as socket activation wants
+		own["LISTEN_FDS"] = "1"
+		own["LISTEN_FDNAMES"] = "prefork"
+		// LISTEN_PID must be the child's own pid, known only after the
+		// fork: the master's binary, run as a shim, sets it and execs argv.
+		// /proc/self/exe, resolved in the forked child, is the running
+		// master's own inode, even if its file was replaced by an upgrade.
+		spec.path = "/proc/self/exe"
+		spec.argv = append([]string{s.self, ShimCommand}, g.argv...)
+		own[envShimParent] = strconv.Itoa(os.Getpid())
+	}
+	page, err := counters.NewPage()
+	if err != nil {
+		// Counting is not worth a child: it serves, its accepts read 0.
+		s.log.Warn("no counter page for a child; its accepts read 0", "slot", slotIndex, "err", err)
+	} else {
+		own["PREFORK_COUNTERS_FD"] = strconv.Itoa(3 + len(spec.extra))
+		spec.extra = append(spec.extra, page.FD())
+	}
+	spec.env = childEnv(os.Environ(), own)
+	now := s.env.clock.Now()
+	pid, err := s.env.procs.start(spec)
+	if err != nil {
+		page.Close()
+		return nil, err
+	}
+	c := &child{pid: pid, gen: g, slot: slotIndex, life: starting, started: now, page: page,
+		acceptLimit: acceptLimit(cfg.MaxAccepts)}
+	c.readyTimer = s.env.clock.AfterFunc(cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
+	s.children[pid] = c
+	s.log.Info("child started", "slot", slotIndex, "generation", g.number, "pid", pid)
+	return c, nil
+}

@@ -276,8 +276,9 @@ func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
 	exited := f.exited
 	if f.chld {
 		exited = nil // one SIGCHLD stands for any number of exits
+	} else {
+		f.chld = exited != nil
 	}
-	f.chld = exited != nil
 	f.mu.Unlock()
 	if exited != nil {
 		// Sent before end returns, so a settle after it sees the exit
@@ -295,6 +296,13 @@ func (f *fakeProcs) reap(report func(exitStatus)) {
 	for _, e := range ended {
 		report(e)
 	}
+}
+
+// sigchldQueued reports whether an exit waits to be reaped.
+func (f *fakeProcs) sigchldQueued() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.chld
 }
 
 func (f *fakeProcs) parent(pid int) (int, error) {
@@ -353,5 +361,5 @@ func (f *fakeProcs) signalsOf(pid int) []unix.Signal {
 	return nil
 }
 
-func exitCode(code int) unix.WaitStatus       { return unix.WaitStatus(code << 8) }
+func exitCode(code int) unix.WaitStatus        { return unix.WaitStatus(code << 8) }
 func killedBy(sig unix.Signal) unix.WaitStatus { return unix.WaitStatus(sig) }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"os"
 	"slices"
 	"time"
@@ -66,10 +67,8 @@ func (s *Supervisor) status() Status {
 		})
 	}
 	slices.SortFunc(st.Children, func(a, b ChildStatus) int {
-		if a.Slot != b.Slot {
-			return a.Slot - b.Slot
-		}
-		return a.Generation - b.Generation
+		return cmp.Or(cmp.Compare(a.Slot, b.Slot), cmp.Compare(a.Generation, b.Generation),
+			a.Started.Compare(b.Started), cmp.Compare(a.PID, b.PID))
 	})
 	return st
 }

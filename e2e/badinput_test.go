@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -31,6 +32,10 @@ func TestBadInput(t *testing.T) {
 	badValue := filepath.Join(dir, "badvalue.yaml")
 	write(t, badValue, "ready-timeout: soon\n", 0o644)
 	unreadable := filepath.Join(dir, "absent.yaml")
+	// A directory where a master running as nobody can make its control
+	// socket.
+	ctlDir := openDir(t)
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -47,6 +52,8 @@ func TestBadInput(t *testing.T) {
 		// cred runs the master as another user; it must then name a
 		// command that user can reach.
 		cred *syscall.Credential
+		// skip, when not "", is why the case cannot run here.
+		skip string
 	}{
 		{name: "zero workers", args: []string{"--workers", "0"}, want: "workers"},
 		{name: "workers not a number", args: []string{"--workers", "abc"}, want: "workers"},
@@ -71,14 +78,17 @@ func TestBadInput(t *testing.T) {
 		{name: "steer on in child mode", args: []string{"--steer", "on"}, want: "steer: on needs --sockets master"},
 		{name: "unknown steer mode", args: []string{"--steer", "sometimes"}, want: "steer"},
 		{
-			name: "steer on where the program cannot load", env: []string{"PREFORK_STEER_FAIL=1"},
-			args: []string{"--sockets", "master", "--steer", "on"}, want: "steer: on, but the steering program cannot load",
+			// Without root the kernel refuses to load the program.
+			name: "steer on where the program cannot load", cred: nobody, skip: unprivilegedBPFAllowed(),
+			args: []string{"--sockets", "master", "--steer", "on", "--control", filepath.Join(ctlDir, "control.sock"),
+				"--metrics", "", "--", "/bin/true"},
+			want: "steer: on, but the steering program cannot load",
 		},
 		{name: "unknown user", args: []string{"--user", "no-such-user-here"}, want: `user: no user "no-such-user-here"`},
 		{name: "unknown group", args: []string{"--user", "nobody", "--group", "no-such-group-here"}, want: "group: no group"},
 		{
 			// An unprivileged master cannot start children as another user.
-			name: "user switch without the right", cred: &syscall.Credential{Uid: 65534, Gid: 65534},
+			name: "user switch without the right", cred: nobody,
 			args: []string{"--user", "root", "--control", "", "--metrics", "", "--", "/bin/true"},
 			want: "needs root or CAP_SETUID",
 		},
@@ -87,6 +97,9 @@ func TestBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.cred != nil && os.Geteuid() != 0 {
 				t.Skip("needs root to start the master as another user")
+			}
+			if tt.skip != "" {
+				t.Skip(tt.skip)
 			}
 			addr := tt.addr
 			if addr == "" {
@@ -130,6 +143,38 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openDir returns a new directory that every user may write to, removed
+// at the end of the test. (A t.TempDir sits in a directory only its owner
+// may enter.)
+func openDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "prefork-e2e-open-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// unprivilegedBPFAllowed says why a process without capabilities might
+// use bpf(2) here, or returns "" when kernel.unprivileged_bpf_disabled
+// forbids it every use, and so surely forbids loading the steering
+// program.
+func unprivilegedBPFAllowed() string {
+	const knob = "/proc/sys/kernel/unprivileged_bpf_disabled"
+	b, err := os.ReadFile(knob)
+	if err != nil {
+		return fmt.Sprintf("cannot tell whether unprivileged BPF is allowed: %v", err)
+	}
+	if v := strings.TrimSpace(string(b)); v == "0" {
+		return knob + " is 0: unprivileged BPF is allowed, so running as nobody is not sure to make the load fail"
+	}
+	return ""
 }
 
 func write(t *testing.T, path, content string, mode os.FileMode) {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +141,118 @@ func TestProductionFlags(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
 			t.Errorf("%v: err = %v, want one starting %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// `master run --help` lists every flag of the settings table with its
+// metavar, variable and default.
+func TestRunHelpListsSettings(t *testing.T) {
+	var out bytes.Buffer
+	app := &cli.App{Name: "master", Commands: []*cli.Command{runCommand()}, Writer: &out, ExitErrHandler: func(*cli.Context, error) {}}
+	if err := app.Run([]string{"master", "run", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	for _, s := range supervisor.Settings() {
+		if !s.Flag() {
+			if strings.Contains(help, "--"+s.Name) {
+				t.Errorf("help lists --%s, which is no flag", s.Name)
+			}
+			continue
+		}
+		i := strings.Index(help, "--"+s.Name+" "+s.Metavar+" ")
+		if i < 0 {
+			t.Errorf("help has no line for --%s %s:\n%s", s.Name, s.Metavar, help)
+			continue
+		}
+		line, _, _ := strings.Cut(help[i:], "\n")
+		want := []string{s.Usage, "[$" + s.Env + "]"}
+		if s.Default != "" {
+			want = append(want, "(default: "+s.Default+")")
+		}
+		for _, w := range want {
+			if !strings.Contains(line, w) {
+				t.Errorf("help line %q lacks %q", line, w)
+			}
+		}
+	}
+}
+
+// Every flag and every variable reaches its setting, and only that one.
+func TestEveryFlagApplies(t *testing.T) {
+	base, _ := loadWith(t, "--", "/bin/true")
+	for _, s := range supervisor.Settings() {
+		if !s.Flag() || s.Name == supervisor.ConfigSetting {
+			continue
+		}
+		value := map[string]string{"N": "3", "D": "2s", "SIZE": "1MiB"}[s.Metavar]
+		if value == "" {
+			value = "x"
+		}
+		want := base
+		if err := s.Set(&want, value); err != nil {
+			t.Fatal(err)
+		}
+		t.Run(s.Name+" flag", func(t *testing.T) {
+			got, _ := loadWith(t, "--"+s.Name, value, "--", "/bin/true") // the error is Validate's
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("--%s %s: config %+v, want %+v", s.Name, value, got, want)
+			}
+		})
+		t.Run(s.Name+" variable", func(t *testing.T) {
+			t.Setenv(s.Env, value)
+			got, _ := loadWith(t, "--", "/bin/true")
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s=%s: config %+v, want %+v", s.Env, value, got, want)
+			}
+		})
+	}
+}
+
+// A bad value is reported in the same words from a flag, a variable and
+// the config file, which adds where it is.
+func TestBadValueSameWordsEverywhere(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "prefork.yaml")
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:7000\nworkers: abc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const want = `workers: "abc" is not a whole number`
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{name: "flag", args: []string{"--workers", "abc"}, want: want},
+		{name: "variable", env: map[string]string{"PREFORK_WORKERS": "abc"}, want: want},
+		{name: "config file", args: []string{"--config", file}, want: "config " + file + ": line 2: " + want},
+		// A flag wins over the file, which is still read, and still
+		// refused.
+		{name: "file under a good flag", args: []string{"--config", file, "--workers", "2"}, want: "config " + file + ": line 2: " + want},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, err := loadWith(t, append(tt.args, "--", "/bin/true")...)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// An unknown key in the config file is named, with its line and the key
+// it was probably meant to be.
+func TestUnknownConfigKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "prefork.yaml")
+	if err := os.WriteFile(file, []byte("# prefork\nlisten: 127.0.0.1:7000\nwokers: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadWith(t, "--config", file)
+	want := "config " + file + `: unknown key "wokers" at line 3; did you mean "workers"?`
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want %q", err, want)
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
-	"time"
 
 	"github.com/prefork/prefork/pkg/supervisor"
 	"github.com/urfave/cli/v2"
@@ -17,26 +17,10 @@ import (
 
 func runCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "run",
-		Usage:     "supervise COMMAND (default: the reference child beside master)",
-		ArgsUsage: "[-- COMMAND [ARG...]]",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "workers", Usage: "children per generation (default: number of CPUs)", EnvVars: []string{"PREFORK_WORKERS"}},
-			&cli.StringFlag{Name: "listen", Usage: "address every child binds", Value: supervisor.DefaultListen, EnvVars: []string{"PREFORK_LISTEN"}},
-			&cli.StringFlag{Name: "config", Usage: "YAML file with the same keys as the long flags", EnvVars: []string{"PREFORK_CONFIG"}},
-			&cli.StringFlag{Name: "ready-timeout", Usage: "how long a new child has to say READY=1", Value: supervisor.DefaultReadyTimeout.String(), EnvVars: []string{"PREFORK_READY_TIMEOUT"}},
-			&cli.StringFlag{Name: "drain-timeout", Usage: "how long a draining child has before SIGKILL", Value: supervisor.DefaultDrainTimeout.String(), EnvVars: []string{"PREFORK_DRAIN_TIMEOUT"}},
-			&cli.StringFlag{Name: "sockets", Usage: "who binds the listeners: child or master", Value: supervisor.DefaultSockets, EnvVars: []string{"PREFORK_SOCKETS"}},
-			controlFlag(),
-			&cli.StringFlag{Name: "metrics", Usage: `HTTP address for /metrics, /healthz, /readyz ("" = off)`, Value: supervisor.DefaultMetrics, EnvVars: []string{"PREFORK_METRICS"}},
-			&cli.StringFlag{Name: "log-format", Usage: "text or json, on stderr", Value: supervisor.DefaultLogFormat, EnvVars: []string{"PREFORK_LOG_FORMAT"}},
-			&cli.StringFlag{Name: "watchdog", Usage: "kill and replace a child silent this long after a WATCHDOG=1 (default: off)", EnvVars: []string{"PREFORK_WATCHDOG"}},
-			&cli.StringFlag{Name: "max-accepts", Usage: "replace a child after about N accepts, successor ready first (default: off)", EnvVars: []string{"PREFORK_MAX_ACCEPTS"}},
-			&cli.StringFlag{Name: "max-rss", Usage: "replace a child whose resident memory passes SIZE, e.g. 512MiB (default: off)", EnvVars: []string{"PREFORK_MAX_RSS"}},
-			&cli.StringFlag{Name: "user", Usage: "run the children as this user (name or uid)", EnvVars: []string{"PREFORK_USER"}},
-			&cli.StringFlag{Name: "group", Usage: "run the children with this group (default: the user's)", EnvVars: []string{"PREFORK_GROUP"}},
-			&cli.StringFlag{Name: "steer", Usage: "auto, on or off: steer new connections away from a stuck or missing child (master socket mode)", Value: supervisor.DefaultSteer, EnvVars: []string{"PREFORK_STEER"}},
-		},
+		Name:         "run",
+		Usage:        "supervise COMMAND (default: the reference child beside master)",
+		ArgsUsage:    "[-- COMMAND [ARG...]]",
+		Flags:        settingFlags(),
 		OnUsageError: usageError,
 		Action:       runAction,
 	}
@@ -115,7 +99,7 @@ func loadConfig(c *cli.Context) (supervisor.Config, error) {
 	}
 	cfg.Command = cmd
 	cfg.Control = defaultControl() // the file may turn it off with ""
-	if path := c.String("config"); path != "" {
+	if path := c.String(supervisor.ConfigSetting); path != "" {
 		if err := supervisor.LoadConfigFile(path, &cfg); err != nil {
 			return cfg, err
 		}
@@ -129,82 +113,62 @@ func loadConfig(c *cli.Context) (supervisor.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// applyFlags copies the flags and variables that were set over cfg.
-// Numbers and durations are parsed here rather than by urfave/cli so that a
-// bad value is reported in the same words wherever it came from.
-func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
-	if c.IsSet("workers") {
-		n, err := parseInt("workers", c.String("workers"))
-		if err != nil {
-			return err
-		}
-		cfg.Workers = n
-	}
-	if c.IsSet("listen") {
-		cfg.Listen = c.String("listen")
-	}
-	for _, f := range []struct {
-		name string
-		dst  *time.Duration
-	}{
-		{"ready-timeout", &cfg.ReadyTimeout},
-		{"drain-timeout", &cfg.DrainTimeout},
-		{"watchdog", &cfg.Watchdog},
-	} {
-		if !c.IsSet(f.name) {
+// settingFlags are the flags of `master run`, one per setting that is a
+// flag. They are strings, parsed by the setting rather than by urfave/cli,
+// so that a bad value is reported in the same words wherever it came from;
+// they have no Value, so that only a flag or variable that was set
+// overrides the config file.
+func settingFlags() []cli.Flag {
+	var flags []cli.Flag
+	for _, s := range supervisor.Settings() {
+		if !s.Flag() {
 			continue
 		}
-		d, err := time.ParseDuration(c.String(f.name))
-		if err != nil {
-			return fmt.Errorf("%s: %q is not a duration such as 10s or 1m30s", f.name, c.String(f.name))
+		flags = append(flags, &settingFlag{
+			StringFlag: cli.StringFlag{Name: s.Name, Usage: s.Usage, DefaultText: s.Default, EnvVars: []string{s.Env}},
+			metavar:    s.Metavar,
+		})
+	}
+	return flags
+}
+
+// settingFlag is a string flag whose help line names its value by the
+// setting's metavar (--workers N) where urfave/cli would write "value".
+type settingFlag struct {
+	cli.StringFlag
+	metavar string
+}
+
+// String is the flag's line in --help.
+func (f *settingFlag) String() string {
+	line := fmt.Sprintf("--%s %s\t%s", f.Name, f.metavar, f.Usage)
+	if f.DefaultText != "" {
+		line += fmt.Sprintf(" (default: %s)", f.DefaultText)
+	}
+	return line + fmt.Sprintf(" [$%s]", strings.Join(f.EnvVars, ", $"))
+}
+
+// applyFlags copies the flags and variables that were set over cfg
+// (urfave/cli already lets a flag beat its variable).
+func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
+	for _, s := range supervisor.Settings() {
+		// --config was read first, by loadConfig.
+		if !s.Flag() || s.Name == supervisor.ConfigSetting || !c.IsSet(s.Name) {
+			continue
 		}
-		*f.dst = d
-	}
-	if c.IsSet("sockets") {
-		cfg.Sockets = c.String("sockets")
-	}
-	if c.IsSet("metrics") {
-		cfg.Metrics = c.String("metrics")
-	}
-	if c.IsSet("control") {
-		cfg.Control = c.String("control")
-	}
-	if c.IsSet("log-format") {
-		cfg.LogFormat = c.String("log-format")
-	}
-	if c.IsSet("max-accepts") {
-		n, err := parseInt("max-accepts", c.String("max-accepts"))
-		if err != nil {
+		if err := s.Set(cfg, c.String(s.Name)); err != nil {
 			return err
 		}
-		if n < 0 {
-			return fmt.Errorf("max-accepts: %d must not be negative (0 turns it off)", n)
-		}
-		cfg.MaxAccepts = uint64(n)
-	}
-	if c.IsSet("max-rss") {
-		n, err := supervisor.ParseSize(c.String("max-rss"))
-		if err != nil {
-			return fmt.Errorf("max-rss: %w", err)
-		}
-		cfg.MaxRSS = n
-	}
-	if c.IsSet("user") {
-		cfg.User = c.String("user")
-	}
-	if c.IsSet("group") {
-		cfg.Group = c.String("group")
-	}
-	if c.IsSet("steer") {
-		cfg.Steer = c.String("steer")
 	}
 	return nil
 }
 
+// parseInt reads a whole number given to name, in the words of the
+// workers setting (`master scale N`).
 func parseInt(name, s string) (int, error) {
-	var n int
-	if _, err := fmt.Sscan(s, &n); err != nil || fmt.Sprint(n) != s {
-		return 0, fmt.Errorf("%s: %q is not a whole number", name, s)
+	n, err := supervisor.ParseWhole(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	return n, nil
 }

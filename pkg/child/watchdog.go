@@ -4,22 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-)
-
-// Variables of the systemd watchdog protocol (sd_watchdog_enabled(3)).
-// The master sets WATCHDOG_USEC under --watchdog; it cannot know the pid
-// before the fork, so it leaves WATCHDOG_PID unset.
-const (
-	envWatchdogUSec = "WATCHDOG_USEC"
-	envWatchdogPID  = "WATCHDOG_PID"
+	"github.com/prefork/prefork/pkg/sdwatchdog"
 )
 
 // watchdog is package state for the same reason as drain: the WATCHDOG_*
@@ -70,49 +61,21 @@ func currentCheck() func(context.Context) error {
 }
 
 // watchdogInterval reads the WATCHDOG_* variables once per process and
-// unsets them, as sd_watchdog_enabled(1) does, so a process this child
-// starts does not ping for it; later calls return the first answer.
+// unsets them, as sd_watchdog_enabled(3) does, so a process this child
+// starts does not ping for it; later calls return the first answer. The
+// master sets WATCHDOG_USEC under --watchdog; it cannot know the pid
+// before the fork, so it leaves WATCHDOG_PID unset. Variables meant for
+// another pid are no watchdog, and not checked further; a malformed
+// WATCHDOG_PID, or a WATCHDOG_USEC for this pid that is not a positive
+// count of microseconds, is an error (see sdwatchdog.Parse).
 func watchdogInterval() (time.Duration, error) {
 	watchdog.read.Do(func() {
-		watchdog.interval, watchdog.err = parseWatchdog(os.LookupEnv, os.Getpid())
-		for _, name := range []string{envWatchdogUSec, envWatchdogPID} {
+		watchdog.interval, watchdog.err = sdwatchdog.Enabled()
+		for _, name := range []string{sdwatchdog.EnvUSec, sdwatchdog.EnvPID} {
 			_ = os.Unsetenv(name) // fails only for an invalid name
 		}
 	})
 	return watchdog.interval, watchdog.err
-}
-
-// parseWatchdog returns the watchdog timeout WATCHDOG_USEC gives pid, or
-// zero when there is none: WATCHDOG_USEC unset (or empty), or WATCHDOG_PID
-// set to another pid. As with LISTEN_PID, variables meant for another pid
-// are not checked further, so a pair leaked from an ancestor is harmless;
-// a malformed WATCHDOG_PID, or a WATCHDOG_USEC for this pid that is not a
-// positive count of microseconds, is an error.
-func parseWatchdog(lookup lookupFunc, pid int) (time.Duration, error) {
-	usec, ok := nonEmpty(lookup, envWatchdogUSec)
-	if !ok {
-		return 0, nil
-	}
-	if s, ok := nonEmpty(lookup, envWatchdogPID); ok {
-		target, err := strconv.Atoi(s)
-		if err != nil {
-			return 0, fmt.Errorf("parse %s: %w", envWatchdogPID, err)
-		}
-		if target != pid {
-			return 0, nil
-		}
-	}
-	n, err := strconv.ParseInt(usec, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("parse %s: %w", envWatchdogUSec, err)
-	}
-	if n <= 0 {
-		return 0, fmt.Errorf("parse %s=%q: must be positive", envWatchdogUSec, usec)
-	}
-	if n > math.MaxInt64/int64(time.Microsecond) {
-		return 0, fmt.Errorf("parse %s=%q: too large", envWatchdogUSec, usec)
-	}
-	return time.Duration(n) * time.Microsecond, nil
 }
 
 // startWatchdog starts the process's one pinger for a watchdog of

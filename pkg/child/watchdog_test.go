@@ -9,45 +9,6 @@ import (
 	"time"
 )
 
-func TestParseWatchdog(t *testing.T) {
-	const pid = 4242
-	tests := []struct {
-		name    string
-		env     map[string]string
-		want    time.Duration
-		wantErr string // a substring of the error; "" = no error
-	}{
-		{name: "unset", env: map[string]string{}},
-		{name: "empty reads as unset", env: map[string]string{"WATCHDOG_USEC": ""}},
-		{name: "no pid", env: map[string]string{"WATCHDOG_USEC": "100000"}, want: 100 * time.Millisecond},
-		{name: "empty pid reads as unset", env: map[string]string{"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": ""}, want: 30 * time.Second},
-		{name: "our pid", env: map[string]string{"WATCHDOG_USEC": "1", "WATCHDOG_PID": "4242"}, want: time.Microsecond},
-		{name: "another pid", env: map[string]string{"WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"}},
-		{name: "another pid, malformed usec", env: map[string]string{"WATCHDOG_USEC": "soon", "WATCHDOG_PID": "1"}},
-		{name: "pid without usec", env: map[string]string{"WATCHDOG_PID": "bad"}},
-		{name: "malformed pid", env: map[string]string{"WATCHDOG_USEC": "100000", "WATCHDOG_PID": "me"}, wantErr: "parse WATCHDOG_PID"},
-		{name: "malformed usec", env: map[string]string{"WATCHDOG_USEC": "100ms"}, wantErr: "parse WATCHDOG_USEC"},
-		{name: "zero usec", env: map[string]string{"WATCHDOG_USEC": "0"}, wantErr: "must be positive"},
-		{name: "negative usec", env: map[string]string{"WATCHDOG_USEC": "-5"}, wantErr: "must be positive"},
-		{name: "usec past a Duration", env: map[string]string{"WATCHDOG_USEC": "9223372036854776"}, wantErr: "too large"},
-		{name: "usec past int64", env: map[string]string{"WATCHDOG_USEC": "99999999999999999999"}, wantErr: "parse WATCHDOG_USEC"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseWatchdog(mapEnv(tt.env), pid)
-			if tt.wantErr == "" && err != nil {
-				t.Fatalf("parseWatchdog error %v, want none", err)
-			}
-			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Fatalf("parseWatchdog error %v, want one with %q", err, tt.wantErr)
-			}
-			if got != tt.want {
-				t.Errorf("parseWatchdog = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
 // The pinger's timing follows the interval: a tick every half, and a
 // quarter for the check.
 func TestNewPingerTiming(t *testing.T) {

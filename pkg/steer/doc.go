@@ -136,11 +136,4 @@
 // listeners that MPTCP creates, which have no descriptor of their own);
 // Attach and SetSocket say so. Make the listeners with
 // net.ListenConfig.SetMultipathTCP(false).
-//
-// # Test hook
-//
-// When the environment variable named by FailEnv (PREFORK_STEER_FAIL) is
-// "1", Load and Supported fail with ErrUnsupported as if the kernel could
-// not load the program, so that an end-to-end test of the real binary can
-// check what `--steer on` does where steering is impossible.
 package steer

@@ -3,7 +3,6 @@ package steer
 import (
 	"errors"
 	"fmt"
-	"os"
 )
 
 // MaxSlots is the largest number of slots a Steerer can be loaded for. It
@@ -11,22 +10,10 @@ import (
 // does not grow with it.
 const MaxSlots = 4096
 
-// FailEnv names the test hook: when it is "1" in the environment, Load and
-// Supported fail with ErrUnsupported without trying the kernel.
-const FailEnv = "PREFORK_STEER_FAIL"
-
 // ErrUnsupported is wrapped by every error of Load and Supported: steering
 // cannot work here. The error's text says why (permission, kernel, the
-// verifier's last lines, or the test hook).
+// verifier's last lines).
 var ErrUnsupported = errors.New("steer: unsupported")
-
-// failHook returns the test hook's error, or nil when FailEnv is not "1".
-func failHook() error {
-	if os.Getenv(FailEnv) == "1" {
-		return fmt.Errorf("%w: refused by the test hook %s=1", ErrUnsupported, FailEnv)
-	}
-	return nil
-}
 
 // checkMax validates the maxSlots argument of Load.
 func checkMax(maxSlots int) error {

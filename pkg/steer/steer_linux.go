@@ -44,11 +44,8 @@ type config struct {
 // SetSocket and SetHealthy say otherwise, and nothing at all until Attach.
 // Every error wraps ErrUnsupported and says why: no permission (CAP_BPF and
 // CAP_NET_ADMIN, or root, are needed), a kernel without SK_REUSEPORT
-// programs, the verifier's last lines, or the test hook FailEnv.
+// programs, or the verifier's last lines.
 func Load(maxSlots int) (*Steerer, error) {
-	if err := failHook(); err != nil {
-		return nil, err
-	}
 	if err := checkMax(maxSlots); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package steer
 
 import (
-	"errors"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -119,20 +118,6 @@ func TestPickGivesUp(t *testing.T) {
 	}
 	if got := pick(math.MaxUint32, n, all(n, true), hasSocket); got != n-1 {
 		t.Errorf("pick = %d, want %d", got, n-1)
-	}
-}
-
-func TestFailHook(t *testing.T) {
-	t.Setenv(FailEnv, "1")
-	if _, err := Load(4); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("Load with %s=1: %v, want ErrUnsupported", FailEnv, err)
-	}
-	if err := Supported(); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("Supported with %s=1: %v, want ErrUnsupported", FailEnv, err)
-	}
-	t.Setenv(FailEnv, "0")
-	if err := failHook(); err != nil {
-		t.Errorf("failHook with %s=0: %v", FailEnv, err)
 	}
 }
 

@@ -53,7 +53,9 @@ const MaxWorkers = 4096
 
 // Config is everything a supervisor needs to run. Fill it from
 // DefaultConfig, then from a config file, the environment and flags, in
-// rising order of precedence, and check it with Validate.
+// rising order of precedence, and check it with Validate. Each field is
+// set by one Setting (settings.go), which names its flag, variable and
+// key: a new field needs a new entry there.
 type Config struct {
 	// Workers is the number of children per generation (slots 0..Workers-1).
 	Workers int

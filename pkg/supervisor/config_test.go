@@ -100,13 +100,35 @@ func TestParseConfigFile(t *testing.T) {
 				c.Command = []string{"/bin/echo", "hi"}
 			},
 		},
-		{name: "unknown key", in: "wrokers: 3\n", wantErr: "wrokers"},
-		{name: "wrong type", in: "workers: many\n", wantErr: "many"},
-		{name: "bad duration", in: "drain-timeout: soon\n", wantErr: "soon"},
-		{name: "not a mapping", in: "- a\n- b\n", wantErr: "cannot unmarshal"},
+		{name: "unknown key", in: "workers: 2\nwrokers: 3\n", wantErr: `unknown key "wrokers" at line 2; did you mean "workers"?`},
+		{name: "unknown key far from any", in: "colour: blue\n", wantErr: `unknown key "colour" at line 1`},
+		{name: "flag that is no key", in: "config: /etc/x.yaml\n", wantErr: `unknown key "config" at line 1: --config is a flag`},
+		{name: "key set twice", in: "workers: 2\nlisten: :80\nworkers: 3\n", wantErr: `line 3: key "workers" is set twice (first at line 1)`},
+		{name: "wrong type", in: "workers: many\n", wantErr: `line 1: workers: "many" is not a whole number`},
+		{name: "bad duration", in: "\ndrain-timeout: soon\n", wantErr: `line 2: drain-timeout: "soon" is not a duration such as 10s or 1m30s`},
+		{name: "not a mapping", in: "- a\n- b\n", wantErr: "line 1: the file must map keys to values (workers: 4), not be a list"},
+		{name: "a bare word", in: "workers\n", wantErr: `not be the single value "workers"`},
+		{name: "list for a single value", in: "workers: [1, 2]\n", wantErr: "line 1: workers: must be a single value, not a list"},
+		{name: "mapping for a single value", in: "listen:\n  host: x\n", wantErr: "line 2: listen: must be a single value, not a mapping"},
+		{name: "string for a list", in: "command: /bin/echo hi\n", wantErr: `line 1: command: must be a list such as [prog, arg], not the single value "/bin/echo hi"`},
+		{name: "list in a list", in: "command:\n  - /bin/echo\n  - [a]\n", wantErr: "command: item at line 3 must be a single value, not a list"},
+		{name: "key that is a list", in: "[a]: 1\n", wantErr: "line 1: a key must be a name such as workers, not a list"},
+		{name: "syntax error", in: "workers: [\n", wantErr: "yaml: line"},
 		{name: "plain byte count", in: "max-rss: 1048576\n", want: func(c *Config) { c.MaxRSS = 1 << 20 }},
-		{name: "bad size", in: "max-rss: lots\n", wantErr: "lots"},
-		{name: "negative max-accepts", in: "max-accepts: -5\n", wantErr: "-5"},
+		{name: "bad size", in: "max-rss: lots\n", wantErr: `max-rss: "lots" is not a size`},
+		{name: "negative max-accepts", in: "max-accepts: -5\n", wantErr: "max-accepts: -5 must not be negative (0 turns it off)"},
+		{name: "quoted number", in: "workers: \"6\"\n", want: func(c *Config) { c.Workers = 6 }},
+		{name: "off is a string, not false", in: "steer: off\n", want: func(c *Config) { c.Steer = SteerOff }},
+		{name: "empty string turns metrics off", in: "metrics: \"\"\n", want: func(c *Config) { c.Metrics = "" }},
+		{name: "no value leaves a setting alone", in: "workers:\nmetrics: ~\ncommand:\n", want: func(*Config) {}},
+		{name: "only null", in: "~\n", want: func(*Config) {}},
+		{name: "empty command", in: "command: []\n", want: func(c *Config) { c.Command = []string{} }},
+		{name: "anchored unknown key", in: "x-timeout: &t 4s\n", wantErr: `unknown key "x-timeout" at line 1`},
+		{
+			name: "anchor and alias", in: "ready-timeout: &t 4s\ndrain-timeout: *t\n",
+			want: func(c *Config) { c.ReadyTimeout, c.DrainTimeout = 4*time.Second, 4*time.Second },
+		},
+		{name: "block list", in: "command:\n  - /bin/echo\n  - hi\n", want: func(c *Config) { c.Command = []string{"/bin/echo", "hi"} }},
 		{name: "two documents", in: "workers: 1\n---\nworkers: 2\n", wantErr: "more than one"},
 	}
 	for _, tt := range tests {
@@ -117,8 +139,11 @@ func TestParseConfigFile(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("ParseConfigFile = %v, want an error with %q", err, tt.wantErr)
 				}
-				if got.Workers != validConfig().Workers {
-					t.Errorf("a rejected file changed the config")
+				if strings.Contains(err.Error(), "\n") {
+					t.Errorf("error %q spans more than one line", err)
+				}
+				if !reflect.DeepEqual(got, validConfig()) {
+					t.Errorf("a rejected file changed the config to %+v", got)
 				}
 				return
 			}

@@ -7,53 +7,9 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 )
-
-// fileConfig is the YAML form of Config: the same keys as the long flags.
-// Pointers tell a key that is absent from one set to its zero value.
-type fileConfig struct {
-	Workers      *int      `yaml:"workers"`
-	Listen       *string   `yaml:"listen"`
-	ReadyTimeout *duration `yaml:"ready-timeout"`
-	DrainTimeout *duration `yaml:"drain-timeout"`
-	Sockets      *string   `yaml:"sockets"`
-	LogFormat    *string   `yaml:"log-format"`
-	Command      []string  `yaml:"command"`
-	Control      *string   `yaml:"control"`
-	Metrics      *string   `yaml:"metrics"`
-	Watchdog     *duration `yaml:"watchdog"`
-	MaxAccepts   *uint64   `yaml:"max-accepts"`
-	MaxRSS       *size     `yaml:"max-rss"`
-	User         *string   `yaml:"user"`
-	Group        *string   `yaml:"group"`
-	Steer        *string   `yaml:"steer"`
-}
-
-// size is a byte count written as ParseSize reads it, or a plain number.
-type size uint64
-
-func (z *size) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseSize(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*z = size(v)
-	return nil
-}
-
-type duration time.Duration
-
-func (d *duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*d = duration(v)
-	return nil
-}
 
 // LoadConfigFile reads the YAML file at path and applies the keys it sets
 // on top of cfg.
@@ -69,72 +25,212 @@ func LoadConfigFile(path string, cfg *Config) error {
 }
 
 // ParseConfigFile applies the keys set in the YAML document data on top of
-// cfg. An unknown key, a value of the wrong type or a second document is an
-// error; cfg is only changed when there is none.
+// cfg. The keys are the settings' names (see Settings); each value is read
+// by the same parser as its flag. An unknown or repeated key, a value of
+// the wrong shape, a bad value or a second document is an error of one
+// line that names the line of the file; cfg is only changed when there is
+// none. An empty file, or a key with no value, changes nothing.
 func ParseConfigFile(data []byte, cfg *Config) error {
-	var fc fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			// One line per problem is yaml's way; an operator gets one line.
-			return errors.New(strings.Join(te.Errors, "; "))
-		}
+	root, err := decodeOne(data)
+	if err != nil {
 		return err
 	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("more than one YAML document")
+	next := *cfg
+	if err := applyMapping(root, &next); err != nil {
+		return err
 	}
-	fc.applyTo(cfg)
+	*cfg = next
 	return nil
 }
 
-func (fc fileConfig) applyTo(cfg *Config) {
-	if fc.Workers != nil {
-		cfg.Workers = *fc.Workers
+// decodeOne returns the content of the only document in data, or nil for
+// a file with none.
+func decodeOne(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err // yaml's own message names the line
 	}
-	if fc.Listen != nil {
-		cfg.Listen = *fc.Listen
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		// A second document would be silently ignored by a reader that
+		// stops at the first; the operator meant something by it.
+		return nil, errors.New("more than one YAML document")
 	}
-	if fc.ReadyTimeout != nil {
-		cfg.ReadyTimeout = time.Duration(*fc.ReadyTimeout)
+	if len(doc.Content) == 0 {
+		return nil, nil
 	}
-	if fc.DrainTimeout != nil {
-		cfg.DrainTimeout = time.Duration(*fc.DrainTimeout)
+	return doc.Content[0], nil
+}
+
+// applyMapping sets on cfg each key of the mapping n.
+func applyMapping(n *yaml.Node, cfg *Config) error {
+	if n == nil {
+		return nil
 	}
-	if fc.Sockets != nil {
-		cfg.Sockets = *fc.Sockets
+	n = resolve(n)
+	if isNull(n) {
+		return nil // a file holding only "~"
 	}
-	if fc.LogFormat != nil {
-		cfg.LogFormat = *fc.LogFormat
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: the file must map keys to values (workers: 4), not be %s", n.Line, shape(n))
 	}
-	if fc.Metrics != nil {
-		cfg.Metrics = *fc.Metrics
+	seen := make(map[string]int)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: a key must be a name such as workers, not %s", k.Line, shape(k))
+		}
+		s, err := keySetting(k)
+		if err != nil {
+			return err
+		}
+		if first, ok := seen[k.Value]; ok {
+			return fmt.Errorf("line %d: key %q is set twice (first at line %d)", k.Line, k.Value, first)
+		}
+		seen[k.Value] = k.Line
+		// The line of the value as written, not of the anchor an alias
+		// points at.
+		if err := setNode(s, resolve(v), cfg); err != nil {
+			return fmt.Errorf("line %d: %w", v.Line, err)
+		}
 	}
-	if fc.Control != nil {
-		cfg.Control = *fc.Control
+	return nil
+}
+
+// keySetting finds the setting a key names, or says what is wrong with it.
+func keySetting(k *yaml.Node) (Setting, error) {
+	s, ok := lookupSetting(k.Value)
+	switch {
+	case ok && s.Key:
+		return s, nil
+	case ok:
+		return s, fmt.Errorf("unknown key %q at line %d: --%s is a flag, not a key", k.Value, k.Line, s.Name)
 	}
-	if fc.Watchdog != nil {
-		cfg.Watchdog = time.Duration(*fc.Watchdog)
+	if near := suggestKey(k.Value); near != "" {
+		return s, fmt.Errorf("unknown key %q at line %d; did you mean %q?", k.Value, k.Line, near)
 	}
-	if fc.MaxAccepts != nil {
-		cfg.MaxAccepts = *fc.MaxAccepts
+	return s, fmt.Errorf("unknown key %q at line %d", k.Value, k.Line)
+}
+
+// setNode sets the setting s from the value v.
+func setNode(s Setting, v *yaml.Node, cfg *Config) error {
+	if isNull(v) {
+		return nil // "workers:" alone: as if the key were absent
 	}
-	if fc.MaxRSS != nil {
-		cfg.MaxRSS = uint64(*fc.MaxRSS)
+	if s.bind.setList != nil {
+		if v.Kind != yaml.SequenceNode {
+			return fmt.Errorf("%s: must be a list such as [prog, arg], not %s", s.Name, shape(v))
+		}
+		list := make([]string, 0, len(v.Content))
+		for _, item := range v.Content {
+			item = resolve(item)
+			if item.Kind != yaml.ScalarNode {
+				return fmt.Errorf("%s: item at line %d must be a single value, not %s", s.Name, item.Line, shape(item))
+			}
+			if isNull(item) {
+				list = append(list, "")
+				continue
+			}
+			list = append(list, item.Value)
+		}
+		return s.bind.setList(cfg, list)
 	}
-	if fc.User != nil {
-		cfg.User = *fc.User
+	if v.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s: must be a single value, not %s", s.Name, shape(v))
 	}
-	if fc.Group != nil {
-		cfg.Group = *fc.Group
+	return s.Set(cfg, v.Value)
+}
+
+// resolve follows an alias (*name) to the node it stands for.
+func resolve(n *yaml.Node) *yaml.Node {
+	// An anchor cannot sit on an alias, so one step is all there is; the
+	// bound only guards against a malformed tree.
+	for i := 0; i < 8 && n.Kind == yaml.AliasNode && n.Alias != nil; i++ {
+		n = n.Alias
 	}
-	if fc.Steer != nil {
-		cfg.Steer = *fc.Steer
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// shape names a node's kind as an operator would.
+func shape(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.AliasNode:
+		return "an alias"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("the single value %q", n.Value)
 	}
-	if fc.Command != nil {
-		cfg.Command = fc.Command
+	return "empty"
+}
+
+// suggestKey returns the key an unknown key was most likely meant to be:
+// one at most two edits away (the nearest, earliest in the table on a
+// tie), else the only key sharing a prefix of four or more characters with
+// it; "" when none is close.
+func suggestKey(unknown string) string {
+	u := strings.ToLower(unknown)
+	best, bestDist := "", 3
+	var prefixed []string
+	for _, s := range settings {
+		if !s.Key {
+			continue
+		}
+		if d := editDistance(u, s.Name, bestDist); d < bestDist {
+			best, bestDist = s.Name, d
+		}
+		if commonPrefix(u, s.Name) >= 4 {
+			prefixed = append(prefixed, s.Name)
+		}
 	}
+	if best != "" {
+		return best
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance of a and b, or limit when it is
+// limit or more: a key far longer than any name is not compared in full.
+func editDistance(a, b string, limit int) int {
+	if len(a)-len(b) >= limit || len(b)-len(a) >= limit {
+		return limit
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return min(prev[len(b)], limit)
+}
+
+func commonPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }

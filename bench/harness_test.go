@@ -27,19 +27,18 @@ type logLine struct {
 	Slot       int       `json:"slot"`
 	Generation int       `json:"generation"`
 	PID        int       `json:"pid"`
-	After      string    `json:"after"` // "child ready": spawn to READY=1
-	In         string    `json:"in"`    // "restarting slot": the backoff delay
-	Took       string    `json:"took"`  // "reload succeeded": reload start to the old generation told to drain
+	AfterMS    float64   `json:"after_ms"` // "child ready": spawn to READY=1
+	InMS       *float64  `json:"in_ms"`    // "restarting slot": the backoff delay
+	TookMS     float64   `json:"took_ms"`  // "reload succeeded": reload start to the old generation told to drain
 }
 
-// after returns the "after" field of a "child ready" line.
+// after returns the "after_ms" field of a "child ready" line.
 func (l logLine) after(tb testing.TB) time.Duration {
 	tb.Helper()
-	d, err := time.ParseDuration(l.After)
-	if err != nil {
-		tb.Fatalf("%q line of pid %d: after=%q: %v", l.Msg, l.PID, l.After, err)
+	if l.AfterMS <= 0 {
+		tb.Fatalf("%q line of pid %d: no after_ms", l.Msg, l.PID)
 	}
-	return d
+	return time.Duration(l.AfterMS * float64(time.Millisecond))
 }
 
 // master is a running bin/master with JSON logs on stderr.

@@ -16,7 +16,7 @@ import (
 // "child ready" line, for N = 4 and 64 ("ms/spawn"). Compare with
 // BenchmarkChildStart, the start time of one child alone. Also reported:
 // when the first child was forked ("ms/first-fork", the master's own
-// start-up) and the median of the children's own "after" (spawn to
+// start-up) and the median of the children's own "after_ms" (spawn to
 // READY=1 of each, which grows as N children share the CPUs).
 //
 // The end is the "time" field of the Nth "child ready" line, the master's
@@ -60,7 +60,7 @@ var notifyN atomic.Int64
 
 // BenchmarkChildStart: the start time of one reference child without a
 // master: from its fork/exec to the arrival of its READY=1 datagram on a
-// notify socket this benchmark owns (the master's "after" measures the
+// notify socket this benchmark owns (the master's "after_ms" measures the
 // same span). Then SIGTERM, and wait until it is gone.
 func BenchmarkChildStart(b *testing.B) {
 	var starts []float64

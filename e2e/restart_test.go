@@ -16,10 +16,11 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	m := startMaster(t, "--workers", "1", "--", "/bin/sh", "-c", "exit 3")
 	// Restarts at 0, 100, 200, 400, 800 ms: five restarts in about 1.5 s.
 	restarts := m.waitMsg(20*time.Second, 6, "restarting slot")
-	want := []string{"0s", "100ms", "200ms", "400ms", "800ms", "1.6s"}
+	want := []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond,
+		800 * time.Millisecond, 1600 * time.Millisecond}
 	for i, l := range restarts[:len(want)] {
-		if got := l.str("in"); got != want[i] {
-			t.Errorf("restart %d: delay %q, want %q", i+1, got, want[i])
+		if got, ok := l["in_ms"].(float64); !ok || got != float64(want[i].Milliseconds()) {
+			t.Errorf("restart %d: delay in_ms=%v, want %d", i+1, l["in_ms"], want[i].Milliseconds())
 		}
 	}
 	exits := m.lines("child exited unexpectedly")
@@ -32,8 +33,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	starts := m.lines("child started")
 	for i := 2; i < len(starts) && i < len(want); i++ {
 		gap := logTime(t, starts[i]).Sub(logTime(t, starts[i-1]))
-		d, _ := time.ParseDuration(want[i-1])
-		if gap < d {
+		if d := want[i-1]; gap < d {
 			t.Errorf("start %d came %v after the one before, want at least %v", i, gap, d)
 		}
 	}

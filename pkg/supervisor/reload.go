@@ -126,12 +126,11 @@ func (s *Supervisor) prepareGeneration() (*generation, error) {
 			return nil, err
 		}
 	}
-	// The master's own sockets and log are not the children's: they stay.
-	if cfg.Control != s.cur.cfg.Control || cfg.LogFormat != s.cur.cfg.LogFormat || cfg.Metrics != s.cur.cfg.Metrics ||
-		cfg.Steer != s.cur.cfg.Steer {
-		s.log.Warn("control, metrics, log-format and steer take effect at the next start, not on reload")
-		cfg.Control, cfg.LogFormat, cfg.Metrics = s.cur.cfg.Control, s.cur.cfg.LogFormat, s.cur.cfg.Metrics
-		cfg.Steer = s.cur.cfg.Steer
+	// The master's own sockets, log and steering are not the children's:
+	// they stay until the next start.
+	cfg, kept := keepStartOnly(s.cur.cfg, cfg)
+	if len(kept) > 0 {
+		s.log.Warn("settings changed that take effect at the next start, not on reload", "settings", kept)
 	}
 	g, err := newGeneration(s.cur.number+1, cfg)
 	if err != nil {

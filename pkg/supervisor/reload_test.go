@@ -198,7 +198,7 @@ func TestReloadAppliesNewConfig(t *testing.T) {
 	if h.s.cur.cfg.Metrics != "" {
 		t.Errorf("metrics changed on reload to %q", h.s.cur.cfg.Metrics)
 	}
-	if n := h.logs.count("control, metrics, log-format and steer take effect at the next start"); n != 1 {
+	if n := h.logs.count("settings changed that take effect at the next start"); n != 1 {
 		t.Errorf("%d warnings about start-only settings, want 1", n)
 	}
 }

@@ -107,16 +107,15 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := env{
-		procs:          &osProcs{stdin: devnull},
-		clock:          wallClock{},
-		steerSupported: steer.Supported,
-		watchdog:       systemdWatchdog(),
-	}
+	e := env{procs: &osProcs{stdin: devnull}, clock: wallClock{}, steerSupported: steer.Supported}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		e.notifySystemd = func(state string) error {
 			_, err := daemon.SdNotify(false, state)
 			return err
+		}
+		if e.watchdog, err = systemdWatchdog(); err != nil && opts.Log != nil {
+			// systemd would kill a master that never pings: say why.
+			opts.Log.Warn("malformed watchdog variables from the service manager; the master will not ping it", "err", err)
 		}
 	}
 	s, err := newSupervisor(cfg, opts, e)

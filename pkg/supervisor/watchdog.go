@@ -1,10 +1,9 @@
 package supervisor
 
 import (
-	"os"
-	"strconv"
 	"time"
 
+	"github.com/prefork/prefork/pkg/sdwatchdog"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,14 +84,6 @@ func (s *Supervisor) watchdogGraceOver(c *child) {
 func stallSlack(d time.Duration) time.Duration { return max(d/2, 50*time.Millisecond) }
 
 // systemdWatchdog returns the master's own watchdog period, from
-// WATCHDOG_USEC as systemd sets it for WatchdogSec=, or 0.
-func systemdWatchdog() time.Duration {
-	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
-		return 0
-	}
-	usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
-	if err != nil || usec <= 0 {
-		return 0
-	}
-	return time.Duration(usec) * time.Microsecond
-}
+// WATCHDOG_USEC (and WATCHDOG_PID) as systemd sets them for WatchdogSec=,
+// or 0 when there is none; malformed variables are an error.
+func systemdWatchdog() (time.Duration, error) { return sdwatchdog.Enabled() }

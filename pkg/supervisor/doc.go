@@ -1,38 +1,59 @@
 // Package supervisor runs a prefork group: N child processes, one per slot,
-// each binding its own SO_REUSEPORT listener on one address, so that the
-// kernel spreads connections over them.
+// each binding its own SO_REUSEPORT listener on one address (or, in master
+// socket mode, given one the master holds), so that the kernel spreads
+// connections over them.
 //
 // # Process model
 //
-// One goroutine, the event loop (Supervisor.Run), owns every piece of
-// mutable state: the table of children by pid, the slots and the stop mode.
-// Everything else sends it events:
+// One goroutine, the event loop (loop.go), owns every piece of mutable
+// state: the table of children by pid, the generations and their slots,
+// the reload in progress, the totals behind the metrics and the stop
+// mode. Everything else sends it events:
 //
-//   - the reaper, the process's only caller of wait4, reports every process
-//     that ended: children, and orphans re-parented to the master when it is
-//     PID 1 of a container;
+//   - SIGCHLD wakes it to reap: the loop is the process's only caller of
+//     wait4, so a pid in its table is never one the kernel has freed;
 //   - the notify reader reports sd_notify datagrams with the sender's pid,
 //     stamped by the kernel (SO_PASSCRED);
-//   - timers report a ready timeout, a drain timeout or a due restart; each
-//     carries the child it was armed for, and the loop ignores it when that
-//     child is gone;
-//   - Stop and Status calls; a request carries its own reply channel.
+//   - timers report a ready timeout, a drain timeout, a watchdog expiry or
+//     a due restart; each carries the child or slot it was armed for, and
+//     the loop ignores it when that child is gone;
+//   - the public API (api.go) sends calls that run on the loop and answer
+//     on a channel of their own.
+//
+// The loop reaches the operating system only through a seam (env.go):
+// procs starts, signals and reaps processes, clock arms timers. Run uses
+// the real ones; the package's tests drive every scenario in-process with
+// fake processes and a fake clock.
 //
 // Children are forked by one goroutine locked to its OS thread, so that
 // their parent-death signal (SIGTERM) fires when the master dies and never
 // when the Go runtime retires a thread. They run in a process group of their
 // own, so a terminal's Ctrl-C reaches the master alone, which drains them.
-// They inherit stdin (/dev/null), stdout and stderr, and nothing else.
+// They inherit stdin (/dev/null), stdout and stderr, their counter page and,
+// in master socket mode, their slot's listener, and nothing else.
 //
 // # A child's life
 //
-// A child starts in state starting. READY=1 on NOTIFY_SOCKET makes it
-// ready; no READY=1 within Config.ReadyTimeout gets it SIGKILLed and counted
-// as a failed start. Draining is SIGTERM, then SIGKILL at
-// Config.DrainTimeout. An exit the supervisor did not ask for is a failure
-// of the slot and is restarted: the first failure at once, then after
-// 100 ms, doubling to 30 s; a child that had been ready for 10 s resets the
+// A child is in one life at a time (child.go): starting until READY=1 on
+// NOTIFY_SOCKET makes it ready; late (SIGKILLed, a failed start) when no
+// READY=1 comes within Config.ReadyTimeout; hung (SIGQUIT, then SIGKILL)
+// when it pinged WATCHDOG=1 and then went silent; recycling while a
+// successor starts beside it; draining after SIGTERM, with SIGKILL at
+// Config.DrainTimeout. An exit is classified by the life it ends
+// (exit.go): a planned one ends there; an unplanned exit of a serving
+// child restarts its slot, the first failure at once, then after 100 ms,
+// doubling to 30 s, and a child that had been ready for 10 s resets the
 // count.
+//
+// # Reloads
+//
+// A reload starts a whole new generation beside the serving one and drains
+// the old one only once every new child is ready; a new child that fails
+// rolls the reload back (its generation drains, the old one never
+// stopped); a configuration that fails its checks is rejected with nothing
+// changed. The sequence is a pure state machine (reloadmachine.go) that
+// the loop drives (reload.go); requests during a reload coalesce into one
+// more.
 //
 // # Stopping
 //

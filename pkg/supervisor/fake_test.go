@@ -106,13 +106,6 @@ func (c *fakeClock) fireNext(end time.Time) bool {
 	return true
 }
 
-// pending returns how many timers are armed.
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
-
 type fakeTimer struct {
 	clock  *fakeClock
 	when   time.Time

@@ -11,6 +11,7 @@ import (
 // the master reads them live: the sum over `master status` equals the
 // connections made, to the unit, in both socket modes.
 func TestAcceptCountsAreExact(t *testing.T) {
+	t.Parallel()
 	for _, sockets := range []string{"child", "master"} {
 		t.Run(sockets, func(t *testing.T) {
 			m := startMaster(t, "--workers", "3", "--sockets", sockets)

@@ -18,6 +18,7 @@ import (
 
 // Bad input: exit 2 and one line on stderr, before any child starts.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "started")
 	// A command that leaves a mark if it ever runs.

@@ -77,6 +77,7 @@ func waitServed(t *testing.T, m *master, n int) {
 // As PID 1 of a container, the master reaps orphaned grandchildren too:
 // none stays a zombie.
 func TestPID1ReapsOrphans(t *testing.T) {
+	t.Parallel()
 	// The subshell starts a sleep and exits, orphaning the sleep; the child
 	// then becomes the reference child.
 	script := "(sleep 3 &); exec " + filepath.Join(bin, "child")

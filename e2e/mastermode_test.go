@@ -20,6 +20,7 @@ import (
 // LISTEN_PID naming the child itself, and its counter page as fd 4; and the
 // master's own listeners stay non-blocking (TRAPS 5).
 func TestMasterModeDescriptors(t *testing.T) {
+	t.Parallel()
 	m, children := runFDList(t, 2, "--sockets", "master")
 	for slot, in := range children {
 		if strings.Join(in.fds, ",") != "0,1,2,3,4" {
@@ -109,6 +110,7 @@ func listenInodes(t *testing.T, port string) map[string]bool {
 // moves to the healthy slots (with one worker, to the new socket): the
 // answers come from the other child or the replacement, and none is lost.
 func TestMasterModeCrashKeepsQueue(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		workers int
 		steer   string

@@ -56,6 +56,7 @@ func getStatus(url string) int {
 // and monotone across kill -9 and reload, /readyz 503 while a slot has no
 // ready child and 200 after, /healthz 200.
 func TestMetricsEndpoint(t *testing.T) {
+	t.Parallel()
 	metricsAddr := testkit.FreeAddr(t)
 	m := startMaster(t, "--workers", "2", "--metrics", metricsAddr, "--ready-timeout", "5s")
 	ready := m.waitReady(2)
@@ -121,18 +122,6 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
-// /readyz is 503 while a slot has no ready child.
-func TestReadyzWhileNotReady(t *testing.T) {
-	metricsAddr := testkit.FreeAddr(t)
-	startMaster(t, "--workers", "1", "--metrics", metricsAddr, "--ready-timeout", "30s", "--", "/bin/sleep", "60")
-	eventually(t, 10*time.Second, "/readyz answers 503", func() bool {
-		return getStatus("http://"+metricsAddr+"/readyz") == http.StatusServiceUnavailable
-	})
-	if code := getStatus("http://" + metricsAddr + "/healthz"); code != 200 {
-		t.Errorf("/healthz: %d", code)
-	}
-}
-
 var queueLine = regexp.MustCompile(`(?m)^prefork_child_listen_queue_length\{slot="(\d+)"\} (\d+)$`)
 
 func queueOf(t *testing.T, text string, slot int) (uint64, bool) {
@@ -149,6 +138,7 @@ func queueOf(t *testing.T, text string, slot int) (uint64, bool) {
 // A child that stops accepting (SIGSTOP) shows its slot's accept queue
 // growing under connections, and back to 0 after SIGCONT, in both modes.
 func TestMetricsListenQueue(t *testing.T) {
+	t.Parallel()
 	for _, sockets := range []string{"child", "master"} {
 		t.Run(sockets, func(t *testing.T) {
 			metricsAddr := testkit.FreeAddr(t)
@@ -190,6 +180,7 @@ func TestMetricsListenQueue(t *testing.T) {
 
 // Where promtool is installed, it finds nothing wrong with a live scrape.
 func TestMetricsPromtoolCheck(t *testing.T) {
+	t.Parallel()
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Skip("promtool is not installed (Debian package prometheus); the collector is linted by testutil.GatherAndLint in pkg/metrics")

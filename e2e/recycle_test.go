@@ -82,6 +82,7 @@ func TestRecycleUnderLoad(t *testing.T) {
 // every slot has a ready child all along (/readyz, polled throughout,
 // never says otherwise).
 func TestRecycleMaxRSS(t *testing.T) {
+	t.Parallel()
 	metricsAddr := testkit.FreeAddr(t)
 	m := startMaster(t, "--workers", "2", "--max-rss", "1MiB", "--metrics", metricsAddr)
 	m.waitReady(2)

@@ -65,6 +65,7 @@ func TestScaleUnderLoad(t *testing.T) {
 // master scale refuses what is not a whole number of at least 1, in one
 // line, and changes nothing.
 func TestScaleBadInput(t *testing.T) {
+	t.Parallel()
 	m := startMaster(t, "--workers", "2")
 	m.waitReady(2)
 	for _, args := range [][]string{{"0"}, {"--", "-1"}, {"abc"}, {""}, {}} {

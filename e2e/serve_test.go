@@ -15,6 +15,7 @@ import (
 // N children with N distinct pids, each answering for its own slot, and the
 // kernel spreading new connections over all of them.
 func TestServesFromNChildren(t *testing.T) {
+	t.Parallel()
 	const n = 4
 	m := startMaster(t, "--workers", "4")
 	ready := m.waitReady(n)
@@ -55,6 +56,7 @@ func TestServesFromNChildren(t *testing.T) {
 // kill -9 of one child: a new child with a new pid serves that slot, the
 // others keep their pids, and requests to the others never fail meanwhile.
 func TestCrashedChildIsReplaced(t *testing.T) {
+	t.Parallel()
 	const n = 3
 	m := startMaster(t, "--workers", "3")
 	ready := m.waitReady(n)

@@ -12,12 +12,14 @@ import (
 // SIGTERM to the master with a request in flight: the request gets its 200,
 // the master exits 0, no child is left and the port is free.
 func TestGracefulStopFinishesInFlight(t *testing.T) {
+	t.Parallel()
 	testGracefulStop(t, func(m *master) { m.signal(syscall.SIGTERM) })
 }
 
 // A terminal's Ctrl-C sends SIGINT to the whole foreground process group:
 // the children must not act on it; the master drains them as for SIGTERM.
 func TestCtrlCDrainsLikeSIGTERM(t *testing.T) {
+	t.Parallel()
 	testGracefulStop(t, func(m *master) {
 		if err := syscall.Kill(-m.cmd.Process.Pid, syscall.SIGINT); err != nil {
 			t.Fatal(err)
@@ -48,6 +50,7 @@ func testGracefulStop(t *testing.T, stop func(*master)) {
 
 // SIGQUIT: every child is killed at once, the master exits 0.
 func TestFastStop(t *testing.T) {
+	t.Parallel()
 	m := startMaster(t, "--workers", "2", "--drain-timeout", "1m")
 	m.waitReady(2)
 	sendSlow(t, m.addr, "30s") // would hold a graceful stop for 30 s
@@ -70,6 +73,7 @@ func TestFastStop(t *testing.T) {
 // SIGKILL to the master: every child notices, drains and exits within the
 // drain timeout plus one second, and the port is free.
 func TestMasterKilledChildrenExit(t *testing.T) {
+	t.Parallel()
 	const drain = 2 * time.Second
 	m := startMaster(t, "--workers", "3", "--drain-timeout", drain.String())
 	m.waitReady(3)
@@ -94,6 +98,7 @@ func TestMasterKilledChildrenExit(t *testing.T) {
 // SIGTTIN and SIGTTOU add and remove a worker (their default action would
 // stop the master), and SIGPIPE (a closed log reader) is ignored.
 func TestJobControlSignalsScale(t *testing.T) {
+	t.Parallel()
 	m := startMaster(t, "--workers", "1")
 	m.waitReady(1)
 	m.signal(syscall.SIGTTIN)
@@ -116,6 +121,7 @@ func TestJobControlSignalsScale(t *testing.T) {
 // SIGKILL reaches a child's whole process group: a helper it started in the
 // background does not outlive a fast stop.
 func TestFastStopKillsChildProcessGroup(t *testing.T) {
+	t.Parallel()
 	script := "sleep 300 & exec " + filepath.Join(bin, "child")
 	m := startMaster(t, "--workers", "1", "--", "/bin/sh", "-c", script)
 	ready := m.waitReady(1)
@@ -144,6 +150,7 @@ func TestFastStopKillsChildProcessGroup(t *testing.T) {
 // A graceful stop that had to kill a child at the drain timeout exits 3,
 // not 0: a container runtime or systemd shows that work was cut.
 func TestStopExitCodeSaysDrainWasCut(t *testing.T) {
+	t.Parallel()
 	m := startMaster(t, "--workers", "1", "--drain-timeout", "1s")
 	m.waitReady(1)
 	inFlight := sendSlow(t, m.addr, "30s")

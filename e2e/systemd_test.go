@@ -16,6 +16,7 @@ import (
 // READY=1 once the first generation serves, RELOADING=1 with MONOTONIC_USEC
 // at a reload and READY=1 at its end, STOPPING=1 at a stop.
 func TestSystemdNotifyReload(t *testing.T) {
+	t.Parallel()
 	addr := fmt.Sprintf("@prefork-e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
@@ -64,6 +65,7 @@ func TestSystemdNotifyReload(t *testing.T) {
 // With WatchdogSec= (WATCHDOG_USEC in its environment) the master pings
 // systemd's watchdog from its event loop, every half period.
 func TestSystemdWatchdogPings(t *testing.T) {
+	t.Parallel()
 	addr := fmt.Sprintf("@prefork-e2e-wd-%d-%d", os.Getpid(), time.Now().UnixNano())
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {

@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 // child's simulated deadlock) is sent SIGQUIT, prints its goroutines, is
 // replaced and counted; a child that keeps pinging (slot 0) keeps running.
 func TestWatchdogKillsHungChild(t *testing.T) {
+	t.Parallel()
 	// A period long enough that a -race master on a busy machine never
 	// misses a healthy child's pings.
 	script := `if [ "$PREFORK_SLOT" = 1 ]; then export CHILD_HANG_AFTER=1s; fi; exec ` + filepath.Join(bin, "child")
@@ -61,32 +61,11 @@ func TestWatchdogKillsHungChild(t *testing.T) {
 	}
 }
 
-// A hung child that ignores SIGQUIT is killed with SIGKILL after the grace.
-// The child is a shell that speaks sd_notify with systemd-notify.
-func TestWatchdogEscalatesToSIGKILL(t *testing.T) {
-	notify, err := exec.LookPath("systemd-notify")
-	if err != nil {
-		t.Skip("systemd-notify is not installed")
-	}
-	// systemd-notify sends with its parent's pid, the child's; --no-block
-	// skips its BARRIER=1 round trip, which the master does not answer.
-	script := fmt.Sprintf(`trap '' QUIT; %[1]s --no-block --ready; %[1]s --no-block WATCHDOG=1; exec sleep 600`, notify)
-	m := startMaster(t, "--workers", "1", "--watchdog", "300ms", "--", "/bin/sh", "-c", script)
-	pid := m.waitReady(1)[0]
-	m.waitMsg(10*time.Second, 1, "child missed its watchdog; sending SIGQUIT, then SIGKILL")
-	m.waitMsg(10*time.Second, 1, "child still alive after SIGQUIT from the watchdog; sending SIGKILL")
-	exit := m.waitLog(10*time.Second, 1, "the child's exit", func(l logLine) bool {
-		return l.msg() == "child exited unexpectedly" && l.int("pid") == pid
-	})[0]
-	if exit.str("signal") != "SIGKILL" || exit.str("reason") != "watchdog" {
-		t.Errorf("exit line %v: want signal SIGKILL, reason watchdog", exit)
-	}
-}
-
 // Children learn the watchdog period from WATCHDOG_USEC, as under systemd,
 // and only when --watchdog is on: the master's own WATCHDOG_USEC (from
 // systemd's WatchdogSec=) is never passed on.
 func TestWatchdogEnvironment(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -53,6 +53,9 @@ func TestCrashBackoff(t *testing.T) {
 		if got := attr(h.logs.lines("restarting slot")[i], "in_ms").Float64(); got != millis(want) {
 			t.Errorf("crash %d: logged in_ms=%v, want %v", i+1, got, millis(want))
 		}
+		if got := attr(h.logs.lines("child exited unexpectedly")[i], "code").Int64(); got != 3 {
+			t.Errorf("crash %d: logged code=%v, want 3", i+1, got)
+		}
 	}
 	// Ready for BackoffReset: the next crash restarts at once again.
 	h.ready(h.newest(0))

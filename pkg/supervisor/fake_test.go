@@ -282,12 +282,21 @@ func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
 }
 
 func (f *fakeProcs) reap(report func(exitStatus)) {
-	f.mu.Lock()
-	ended := f.ended
-	f.ended, f.chld = nil, false
-	f.mu.Unlock()
-	for _, e := range ended {
-		report(e)
+	for {
+		f.mu.Lock()
+		ended := f.ended
+		f.ended = nil
+		if len(ended) == 0 {
+			// Cleared only now: a settle that sees it clear knows the
+			// loop has handled every exit.
+			f.chld = false
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+		for _, e := range ended {
+			report(e)
+		}
 	}
 }
 

@@ -1,8 +1,10 @@
 // Package bench measures the built binaries: how long the master takes to
 // spawn its children, to replace a crashed one, how evenly the kernel
 // spreads connections over them, whether supervision costs anything on
-// the data path, what an idle master costs, how long a reload takes and
-// how many requests reloads under load fail. Run it with `make bench`;
+// the data path, what an idle master costs, what the master costs under
+// load in each socket mode, what the exec shim of master socket mode adds
+// to a child's start, how long a reload takes and how many requests
+// reloads under load fail. Run it with `make bench`;
 // every figure is reported with b.ReportMetric, so benchstat can compare
 // two runs.
 package bench

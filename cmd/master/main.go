@@ -19,7 +19,9 @@ const (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == supervisor.ShimCommand {
-		// Between fork and the command in master socket mode; see ExecShim.
+		// Between fork and the command in master socket mode, where the
+		// native exec shim is missing (not amd64) or cannot run; see
+		// ExecShim and execShimPath in pkg/supervisor.
 		err := supervisor.ExecShim(os.Args[2:])
 		fmt.Fprintf(os.Stderr, "master: %v\n", err)
 		os.Exit(127)

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -55,4 +58,118 @@ func CheckFree(address string) error {
 		return err
 	}
 	return ln.Close()
+}
+
+// ListenFD binds a listening TCP socket on address as Listen does (plain
+// TCP, SO_REUSEADDR and SO_REUSEPORT before bind, IPv4 for an IPv4
+// address, a dual-stack IPv6 socket for a wildcard one, the backlog of
+// net.core.somaxconn) and returns it as a bare descriptor, non-blocking
+// and close-on-exec. Nothing polls it: it is for a process that holds a
+// listener for others to accept on, and never accepts itself (Listen
+// would put it in Go's netpoller, which wakes the holder at every
+// incoming connection). The caller owns the descriptor and closes it
+// with unix.Close, once; wrapping it in an *os.File would give it a
+// second owner (a finalizer).
+func ListenFD(address string) (int, error) {
+	fd, err := listenFD(address)
+	if err != nil {
+		return -1, fmt.Errorf("listen on %s: %w", address, err)
+	}
+	return fd, nil
+}
+
+func listenFD(address string) (int, error) {
+	ta, err := net.ResolveTCPAddr("tcp", address)
+	if err != nil {
+		return -1, err
+	}
+	family, sa, err := sockaddr(ta)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if errors.Is(err, unix.EAFNOSUPPORT) && family == unix.AF_INET6 && (ta.IP == nil || ta.IP.To4() != nil) {
+		// An IPv4 or empty wildcard on a kernel without IPv6.
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: ta.Port}
+		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if err := setupListener(fd, family, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// setupListener sets the options of a new listening socket, binds and
+// listens.
+func setupListener(fd, family int, sa unix.Sockaddr) error {
+	if family == unix.AF_INET6 {
+		// As Go does for every IPv6 listener: IPv4 connections too.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return fmt.Errorf("set IPV6_V6ONLY: %w", err)
+		}
+	}
+	for _, opt := range []struct {
+		name string
+		opt  int
+	}{{"SO_REUSEADDR", unix.SO_REUSEADDR}, {"SO_REUSEPORT", unix.SO_REUSEPORT}} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt.opt, 1); err != nil {
+			return fmt.Errorf("set %s: %w", opt.name, err)
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Listen(fd, listenBacklog()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return nil
+}
+
+// sockaddr returns the address family and socket address Go's own Listen
+// would bind for ta: a wildcard (no IP, 0.0.0.0 or ::) is a dual-stack
+// IPv6 socket, an IPv4 address an IPv4 one.
+func sockaddr(ta *net.TCPAddr) (int, unix.Sockaddr, error) {
+	if ta.IP == nil || ta.IP.IsUnspecified() {
+		return unix.AF_INET6, &unix.SockaddrInet6{Port: ta.Port}, nil
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return unix.AF_INET, &unix.SockaddrInet4{Port: ta.Port, Addr: [4]byte(ip4)}, nil
+	}
+	sa := &unix.SockaddrInet6{Port: ta.Port, Addr: [16]byte(ta.IP.To16())}
+	if ta.Zone != "" {
+		ifi, err := net.InterfaceByName(ta.Zone)
+		if err != nil {
+			n, aerr := strconv.Atoi(ta.Zone)
+			if aerr != nil {
+				return 0, nil, fmt.Errorf("zone %q: %w", ta.Zone, err)
+			}
+			ifi = &net.Interface{Index: n}
+		}
+		sa.ZoneId = uint32(ifi.Index)
+	}
+	return unix.AF_INET6, sa, nil
+}
+
+// listenBacklog is the backlog Go's Listen uses: net.core.somaxconn, to
+// which the kernel caps any larger one.
+func listenBacklog() int {
+	data, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		return unix.SOMAXCONN
+	}
+	return parseBacklog(data)
+}
+
+// parseBacklog parses the contents of /proc/sys/net/core/somaxconn; an
+// unreadable or zero value gives unix.SOMAXCONN, as in Go.
+func parseBacklog(data []byte) int {
+	n, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || n <= 0 {
+		return unix.SOMAXCONN
+	}
+	return n
 }

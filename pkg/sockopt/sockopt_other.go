@@ -12,3 +12,6 @@ func Control(network, address string, c syscall.RawConn) error {
 
 // CheckFree is Linux-only; elsewhere it always fails.
 func CheckFree(address string) error { return ErrUnsupported }
+
+// ListenFD is Linux-only; elsewhere it always fails.
+func ListenFD(address string) (int, error) { return -1, ErrUnsupported }

@@ -1,9 +1,7 @@
 package supervisor
 
 import (
-	"context"
 	"fmt"
-	"net"
 
 	"github.com/prefork/prefork/pkg/sockopt"
 	"github.com/prefork/prefork/pkg/steer"
@@ -13,7 +11,10 @@ import (
 // socketSet holds the listeners of master socket mode: one SO_REUSEPORT
 // listener per (address, slot), kept for as long as any generation or child
 // uses it, so that the queue of a slot whose child is replaced survives the
-// replacement. The master never accepts on them.
+// replacement. The master never accepts on them, so it holds them as bare
+// descriptors that nothing polls: a net.Listener would sit in Go's
+// netpoller, and every incoming connection would wake the master for
+// nothing.
 type socketSet struct {
 	m map[socketKey]*heldSocket
 	// steer makes the set steer every group it binds (--steer), with one
@@ -27,9 +28,24 @@ type socketKey struct {
 	slot int
 }
 
+// heldSocket is one listener. Its descriptor is non-blocking: the
+// children get it as fd 3 (ForkExec dups it, sharing the open file
+// description and its O_NONBLOCK, which Go's net.FileListener expects,
+// TRAPS 5); a child's server that switches it to blocking switches it
+// for the slot's later children too, but not for the master, which never
+// waits on it. The set owns it and closes it exactly once, with
+// unix.Close; it is never wrapped in an *os.File, whose finalizer would
+// be a second owner (TRAPS 4).
 type heldSocket struct {
-	ln *net.TCPListener // owns the descriptor
-	fd int              // its number, handed to children as fd 3
+	fd int
+}
+
+// close closes the descriptor; a second call does nothing.
+func (h *heldSocket) close() {
+	if h.fd >= 0 {
+		unix.Close(h.fd)
+		h.fd = -1
+	}
 }
 
 func newSocketSet() *socketSet {
@@ -57,32 +73,25 @@ func (s *socketSet) has(addr string) bool {
 }
 
 // fd returns the descriptor of the listener of slot on addr, binding it if
-// needed. The descriptor is the listener's own, not a duplicate from File():
-// that would switch the shared listener to blocking mode (TRAPS 5).
+// needed. The set keeps owning it: the caller passes it on (to ForkExec,
+// which dups it into the child) and never closes it.
 func (s *socketSet) fd(addr string, slot int) (int, error) {
 	key := socketKey{addr: addr, slot: slot}
 	if h, ok := s.m[key]; ok {
 		return h.fd, nil
 	}
-	ln, err := sockopt.Listen(context.Background(), addr)
+	fd, err := sockopt.ListenFD(addr)
 	if err != nil {
 		return -1, fmt.Errorf("bind slot %d on %s: %w", slot, addr, err)
 	}
-	tl := ln.(*net.TCPListener)
-	raw, err := tl.SyscallConn()
-	if err != nil {
-		tl.Close()
-		return -1, err
-	}
-	fd := -1
-	raw.Control(func(f uintptr) { fd = int(f) })
+	h := &heldSocket{fd: fd}
 	if s.steer {
 		if err := s.steerSocket(addr, slot, fd); err != nil {
-			tl.Close()
+			h.close()
 			return -1, err
 		}
 	}
-	s.m[key] = &heldSocket{ln: tl, fd: fd}
+	s.m[key] = h
 	return fd, nil
 }
 
@@ -127,7 +136,7 @@ func (s *socketSet) renew(addr string, slot int) (bool, error) {
 		s.m[key] = old
 		return false, err
 	}
-	old.ln.Close()
+	old.close()
 	return true, nil
 }
 
@@ -152,7 +161,7 @@ func (s *socketSet) release(inUse func(addr string, slot int) bool) {
 			if st := s.steerers[k.addr]; st != nil {
 				st.ClearSocket(k.slot)
 			}
-			h.ln.Close()
+			h.close()
 			delete(s.m, k)
 		}
 	}

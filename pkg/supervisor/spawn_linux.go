@@ -4,11 +4,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // spawner starts children from one goroutine locked to its OS thread for
@@ -130,38 +127,4 @@ func childEnv(base []string, own map[string]string) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
-}
-
-// envShimParent tells the exec shim the master's pid; the shim removes it.
-const envShimParent = "PREFORK_SHIM_PARENT"
-
-// ShimCommand is the first argument that makes the master's binary act as
-// the exec shim of master socket mode (see ExecShim).
-const ShimCommand = "__prefork_exec"
-
-// ExecShim is what the master's binary runs when started with ShimCommand:
-// it sets LISTEN_PID to its own pid, which the socket-activation protocol
-// demands and which the master cannot know before the fork, and execs
-// argv in place, keeping the pid, fd 3 and the parent-death signal.
-func ExecShim(argv []string) error {
-	if len(argv) == 0 {
-		return fmt.Errorf("exec shim: no command")
-	}
-	// The kernel clears the parent-death signal when an exec gains
-	// privilege: a master binary with file capabilities (setcap) makes
-	// this exec of itself such a one. Set it again, then make sure the
-	// master did not die before it was set.
-	// The parent-death signal belongs to a thread; the exec must happen
-	// on the one that sets it.
-	runtime.LockOSThread()
-	master := os.Getenv(envShimParent)
-	os.Unsetenv(envShimParent)
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0); err != nil {
-		return fmt.Errorf("exec shim: parent-death signal: %w", err)
-	}
-	if master != strconv.Itoa(os.Getppid()) {
-		return fmt.Errorf("exec shim: the master (pid %s) is gone", master)
-	}
-	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
-	return fmt.Errorf("exec shim: %w", syscall.Exec(argv[0], argv, env))
 }

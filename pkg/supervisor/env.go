@@ -102,4 +102,7 @@ type env struct {
 	notifySystemd func(state string) error
 	// watchdog is the master's own watchdog period (WatchdogSec=), or 0.
 	watchdog time.Duration
+	// shim is the program that starts a child of master socket mode
+	// (execShimPath).
+	shim string
 }

@@ -40,8 +40,7 @@ var (
 // master's own binary. Both are resolved in the forked child, and both
 // are the running master's own, even if its file was since replaced by an
 // upgrade. The first call loads and checks the native shim (a fork and a
-// wait for that pid alone): call it from the event loop, which is the
-// only reaper.
+// wait for that pid alone): New calls it, before the loop reaps anything.
 func execShimPath() string {
 	shimOnce.Do(func() {
 		path, err := execshim.Open()

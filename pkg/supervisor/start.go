@@ -51,10 +51,8 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		own["LISTEN_FDS"] = "1"
 		own["LISTEN_FDNAMES"] = "prefork"
 		// LISTEN_PID must be the child's own pid, known only after the
-		// fork: the master's binary, run as a shim, sets it and execs argv.
-		// /proc/self/exe, resolved in the forked child, is the running
-		// master's own inode, even if its file was replaced by an upgrade.
-		spec.path = "/proc/self/exe"
+		// fork: an exec shim sets it and execs argv (see execShimPath).
+		spec.path = s.env.shim
 		spec.argv = append([]string{s.self, ShimCommand}, g.argv...)
 		own[envShimParent] = strconv.Itoa(os.Getpid())
 	}

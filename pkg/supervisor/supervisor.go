@@ -107,7 +107,11 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := env{procs: &osProcs{stdin: devnull}, clock: wallClock{}, steerSupported: steer.Supported}
+	// The exec shim is loaded and checked here, before any child exists
+	// (a reload may switch to master socket mode): its check forks and
+	// waits for a process of its own, which the loop must not reap.
+	e := env{procs: &osProcs{stdin: devnull}, clock: wallClock{}, steerSupported: steer.Supported,
+		shim: execShimPath()}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		e.notifySystemd = func(state string) error {
 			_, err := daemon.SdNotify(false, state)
@@ -130,6 +134,9 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 // newSupervisor is New with the outside world given: the loop's tests
 // call it with fake processes and a fake clock.
 func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
+	if e.shim == "" {
+		e.shim = "/proc/self/exe" // the master's own binary: ExecShim
+	}
 	g, err := newGeneration(1, cfg)
 	if err != nil {
 		return nil, err

@@ -73,3 +73,6 @@ func (*socketSet) acceptQueue(string, int) (uint32, bool) { return 0, false }
 type identity struct{ user, home string }
 
 func resolveIdentity(Config) (*identity, error) { return nil, errUnsupported }
+
+// execShimPath is Linux only; the spawner fails before using it.
+func execShimPath() string { return "/proc/self/exe" }

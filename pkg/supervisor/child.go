@@ -23,10 +23,10 @@ type slot struct {
 	failures int    // unplanned exits in a row, for the backoff
 	restart  timer  // a pending restart; nil when none
 	// successor is the child starting to replace current (recycling);
-	// current serves until it is ready. why says what limit current
-	// passed.
-	successor *child
-	why       string
+	// current serves until it is ready. recycleReason says what limit
+	// current passed.
+	successor     *child
+	recycleReason string
 	// noRecycleBefore holds off recycling after a successor failed.
 	noRecycleBefore time.Time
 }
@@ -41,8 +41,9 @@ func (sl *slot) cancelRestart() {
 // the moves are:
 //
 //	starting ──READY=1──▶ ready ──a limit passed──▶ recycling ──successor ready──▶ draining
-//	   │                    │  ◀──successor failed──────┘
-//	   │                    └──watchdog missed──▶ hung (SIGQUIT, then SIGKILL)
+//	   │                    │  ◀──successor failed──────┘   │
+//	   │                    └──watchdog missed──▶ hung ◀─────┘ (SIGQUIT, then SIGKILL)
+//	   ├──watchdog missed (it pinged before READY=1)──▶ hung
 //	   └──ready timeout──▶ late (SIGKILL)
 //
 // and any child not yet draining moves to draining when it is told to stop
@@ -50,34 +51,35 @@ func (sl *slot) cancelRestart() {
 type life uint8
 
 const (
-	// starting: started, READY=1 not yet received.
-	starting life = iota
-	// ready: said READY=1 and serves.
-	ready
-	// recycling: ready, and passed a limit (--max-accepts, --max-rss):
-	// its successor is starting beside it.
-	recycling
-	// hung: was ready, then missed its watchdog; sent SIGQUIT, SIGKILL
-	// follows after WatchdogGrace.
-	hung
-	// late: not ready within the ready timeout; sent SIGKILL.
-	late
-	// draining: told to stop (SIGTERM); SIGKILL follows at the drain
+	// lifeStarting: started, READY=1 not yet received.
+	lifeStarting life = iota
+	// lifeReady: said READY=1 and serves.
+	lifeReady
+	// lifeRecycling: ready, and passed a limit (--max-accepts,
+	// --max-rss): its successor is starting beside it.
+	lifeRecycling
+	// lifeHung: pinged WATCHDOG=1, then went silent for the watchdog
+	// period; sent SIGQUIT, SIGKILL follows after WatchdogGrace. A
+	// READY=1 from it counts for nothing.
+	lifeHung
+	// lifeLate: not ready within the ready timeout; sent SIGKILL.
+	lifeLate
+	// lifeDraining: told to stop (SIGTERM); SIGKILL follows at the drain
 	// timeout.
-	draining
+	lifeDraining
 )
 
 // state returns how Status and the metrics show c: a hung child shows
 // what it was before it hung, a late one was still starting.
 func (c *child) state() State {
 	switch c.life {
-	case ready, recycling:
+	case lifeReady, lifeRecycling:
 		return StateReady
-	case hung:
+	case lifeHung:
 		if !c.readyAt.IsZero() {
 			return StateReady
 		}
-	case draining:
+	case lifeDraining:
 		return StateDraining
 	}
 	return StateStarting
@@ -85,7 +87,7 @@ func (c *child) state() State {
 
 // serving reports whether a child in this life takes connections and is
 // fit to: ready, recycling or not, and not hung.
-func (l life) serving() bool { return l == ready || l == recycling }
+func (l life) serving() bool { return l == lifeReady || l == lifeRecycling }
 
 // child is one process the supervisor started and has not reaped yet.
 type child struct {
@@ -97,23 +99,25 @@ type child struct {
 	readyAt time.Time
 	page    *counters.Page // its accept counter; nil if none could be made
 
-	// Its timers: the ready timeout while starting; the SIGKILL that
-	// follows a drain or a watchdog's SIGQUIT.
+	// Its timers: the ready timeout while starting; the SIGKILL at the
+	// drain timeout; the SIGKILL at the end of a watchdog's grace.
 	readyTimer timer
-	killTimer  timer
+	drainTimer timer
+	graceTimer timer
 
 	// The watchdog, armed by the child's first WATCHDOG=1.
-	watchdog    timer
-	lastPing    time.Time
-	graced      bool   // the last expiry was excused as the master's stall
-	acceptLimit uint64 // recycle past this many accepts; 0: never
+	watchdogTimer timer
+	lastPing      time.Time
+	graced        bool   // the last expiry was excused as the master's stall
+	acceptLimit   uint64 // recycle past this many accepts; 0: never
 }
 
 // stopTimers stops every timer of c; it is gone or going.
 func (c *child) stopTimers() {
 	stopTimer(c.readyTimer)
-	stopTimer(c.killTimer)
-	stopTimer(c.watchdog)
+	stopTimer(c.drainTimer)
+	stopTimer(c.graceTimer)
+	stopTimer(c.watchdogTimer)
 }
 
 // live reports whether c is still a process of the table (its pid may
@@ -156,20 +160,17 @@ func (s *Supervisor) childOf(pid int) *child {
 }
 
 // drain tells c to finish what it has and exit, and arms the SIGKILL that
-// follows at the drain timeout.
+// follows at the drain timeout. A hung child keeps its grace's SIGKILL
+// too: whichever comes first ends it.
 func (s *Supervisor) drain(c *child) {
-	if c.life == draining {
+	if c.life == lifeDraining {
 		return
 	}
-	wasHung := c.life == hung
-	c.life = draining
+	c.life = lifeDraining
 	stopTimer(c.readyTimer)
-	stopTimer(c.watchdog)
+	stopTimer(c.watchdogTimer)
 	s.kill(c, unix.SIGTERM)
-	if wasHung {
-		return // its SIGKILL is due already, at the end of WatchdogGrace
-	}
-	c.killTimer = s.env.clock.AfterFunc(c.gen.cfg.DrainTimeout, func() { s.send(drainTimeout{c: c}) })
+	c.drainTimer = s.env.clock.AfterFunc(c.gen.cfg.DrainTimeout, func() { s.send(drainTimeout{c: c}) })
 }
 
 // kill signals c. Only the loop reaps, and it removes a child from the table

@@ -33,7 +33,7 @@ const (
 func (s *Supervisor) classify(c *child) exitKind {
 	sl := s.slotOf(c)
 	switch {
-	case c.life == draining || s.stopping != 0:
+	case c.life == lifeDraining || s.stopping != 0:
 		return exitPlanned
 	case sl != nil && sl.successor == c:
 		return exitSuccessor
@@ -64,10 +64,10 @@ func (s *Supervisor) exited(e exitStatus) {
 	}
 	reason := describeExit(e.status)
 	switch c.life {
-	case late:
+	case lifeLate:
 		attrs = append(attrs, "reason", "not ready in time")
 		reason = fmt.Sprintf("not ready within %v", c.gen.cfg.ReadyTimeout)
-	case hung:
+	case lifeHung:
 		attrs = append(attrs, "reason", "watchdog")
 		reason = fmt.Sprintf("killed by the watchdog: no WATCHDOG=1 for %v (%s)", c.gen.cfg.Watchdog, reason)
 	}
@@ -93,7 +93,7 @@ func (s *Supervisor) forget(c *child) {
 	c.stopTimers()
 	if sl := s.slotOf(c); sl != nil {
 		if sl.successor == c {
-			sl.successor, sl.why = nil, ""
+			sl.successor, sl.recycleReason = nil, ""
 		}
 		if sl.current == c {
 			sl.current = nil
@@ -110,12 +110,13 @@ func (s *Supervisor) crashed(c *child, at time.Time) {
 	if sl.successor != nil {
 		// The child being recycled died first: its successor, already
 		// starting, takes the slot.
-		sl.current, sl.successor, sl.why = sl.successor, nil, ""
+		sl.current, sl.successor, sl.recycleReason = sl.successor, nil, ""
 		return
 	}
 	s.scheduleRestart(c.gen, c.slot)
 }
 
+// exitAttrs are the log attributes of how a process ended.
 func exitAttrs(ws unix.WaitStatus) []any {
 	switch {
 	case ws.Exited():
@@ -126,6 +127,7 @@ func exitAttrs(ws unix.WaitStatus) []any {
 	return []any{"status", int(ws)}
 }
 
+// describeExit says how a process ended, for a reload's reason.
 func describeExit(ws unix.WaitStatus) string {
 	switch {
 	case ws.Exited():
@@ -153,6 +155,8 @@ func (s *Supervisor) scheduleRestart(g *generation, slotIndex int) {
 	sl.restart = s.env.clock.AfterFunc(delay, func() { s.send(restartDue{s: sl}) })
 }
 
+// restartDue restarts a slot whose backoff is over, unless the slot
+// has a child again or belongs to a generation no longer serving.
 func (s *Supervisor) restartDue(sl *slot) {
 	sl.restart = nil
 	if s.stopping != 0 || sl.current != nil {

@@ -40,10 +40,10 @@ func (s *Supervisor) loop(ctx context.Context) {
 		defer t.Stop()
 		ping = t.C()
 	}
-	defer s.recycling.set(s.env.clock, false)
+	defer s.recycleChecks.set(s.env.clock, false)
 	defer s.steering.setTicker(s.env.clock, false)
 	for s.stopping == 0 || len(s.children) > 0 {
-		recycleTick := s.recycling.set(s.env.clock, s.stopping == 0 && (s.cur.cfg.MaxAccepts > 0 || s.cur.cfg.MaxRSS > 0))
+		recycleTick := s.recycleChecks.set(s.env.clock, s.stopping == 0 && (s.cur.cfg.MaxAccepts > 0 || s.cur.cfg.MaxRSS > 0))
 		steerTick := s.steering.setTicker(s.env.clock, s.steeringActive())
 		select {
 		case ev := <-s.events:
@@ -61,6 +61,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 	}
 }
 
+// handle dispatches one event to the function that owns its decision.
 func (s *Supervisor) handle(ev any) {
 	switch ev := ev.(type) {
 	case sigchld:

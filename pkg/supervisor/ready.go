@@ -13,10 +13,10 @@ func (s *Supervisor) notified(ev notified) {
 	if ev.msg.Watchdog {
 		s.watchdogPing(c, ev.at)
 	}
-	if !ev.msg.Ready || c.life != starting {
+	if !ev.msg.Ready || c.life != lifeStarting {
 		return // a READY=1 queued behind the ready timeout comes too late
 	}
-	c.life = ready
+	c.life = lifeReady
 	c.readyAt = s.env.clock.Now()
 	stopTimer(c.readyTimer)
 	s.log.Info("child ready", "slot", c.slot, "generation", c.gen.number, "pid", c.pid,
@@ -39,11 +39,11 @@ func (s *Supervisor) notified(ev notified) {
 // readyTimedOut kills a child that did not say READY=1 in time; its exit
 // is a failed start.
 func (s *Supervisor) readyTimedOut(c *child) {
-	if !s.live(c) || c.life != starting {
+	if !s.live(c) || c.life != lifeStarting {
 		return
 	}
 	s.log.Error("child not ready in time; killing it", "slot", c.slot, "generation", c.gen.number,
 		"pid", c.pid, "ready_timeout_ms", millis(c.gen.cfg.ReadyTimeout))
-	c.life = late
+	c.life = lifeLate
 	s.kill(c, unix.SIGKILL)
 }

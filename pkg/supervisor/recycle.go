@@ -68,9 +68,9 @@ func (s *Supervisor) checkRecycling() {
 	if s.stopping != 0 || !s.reload.idle() {
 		return
 	}
-	s.recycling.ticks++
+	s.recycleChecks.ticks++
 	cfg := s.cur.cfg
-	readRSS := cfg.MaxRSS > 0 && s.recycling.ticks%rssEvery == 0
+	readRSS := cfg.MaxRSS > 0 && s.recycleChecks.ticks%rssEvery == 0
 	busy := 0
 	for _, sl := range s.cur.slots {
 		if sl.successor != nil {
@@ -83,7 +83,7 @@ func (s *Supervisor) checkRecycling() {
 			return
 		}
 		c := sl.current
-		if c == nil || c.life != ready || sl.successor != nil || now.Before(sl.noRecycleBefore) {
+		if c == nil || c.life != lifeReady || sl.successor != nil || now.Before(sl.noRecycleBefore) {
 			continue
 		}
 		if c.acceptLimit > 0 {
@@ -118,15 +118,15 @@ func (s *Supervisor) recycle(i int, reason string, attrs ...any) {
 		s.holdRecycling(sl)
 		return
 	}
-	old.life = recycling
-	sl.successor, sl.why = c, reason
+	old.life = lifeRecycling
+	sl.successor, sl.recycleReason = c, reason
 }
 
 // recycled finishes a recycle once the successor is ready: it takes the
 // slot and the old child drains.
 func (s *Supervisor) recycled(sl *slot) {
-	old, c, why := sl.current, sl.successor, sl.why
-	sl.current, sl.successor, sl.why = c, nil, ""
+	old, c, why := sl.current, sl.successor, sl.recycleReason
+	sl.current, sl.successor, sl.recycleReason = c, nil, ""
 	if old == nil {
 		return // the old child died meanwhile; exited counted it
 	}
@@ -138,8 +138,8 @@ func (s *Supervisor) recycled(sl *slot) {
 
 // successorFailed handles the exit of a successor before it was ready.
 func (s *Supervisor) successorFailed(sl *slot, c *child, reason string) {
-	if old := sl.current; old != nil && old.life == recycling {
-		old.life = ready
+	if old := sl.current; old != nil && old.life == lifeRecycling {
+		old.life = lifeReady
 	}
 	sl.failures++
 	s.holdRecycling(sl)

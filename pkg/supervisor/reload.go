@@ -68,6 +68,8 @@ func (s *Supervisor) driveReload(in reloadInput) {
 	}
 }
 
+// perform carries out one action of the reload machine and returns the
+// input it yields, if any (only actBegin yields one).
 func (s *Supervisor) perform(a reloadAction) reloadInput {
 	switch a {
 	case actBegin:
@@ -202,6 +204,7 @@ func (s *Supervisor) rollbackReload() {
 	s.sockets.release(s.inUse)
 }
 
+// rejectReload reports a configuration refused before anything started.
 func (s *Supervisor) rejectReload() {
 	s.tally.reloads["rejected"]++
 	s.log.Error("reload rejected; nothing changed", "generation", s.cur.number, "reason", s.reload.err.Error())
@@ -230,6 +233,8 @@ func (s *Supervisor) reportReloadEnd() {
 	}
 }
 
+// answerReload gives r to every caller in to; each channel has room for
+// one, so the loop never waits.
 func (s *Supervisor) answerReload(to []chan<- ReloadResult, r ReloadResult) {
 	for _, w := range to {
 		w <- r
@@ -249,6 +254,8 @@ func (s *Supervisor) inUse(addr string, slotIndex int) bool {
 	return false
 }
 
+// monotonicMicros is CLOCK_MONOTONIC in microseconds, as systemd wants
+// it in MONOTONIC_USEC.
 func monotonicMicros() int64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {

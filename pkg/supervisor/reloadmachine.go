@@ -72,9 +72,9 @@ const (
 )
 
 // step is the reload state machine. Inputs that make no sense in a phase
-// (a stray ready after a rollback, say) change nothing. In spawning, only
-// inSpawned, inRejected and inStop can come: the driver feeds actBegin's
-// outcome before the loop handles any other event.
+// (a stray ready after a rollback, say) change nothing. In spawning, no
+// child of the new generation can be heard from yet: the driver feeds
+// actBegin's outcome before the loop handles any other event.
 func (m reloadMachine) step(in reloadInput) (reloadMachine, []reloadAction) {
 	if in.kind == inStop {
 		if m.phase == reloadIdle {
@@ -107,6 +107,9 @@ func (m reloadMachine) step(in reloadInput) (reloadMachine, []reloadAction) {
 		case inRequest:
 			m.again = true
 		case inNewReady:
+			if m.waiting <= 0 {
+				break // a stray READY=1; the count is spent
+			}
 			if m.waiting--; m.waiting == 0 {
 				return m.finish(actCommit)
 			}

@@ -71,7 +71,7 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		page.Close()
 		return nil, err
 	}
-	c := &child{pid: pid, gen: g, slot: slotIndex, life: starting, started: now, page: page,
+	c := &child{pid: pid, gen: g, slot: slotIndex, life: lifeStarting, started: now, page: page,
 		acceptLimit: acceptLimit(cfg.MaxAccepts)}
 	c.readyTimer = s.env.clock.AfterFunc(cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
 	s.children[pid] = c

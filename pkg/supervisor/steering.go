@@ -136,7 +136,7 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 	}
 	for _, o := range s.children {
 		if o.slot == c.slot && o.gen.cfg.Sockets == SocketsMaster && o.gen.cfg.Listen == c.gen.cfg.Listen &&
-			o.life != draining {
+			o.life != lifeDraining {
 			// A starting child (a reload's, a recycling successor) holds
 			// the socket: closing the master's copy would move nothing,
 			// and leave that child on a socket outside the program.
@@ -188,7 +188,7 @@ func (s *Supervisor) steerTick() {
 	}
 	views := make([]view, n)
 	for _, c := range s.children {
-		if c.slot >= n || c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster || c.life == draining {
+		if c.slot >= n || c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster || c.life == lifeDraining {
 			continue
 		}
 		v := &views[c.slot]
@@ -199,7 +199,7 @@ func (s *Supervisor) steerTick() {
 		v.counting = v.counting || n > 0
 		if c.state() == StateReady {
 			v.ready = v.ready || c.life.serving()
-			v.hung = v.hung || c.life == hung
+			v.hung = v.hung || c.life == lifeHung
 		}
 	}
 	now := s.env.clock.Now()

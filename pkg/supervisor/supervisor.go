@@ -72,16 +72,16 @@ type Supervisor struct {
 	quit   chan struct{} // closed when Run's loop has ended
 
 	// Owned by the loop goroutine alone.
-	children  map[int]*child // by pid; only unreaped processes
-	cur       *generation    // the serving generation
-	reload    reloadRun
-	sockets   *socketSet // master socket mode's listeners
-	tally     tally
-	recycling recycleChecks
-	steering  *steering
-	announced bool     // READY=1 sent to systemd
-	stopping  StopMode // 0 while running
-	drainCut  bool     // a child was killed at the drain timeout
+	children      map[int]*child // by pid; only unreaped processes
+	cur           *generation    // the serving generation
+	reload        reloadRun
+	sockets       *socketSet // master socket mode's listeners
+	tally         tally
+	recycleChecks recycleChecks
+	steering      *steering
+	announced     bool     // READY=1 sent to systemd
+	stopping      StopMode // 0 while running
+	drainCut      bool     // a child was killed at the drain timeout
 }
 
 // tally holds the totals behind the metrics that outlive the children
@@ -117,9 +117,9 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 			_, err := daemon.SdNotify(false, state)
 			return err
 		}
-		if e.watchdog, err = systemdWatchdog(); err != nil && opts.Log != nil {
+		if e.watchdog, err = systemdWatchdog(); err != nil {
 			// systemd would kill a master that never pings: say why.
-			opts.Log.Warn("malformed watchdog variables from the service manager; the master will not ping it", "err", err)
+			logger(opts).Warn("malformed watchdog variables from the service manager; the master will not ping it", "err", err)
 		}
 	}
 	s, err := newSupervisor(cfg, opts, e)
@@ -148,13 +148,9 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find the master's executable: %w", err)
 	}
-	log := opts.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	s := &Supervisor{
 		opts:     opts,
-		log:      log,
+		log:      logger(opts),
 		env:      e,
 		self:     self,
 		events:   make(chan any, 64),
@@ -181,6 +177,14 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// logger returns opts.Log, or a logger that discards.
+func logger(opts Options) *slog.Logger {
+	if opts.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return opts.Log
 }
 
 // open binds what the master itself serves on: master socket mode's
@@ -310,6 +314,8 @@ func (s *Supervisor) notifySystemd(state string) {
 	}
 }
 
+// readNotify sends the loop every sd_notify datagram with its sender's
+// pid, until Run closes the socket.
 func (s *Supervisor) readNotify() {
 	buf := make([]byte, notifyMaxDatagram)
 	oob := make([]byte, credentialsSpace)
@@ -327,6 +333,8 @@ func (s *Supervisor) readNotify() {
 	}
 }
 
+// warnMigrateReq warns, in child socket mode, when the kernel will reset
+// the connections queued on an exiting child's listener.
 func (s *Supervisor) warnMigrateReq(cfg Config) {
 	if cfg.Sockets != SocketsChild {
 		return

@@ -16,17 +16,17 @@ const WatchdogGrace = 3 * time.Second
 // timer: nothing polls.
 func (s *Supervisor) watchdogPing(c *child, at time.Time) {
 	d := c.gen.cfg.Watchdog
-	if d <= 0 || c.life == draining || c.life == hung || c.life == late {
+	if d <= 0 || c.life == lifeDraining || c.life == lifeHung || c.life == lifeLate {
 		return
 	}
 	c.lastPing = at
 	c.graced = false
-	if c.watchdog == nil {
-		c.watchdog = s.env.clock.AfterFunc(d, func() { s.send(watchdogExpired{c: c}) })
+	if c.watchdogTimer == nil {
+		c.watchdogTimer = s.env.clock.AfterFunc(d, func() { s.send(watchdogExpired{c: c}) })
 		s.log.Debug("child watchdog armed", "slot", c.slot, "pid", c.pid, "watchdog_ms", millis(d))
 		return
 	}
-	c.watchdog.Reset(d)
+	c.watchdogTimer.Reset(d)
 }
 
 // watchdogExpired acts on a watchdog timer that fired: unless a ping came
@@ -34,7 +34,7 @@ func (s *Supervisor) watchdogPing(c *child, at time.Time) {
 // that it can say where it hangs; SIGKILL to its group after the grace.
 func (s *Supervisor) watchdogExpired(c *child) {
 	d := c.gen.cfg.Watchdog
-	if !s.live(c) || c.life == draining || c.life == hung {
+	if !s.live(c) || c.life == lifeDraining || c.life == lifeHung || c.life == lifeLate {
 		return
 	}
 	silent := s.env.clock.Now().Sub(c.lastPing)
@@ -53,23 +53,24 @@ func (s *Supervisor) watchdogExpired(c *child) {
 		// catch a child that hangs.
 		c.graced = true
 		c.lastPing = s.env.clock.Now()
-		c.watchdog.Reset(d)
+		c.watchdogTimer.Reset(d)
 		return
 	}
-	if c.life == starting {
+	if c.life == lifeStarting {
 		// It pinged before READY=1 and then went silent: its ready
 		// timeout still runs, but it is hung all the same.
 		stopTimer(c.readyTimer)
 	}
-	c.life = hung
+	c.life = lifeHung
 	s.tally.watchdogKills[c.slot]++
 	s.log.Error("child missed its watchdog; sending SIGQUIT, then SIGKILL", "slot", c.slot,
 		"generation", c.gen.number, "pid", c.pid, "silent_ms", millis(silent),
 		"watchdog_ms", millis(d), "grace_ms", millis(WatchdogGrace))
 	s.kill(c, unix.SIGQUIT)
-	c.killTimer = s.env.clock.AfterFunc(WatchdogGrace, func() { s.send(watchdogGraceOver{c: c}) })
+	c.graceTimer = s.env.clock.AfterFunc(WatchdogGrace, func() { s.send(watchdogGraceOver{c: c}) })
 }
 
+// watchdogGraceOver kills a hung child that outlived its SIGQUIT.
 func (s *Supervisor) watchdogGraceOver(c *child) {
 	if !s.live(c) {
 		return

@@ -12,10 +12,11 @@ import (
 )
 
 // The fake side of the seam (env.go): processes that exist only in a
-// table, and a clock that moves when a test says so. Both settle the loop
-// after every change they make (settle runs a no-op through the loop,
-// whose events are handled in order), so that a test reads a state in
-// which every consequence has been handled.
+// table, and a clock that moves when a test says so. The clock settles the
+// loop after every timer it fires (settle runs a no-op through the loop,
+// whose events are handled in order), and the harness settles after every
+// exit it makes, so that a test reads a state in which every consequence
+// has been handled.
 
 // fakeClock is a clock that only Advance moves.
 type fakeClock struct {
@@ -167,7 +168,10 @@ type fakeProc struct {
 	// on SIGTERM (a drain with nothing to finish), 2 on SIGQUIT (as Go
 	// does) and is killed by SIGKILL.
 	ignore map[unix.Signal]bool
-	exited bool
+	// lingers: SIGKILL does not end it until the test says (h.exit), as a
+	// process whose exit the loop has not reaped yet.
+	lingers bool
+	exited  bool
 }
 
 func (p *fakeProc) slot() int       { n, _ := strconv.Atoi(p.env["PREFORK_SLOT"]); return n }
@@ -186,12 +190,10 @@ type fakeProcs struct {
 	failStart func(spec spawnSpec) error
 	parents   map[int]int
 	rssOf     map[int]uint64
-	settle    func()
 }
 
 func newFakeProcs(clock *fakeClock) *fakeProcs {
-	return &fakeProcs{clock: clock, nextPID: 1000, parents: make(map[int]int), rssOf: make(map[int]uint64),
-		settle: func() {}}
+	return &fakeProcs{clock: clock, nextPID: 1000, parents: make(map[int]int), rssOf: make(map[int]uint64)}
 }
 
 func (f *fakeProcs) run(exited func()) func() {
@@ -238,7 +240,7 @@ func (f *fakeProcs) signal(pid int, sig unix.Signal, group bool) error {
 	p.signals = append(p.signals, sig)
 	var ws unix.WaitStatus
 	switch {
-	case p.ignore[sig] && sig != unix.SIGKILL:
+	case p.ignore[sig] && sig != unix.SIGKILL, sig == unix.SIGKILL && p.lingers:
 		f.mu.Unlock()
 		return nil
 	case sig == unix.SIGTERM:
@@ -275,8 +277,9 @@ func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
 	f.mu.Unlock()
 	if exited != nil {
 		// Sent before end returns, so a settle after it sees the exit
-		// handled. On the loop (a signal it sent) this cannot block:
-		// only one SIGCHLD is ever queued.
+		// handled. On the loop (a signal it sent) this goes into the
+		// loop's own queue: only one SIGCHLD is ever queued, and the
+		// tests keep far fewer than its 64 events in flight.
 		exited()
 	}
 }

@@ -74,7 +74,7 @@ func newHarness(t *testing.T, cfg Config, options ...harnessOption) *harness {
 		t.Fatalf("newSupervisor: %v", err)
 	}
 	h.s = s
-	h.clock.settle, h.procs.settle = h.settle, h.settle
+	h.clock.settle = h.settle
 	go func() { h.done <- s.Run(context.Background()) }()
 	t.Cleanup(func() {
 		s.Stop(StopFast)
@@ -103,6 +103,27 @@ func (h *harness) settle() {
 		if err != nil || !h.procs.sigchldQueued() {
 			return
 		}
+	}
+}
+
+// onLoop runs f on the loop, which owns the state f reads.
+func (h *harness) onLoop(f func()) {
+	h.t.Helper()
+	if _, err := ask(h.s, context.Background(), answer(func() struct{} { f(); return struct{}{} })); err != nil {
+		h.t.Fatalf("onLoop: %v", err)
+	}
+}
+
+// waitFor polls cond, which must become true within 10 s; for what the
+// test does not drive itself (a request sent from another goroutine).
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s: not within 10 s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -15,9 +15,11 @@ func TestStartsEverySlot(t *testing.T) {
 	h := newHarness(t, testConfig(t, 3))
 	h.wantStates("0/1:starting", "1/1:starting", "2/1:starting")
 	p := h.child(1, 1)
+	var listen string
+	h.onLoop(func() { listen = h.s.cur.cfg.Listen })
 	for k, want := range map[string]string{
 		"PREFORK_SLOT": "1", "PREFORK_GENERATION": "1", "PREFORK_WORKERS": "3",
-		"PREFORK_LISTEN": h.s.cur.cfg.Listen, "NOTIFY_SOCKET": h.s.notify.addr, "PREFORK_COUNTERS_FD": "3",
+		"PREFORK_LISTEN": listen, "NOTIFY_SOCKET": h.s.notify.addr, "PREFORK_COUNTERS_FD": "3",
 	} {
 		if got := p.env[k]; got != want {
 			t.Errorf("child env %s = %q, want %q", k, got, want)
@@ -100,17 +102,30 @@ func TestReadyTimeout(t *testing.T) {
 	cfg := testConfig(t, 1)
 	h := newHarness(t, cfg)
 	p := h.child(0, 1)
-	h.clock.Advance(cfg.ReadyTimeout)
+	p.lingers = true
+	h.clock.Advance(cfg.ReadyTimeout - time.Millisecond)
+	if got := h.procs.signalsOf(p.pid); len(got) != 0 {
+		t.Fatalf("signalled %v before the ready timeout", got)
+	}
+	h.clock.Advance(time.Millisecond)
 	if got := h.procs.signalsOf(p.pid); !slices.Equal(got, []unix.Signal{unix.SIGKILL}) {
 		t.Fatalf("signals = %v, want SIGKILL", got)
 	}
+	// A READY=1 that was queued behind the timeout comes too late, even
+	// before the exit is reaped.
+	h.ready(p)
+	if n := h.logs.count("child ready"); n != 0 {
+		t.Errorf("a late child was made ready")
+	}
+	h.exit(p, killedBy(unix.SIGKILL))
 	exits := h.logs.lines("child exited unexpectedly")
 	if len(exits) != 1 || attr(exits[0], "reason").String() != "not ready in time" {
 		t.Errorf("exit lines = %v, want one with reason not ready in time", exits)
 	}
-	// A READY=1 that was queued behind the timeout comes too late.
-	h.ready(p)
 	h.wantStates("0/1:starting")
+	if h.newest(0) == p {
+		t.Errorf("the slot was not restarted")
+	}
 }
 
 // A notification from a process the child started counts as the child's
@@ -217,8 +232,18 @@ func TestStopCancelsRestarts(t *testing.T) {
 	h.exit(h.newest(0), exitCode(1)) // now a restart is pending
 	other := h.child(1, 1)
 	other.ignore[unix.SIGTERM] = true
+	var pending timer
+	h.onLoop(func() { pending = h.s.cur.slots[0].restart })
+	if pending == nil {
+		t.Fatal("no restart pending after two crashes in a row")
+	}
 	h.s.Stop(StopGraceful)
 	h.settle()
+	h.onLoop(func() {
+		if h.s.cur.slots[0].restart != nil || pending.(*fakeTimer).active {
+			t.Errorf("the stop left the restart armed")
+		}
+	})
 	starts := len(h.procs.started())
 	h.clock.Advance(time.Second)
 	h.exit(other, exitCode(0))

@@ -62,17 +62,15 @@ func TestRecycleByAccepts(t *testing.T) {
 func TestRecycleSuccessorFails(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, 1)
-	cfg.MaxRSS = 1 << 20
+	cfg.MaxAccepts = 1 // checked at every tick
 	h := newHarness(t, cfg)
 	h.readyAll(1)
 	old := h.child(0, 1)
-	h.procs.mu.Lock()
-	h.procs.rssOf[old.pid] = 2 << 20
-	h.procs.mu.Unlock()
-	h.clock.Advance(rssEvery * recycleInterval)
+	inc(t, old, 5)
+	h.clock.Advance(recycleInterval)
 	successor := h.newest(0)
 	if successor == old {
-		t.Fatal("no successor started past --max-rss")
+		t.Fatal("no successor started past --max-accepts")
 	}
 	h.exit(successor, exitCode(1))
 	h.wantStates("0/1:ready")
@@ -80,17 +78,41 @@ func TestRecycleSuccessorFails(t *testing.T) {
 		t.Fatalf("old child signalled %v", got)
 	}
 	starts := len(h.procs.started())
-	h.clock.Advance(minRecycleRetry - recycleInterval)
+	h.clock.Advance(minRecycleRetry - time.Millisecond)
 	if got := len(h.procs.started()); got != starts {
 		t.Errorf("recycling retried before %v", minRecycleRetry)
 	}
-	h.clock.Advance(rssEvery * recycleInterval)
+	h.clock.Advance(recycleInterval)
 	if got := len(h.procs.started()); got != starts+1 {
 		t.Errorf("recycling not retried after the hold-off")
 	}
 	snap, _ := h.s.Snapshot()
 	if got := snap.Slots[0].Restarts; got != 0 {
 		t.Errorf("a failed successor counted as %d restarts of the slot", got)
+	}
+}
+
+// Memory is read every rssEvery-th check only: a /proc read per child.
+func TestRecycleByRSS(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, 1)
+	cfg.MaxRSS = 1 << 20
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	old := h.child(0, 1)
+	h.procs.mu.Lock()
+	h.procs.rssOf[old.pid] = 2 << 20
+	h.procs.mu.Unlock()
+	h.clock.Advance((rssEvery - 1) * recycleInterval)
+	if got := len(h.procs.started()); got != 1 {
+		t.Fatalf("a successor started before the memory was read")
+	}
+	h.clock.Advance(recycleInterval)
+	h.ready(h.newest(0))
+	h.wantStates("0/1:ready")
+	snap, _ := h.s.Snapshot()
+	if got := snap.Slots[0].Recycles[metrics.RecycleMaxRSS]; got != 1 {
+		t.Errorf("recycles = %v", snap.Slots[0].Recycles)
 	}
 }
 
@@ -114,9 +136,11 @@ func TestRecyclingChildDiesFirst(t *testing.T) {
 	}
 	h.ready(successor)
 	h.wantStates("0/1:ready")
-	if h.s.cur.slots[0].current == nil || h.s.cur.slots[0].current.pid != successor.pid {
-		t.Errorf("the successor does not hold the slot")
-	}
+	h.onLoop(func() {
+		if c := h.s.cur.slots[0].current; c == nil || c.pid != successor.pid {
+			t.Errorf("the successor does not hold the slot")
+		}
+	})
 }
 
 // No recycling during a reload, and at most a quarter of the slots (at
@@ -207,20 +231,53 @@ func TestWatchdogStallGrace(t *testing.T) {
 	h.notify(p, notification{Watchdog: true})
 	// The timer fires at 1 s, but the loop sees the event only 3 s
 	// later: the master was stopped.
-	expired := h.s.children[p.pid].watchdog.(*fakeTimer)
-	expired.Stop()
-	h.clock.Advance(3 * time.Second)
-	h.s.send(watchdogExpired{c: h.s.children[p.pid]})
-	h.settle()
+	stall := func() {
+		var c *child
+		h.onLoop(func() {
+			c = h.s.children[p.pid]
+			c.watchdogTimer.Stop()
+		})
+		h.clock.Advance(3 * time.Second)
+		h.s.send(watchdogExpired{c: c})
+		h.settle()
+	}
+	stall()
 	if got := h.procs.signalsOf(p.pid); len(got) != 0 {
 		t.Fatalf("killed for the master's stall: %v", got)
 	}
 	if n := h.logs.count("watchdog check came late"); n != 1 {
 		t.Errorf("%d stall lines, want 1", n)
 	}
-	h.clock.Advance(time.Second)
+	// Once in a row only: a second late check with no ping between
+	// catches a child that hangs.
+	stall()
 	if got := h.procs.signalsOf(p.pid); !slices.Equal(got, []unix.Signal{unix.SIGQUIT}) {
-		t.Errorf("signals = %v, want SIGQUIT a period after the grace", got)
+		t.Errorf("signals = %v, want SIGQUIT at the second late check", got)
+	}
+}
+
+// A hung child told to drain still gets its SIGKILL at the drain timeout
+// when that comes before the end of its grace, and a stop cut that way
+// says so.
+func TestDrainOfHungChild(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, 1)
+	cfg.Watchdog = time.Second
+	cfg.DrainTimeout = time.Second
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	p := h.child(0, 1)
+	p.ignore[unix.SIGQUIT], p.ignore[unix.SIGTERM] = true, true
+	h.notify(p, notification{Watchdog: true})
+	h.clock.Advance(time.Second)
+	h.s.Stop(StopGraceful)
+	h.settle()
+	h.clock.Advance(time.Second)
+	if got := h.procs.signalsOf(p.pid); !slices.Equal(got, []unix.Signal{unix.SIGQUIT, unix.SIGTERM, unix.SIGKILL}) {
+		t.Errorf("signals = %v, want SIGQUIT, SIGTERM, then SIGKILL at the drain timeout", got)
+	}
+	if err := h.wait(); !errors.Is(err, ErrDrainCut) {
+		t.Errorf("Run = %v, want ErrDrainCut", err)
 	}
 }
 
@@ -281,9 +338,19 @@ func TestScaleDownCancelsRestart(t *testing.T) {
 	h.readyAll(1)
 	h.exit(h.child(1, 1), exitCode(1))
 	h.exit(h.child(1, 1), exitCode(1))
+	var gone *slot
+	h.onLoop(func() { gone = h.s.cur.slots[1] })
+	if gone.restart == nil {
+		t.Fatal("no restart pending after two crashes in a row")
+	}
 	if r := h.s.Scale(1); r.Err != nil {
 		t.Fatal(r.Err)
 	}
+	h.onLoop(func() {
+		if gone.restart != nil {
+			t.Errorf("scaling the slot away left its restart armed")
+		}
+	})
 	starts := len(h.procs.started())
 	h.clock.Advance(time.Second)
 	if got := len(h.procs.started()); got != starts {

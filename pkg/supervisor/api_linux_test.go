@@ -49,9 +49,7 @@ func TestAdminHandler(t *testing.T) {
 			t.Errorf("POST /reload = %d %s", code, body)
 		}
 	}()
-	for len(h.procs.live()) < 4 {
-		time.Sleep(time.Millisecond)
-	}
+	h.waitFor("the reload's children", func() bool { return len(h.procs.live()) == 4 })
 	h.settle()
 	h.readyAll(2)
 	<-done
@@ -82,9 +80,7 @@ func TestAdminReloadErrors(t *testing.T) {
 			t.Errorf("POST /reload = %d %s", code, body)
 		}
 	}()
-	for len(h2.procs.live()) < 2 {
-		time.Sleep(time.Millisecond)
-	}
+	h2.waitFor("the reload's child", func() bool { return len(h2.procs.live()) == 2 })
 	h2.settle()
 	h2.exit(h2.child(0, 2), exitCode(1))
 	<-done

@@ -11,60 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The state machine, exhaustively over its phases and inputs.
-func TestReloadMachine(t *testing.T) {
-	idle := reloadMachine{}
-	spawning := reloadMachine{phase: reloadSpawning}
-	spawningAgain := reloadMachine{phase: reloadSpawning, again: true}
-	waiting2 := reloadMachine{phase: reloadStarting, waiting: 2}
-	waiting1 := reloadMachine{phase: reloadStarting, waiting: 1}
-	waiting1Again := reloadMachine{phase: reloadStarting, waiting: 1, again: true}
-	end := func(outcome reloadAction) []reloadAction { return []reloadAction{outcome, actAnswer} }
-	endAgain := func(outcome reloadAction) []reloadAction { return []reloadAction{outcome, actAnswer, actBegin} }
-	tests := []struct {
-		name        string
-		from        reloadMachine
-		in          reloadInput
-		want        reloadMachine
-		wantActions []reloadAction
-	}{
-		{name: "request begins", from: idle, in: reloadInput{kind: inRequest}, want: spawning, wantActions: []reloadAction{actBegin}},
-		{name: "idle ignores spawned", from: idle, in: reloadInput{kind: inSpawned, n: 2}, want: idle},
-		{name: "idle ignores rejected", from: idle, in: reloadInput{kind: inRejected}, want: idle},
-		{name: "idle ignores ready", from: idle, in: reloadInput{kind: inNewReady}, want: idle},
-		{name: "idle ignores failed", from: idle, in: reloadInput{kind: inNewFailed}, want: idle},
-		{name: "idle stop does nothing", from: idle, in: reloadInput{kind: inStop}, want: idle},
-
-		{name: "spawned waits for every child", from: spawning, in: reloadInput{kind: inSpawned, n: 2}, want: waiting2},
-		{name: "spawned none commits", from: spawning, in: reloadInput{kind: inSpawned}, want: idle, wantActions: end(actCommit)},
-		{name: "a failed start rolls back", from: spawning, in: reloadInput{kind: inSpawned, n: 2, failed: true}, want: idle, wantActions: end(actRollback)},
-		{name: "rejected", from: spawning, in: reloadInput{kind: inRejected}, want: idle, wantActions: end(actReject)},
-		{name: "rejected runs the coalesced one", from: spawningAgain, in: reloadInput{kind: inRejected}, want: spawning, wantActions: endAgain(actReject)},
-		{name: "request while spawning coalesces", from: spawning, in: reloadInput{kind: inRequest}, want: spawningAgain},
-		{name: "spawning stop abandons", from: spawningAgain, in: reloadInput{kind: inStop}, want: idle, wantActions: []reloadAction{actAbandon}},
-		{name: "spawning ignores ready", from: spawning, in: reloadInput{kind: inNewReady}, want: spawning},
-
-		{name: "one of two ready", from: waiting2, in: reloadInput{kind: inNewReady}, want: waiting1},
-		{name: "last ready commits", from: waiting1, in: reloadInput{kind: inNewReady}, want: idle, wantActions: end(actCommit)},
-		{name: "commit runs the coalesced one", from: waiting1Again, in: reloadInput{kind: inNewReady}, want: spawning, wantActions: endAgain(actCommit)},
-		{name: "a failure rolls back", from: waiting2, in: reloadInput{kind: inNewFailed}, want: idle, wantActions: end(actRollback)},
-		{name: "rollback runs the coalesced one", from: waiting1Again, in: reloadInput{kind: inNewFailed}, want: spawning, wantActions: endAgain(actRollback)},
-		{name: "requests coalesce into one", from: waiting1Again, in: reloadInput{kind: inRequest}, want: waiting1Again},
-		{name: "request while starting coalesces", from: waiting1, in: reloadInput{kind: inRequest}, want: waiting1Again},
-		{name: "a second spawned is ignored", from: waiting2, in: reloadInput{kind: inSpawned, n: 5}, want: waiting2},
-		{name: "a late rejection is ignored", from: waiting2, in: reloadInput{kind: inRejected}, want: waiting2},
-		{name: "starting stop abandons", from: waiting2, in: reloadInput{kind: inStop}, want: idle, wantActions: []reloadAction{actAbandon}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, actions := tc.from.step(tc.in)
-			if got != tc.want || !slices.Equal(actions, tc.wantActions) {
-				t.Errorf("step(%+v) from %+v = %+v, %v; want %+v, %v", tc.in, tc.from, got, actions, tc.want, tc.wantActions)
-			}
-		})
-	}
-}
-
 // A reload starts a whole new generation and drains the old one only once
 // every new child is ready.
 func TestReloadCommits(t *testing.T) {
@@ -102,8 +48,13 @@ func TestReloadRollsBack(t *testing.T) {
 	h.readyAll(1)
 	old := []*fakeProc{h.child(0, 1), h.child(1, 1)}
 	res := h.reloadAsync()
-	h.ready(h.child(0, 2))
+	serving := h.child(0, 2)
+	h.ready(serving)
 	h.exit(h.child(1, 2), exitCode(7))
+	// Drained, not killed: the new child may serve connections already.
+	if got := h.procs.signalsOf(serving.pid); !slices.Equal(got, []unix.Signal{unix.SIGTERM}) {
+		t.Errorf("the ready new child got %v, want SIGTERM", got)
+	}
 	r := h.result(res)
 	if !errors.Is(r.Err, ErrRolledBack) || r.Generation != 1 || !strings.Contains(r.Err.Error(), "slot 1") ||
 		!strings.Contains(r.Err.Error(), "exited with code 7") {
@@ -195,11 +146,14 @@ func TestReloadAppliesNewConfig(t *testing.T) {
 	if argv := h.child(2, 2).spec.argv; argv[0] != "/bin/false" && argv[0] != "/usr/bin/false" || argv[1] != "--flag" {
 		t.Errorf("argv = %q", argv)
 	}
-	if h.s.cur.cfg.Metrics != "" {
-		t.Errorf("metrics changed on reload to %q", h.s.cur.cfg.Metrics)
-	}
-	if n := h.logs.count("settings changed that take effect at the next start"); n != 1 {
-		t.Errorf("%d warnings about start-only settings, want 1", n)
+	h.onLoop(func() {
+		if h.s.cur.cfg.Metrics != "" {
+			t.Errorf("metrics changed on reload to %q", h.s.cur.cfg.Metrics)
+		}
+	})
+	warned := h.logs.lines("settings changed that take effect at the next start")
+	if len(warned) != 1 || attr(warned[0], "settings").String() != "[metrics]" {
+		t.Errorf("warnings about start-only settings: %v, want one naming metrics", warned)
 	}
 }
 
@@ -277,10 +231,20 @@ func TestCommitCancelsOldRestarts(t *testing.T) {
 	res := h.reloadAsync()
 	h.exit(h.child(0, 1), exitCode(1))
 	h.exit(h.child(0, 1), exitCode(1)) // second failure: a restart in 100 ms
+	var old *slot
+	h.onLoop(func() { old = h.s.cur.slots[0] })
+	if old.restart == nil {
+		t.Fatal("no restart pending in the old generation")
+	}
 	h.ready(h.child(0, 2))
 	if r := h.result(res); r.Err != nil {
 		t.Fatal(r.Err)
 	}
+	h.onLoop(func() {
+		if old.restart != nil {
+			t.Errorf("the commit left the old generation's restart armed")
+		}
+	})
 	starts := len(h.procs.started())
 	h.clock.Advance(time.Second)
 	if got := len(h.procs.started()); got != starts {
@@ -319,5 +283,49 @@ func TestReloadWhileStopping(t *testing.T) {
 	h.settle()
 	if r := h.result(h.reloadAsync()); !errors.Is(r.Err, ErrStopping) {
 		t.Errorf("reload = %+v, want ErrStopping", r)
+	}
+}
+
+// A new child that pinged its watchdog and hung before READY=1 counts for
+// nothing: its late READY=1 does not commit the reload, which rolls back
+// when it is killed.
+func TestReloadHungNewChild(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, 1)
+	cfg.Watchdog = time.Second
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	res := h.reloadAsync()
+	p := h.child(0, 2)
+	p.ignore[unix.SIGQUIT] = true
+	h.notify(p, notification{Watchdog: true})
+	h.clock.Advance(time.Second)
+	h.ready(p)
+	h.wantStates("0/1:ready", "0/2:starting")
+	h.clock.Advance(WatchdogGrace)
+	r := h.result(res)
+	if !errors.Is(r.Err, ErrRolledBack) || !strings.Contains(r.Err.Error(), "watchdog") {
+		t.Fatalf("reload = %+v, want rolled back by the watchdog", r)
+	}
+	h.wantStates("0/1:ready")
+}
+
+// The master tells systemd READY=1 once, when the first generation serves
+// and no reload runs; a reload asked for before that announces it at its
+// commit.
+func TestSystemdReadyWaitsForReload(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testConfig(t, 1), underSystemd(0))
+	res := h.reloadAsync()
+	h.ready(h.child(0, 1))
+	if got := h.systemd.all(); len(got) != 1 || !strings.HasPrefix(got[0], "RELOADING=1") {
+		t.Fatalf("systemd was told %q, want RELOADING only while the reload runs", got)
+	}
+	h.ready(h.child(0, 2))
+	if r := h.result(res); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if got := h.systemd.all(); len(got) != 2 || got[1] != "READY=1" {
+		t.Errorf("systemd was told %q, want RELOADING then READY=1", got)
 	}
 }

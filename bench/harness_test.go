@@ -27,18 +27,18 @@ type logLine struct {
 	Slot       int       `json:"slot"`
 	Generation int       `json:"generation"`
 	PID        int       `json:"pid"`
-	AfterMS    float64   `json:"after_ms"` // "child ready": spawn to READY=1
+	AfterMS    *float64  `json:"after_ms"` // "child ready": spawn to READY=1
 	InMS       *float64  `json:"in_ms"`    // "restarting slot": the backoff delay
-	TookMS     float64   `json:"took_ms"`  // "reload succeeded": reload start to the old generation told to drain
+	TookMS     *float64  `json:"took_ms"`  // "reload succeeded": reload start to the old generation told to drain
 }
 
 // after returns the "after_ms" field of a "child ready" line.
 func (l logLine) after(tb testing.TB) time.Duration {
 	tb.Helper()
-	if l.AfterMS <= 0 {
-		tb.Fatalf("%q line of pid %d: no after_ms", l.Msg, l.PID)
+	if l.AfterMS == nil {
+		tb.Fatalf("%q line of pid %d has no after_ms", l.Msg, l.PID)
 	}
-	return time.Duration(l.AfterMS * float64(time.Millisecond))
+	return time.Duration(*l.AfterMS * float64(time.Millisecond))
 }
 
 // master is a running bin/master with JSON logs on stderr.

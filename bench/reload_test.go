@@ -41,7 +41,10 @@ func BenchmarkReloadLatency(b *testing.B) {
 					func(l logLine) bool { return l.Msg == "reload succeeded" && l.Generation == next })[0]
 
 				b.StopTimer()
-				took = append(took, done.TookMS)
+				if done.TookMS == nil {
+					b.Fatalf(`"reload succeeded" line without took_ms`)
+				}
+				took = append(took, *done.TookMS)
 				fromHUP = append(fromHUP, ms(done.Time.Sub(hup)))
 				ready := m.matching(func(l logLine) bool { return l.Msg == "child ready" && l.Generation == next })
 				if len(ready) != n {

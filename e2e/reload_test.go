@@ -280,7 +280,6 @@ func TestReloadRejectsBadConfig(t *testing.T) {
 // timeout completes with 200 across a reload; a longer one is cut when the
 // drain timeout ends.
 func TestReloadDrainTimeout(t *testing.T) {
-	t.Parallel()
 	m := startMaster(t, "--workers", "2", "--drain-timeout", "2s")
 	m.waitReady(2)
 	short := sendSlow(t, m.addr, "1s")

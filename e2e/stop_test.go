@@ -73,7 +73,6 @@ func TestFastStop(t *testing.T) {
 // SIGKILL to the master: every child notices, drains and exits within the
 // drain timeout plus one second, and the port is free.
 func TestMasterKilledChildrenExit(t *testing.T) {
-	t.Parallel()
 	const drain = 2 * time.Second
 	m := startMaster(t, "--workers", "3", "--drain-timeout", drain.String())
 	m.waitReady(3)

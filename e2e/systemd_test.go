@@ -65,7 +65,6 @@ func TestSystemdNotifyReload(t *testing.T) {
 // With WatchdogSec= (WATCHDOG_USEC in its environment) the master pings
 // systemd's watchdog from its event loop, every half period.
 func TestSystemdWatchdogPings(t *testing.T) {
-	t.Parallel()
 	addr := fmt.Sprintf("@prefork-e2e-wd-%d-%d", os.Getpid(), time.Now().UnixNano())
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {

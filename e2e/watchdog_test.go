@@ -16,7 +16,6 @@ import (
 // child's simulated deadlock) is sent SIGQUIT, prints its goroutines, is
 // replaced and counted; a child that keeps pinging (slot 0) keeps running.
 func TestWatchdogKillsHungChild(t *testing.T) {
-	t.Parallel()
 	// A period long enough that a -race master on a busy machine never
 	// misses a healthy child's pings.
 	script := `if [ "$PREFORK_SLOT" = 1 ]; then export CHILD_HANG_AFTER=1s; fi; exec ` + filepath.Join(bin, "child")

@@ -83,6 +83,22 @@ type wallTicker struct{ t *time.Ticker }
 func (w wallTicker) C() <-chan time.Time { return w.t.C }
 func (w wallTicker) Stop()               { w.t.Stop() }
 
+// toggleTicker starts or stops *t, a ticker every d, and returns its
+// channel: nil while stopped, so that a select on it waits for nothing.
+func toggleTicker(clk clock, t *ticker, d time.Duration, on bool) <-chan time.Time {
+	switch {
+	case on && *t == nil:
+		*t = clk.NewTicker(d)
+	case !on && *t != nil:
+		(*t).Stop()
+		*t = nil
+	}
+	if *t == nil {
+		return nil
+	}
+	return (*t).C()
+}
+
 // stopTimer stops t, if any: a nil timer is one never armed.
 func stopTimer(t timer) {
 	if t != nil {

@@ -29,7 +29,7 @@ func (p *osProcs) run(exited func()) (stop func()) {
 }
 
 func (p *osProcs) start(spec spawnSpec) (int, error) {
-	return p.spawner.spawn(spec.path, spec.argv, spec.env, spec.extra, spec.id)
+	return p.spawner.spawn(spec)
 }
 
 // signal sends sig to pid, or to its process group. A child that left

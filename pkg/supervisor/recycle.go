@@ -48,17 +48,7 @@ type recycleChecks struct {
 // set starts or stops the ticker, and returns its channel (nil when
 // stopped): an idle master without limits wakes for nothing.
 func (r *recycleChecks) set(clk clock, on bool) <-chan time.Time {
-	switch {
-	case on && r.ticker == nil:
-		r.ticker = clk.NewTicker(recycleInterval)
-	case !on && r.ticker != nil:
-		r.ticker.Stop()
-		r.ticker = nil
-	}
-	if r.ticker == nil {
-		return nil
-	}
-	return r.ticker.C()
+	return toggleTicker(clk, &r.ticker, recycleInterval, on)
 }
 
 // checkRecycling starts a successor for every ready child of the serving

@@ -19,11 +19,7 @@ type spawner struct {
 }
 
 type spawnRequest struct {
-	path  string
-	argv  []string
-	env   []string
-	extra []int     // descriptors to pass as fd 3, 4, ...
-	id    *identity // who the child runs as; nil: the master's identity
+	spawnSpec
 	reply chan spawnResult
 }
 
@@ -55,12 +51,11 @@ func startSpawner(stdin *os.File) *spawner {
 	return s
 }
 
-// spawn starts the program at path with argv and env, with the descriptors
-// extra as fd 3, 4 and so on, as id, and returns its pid. The caller owns
-// reaping.
-func (s *spawner) spawn(path string, argv, env []string, extra []int, id *identity) (int, error) {
+// spawn starts the program of spec, with its descriptors extra as fd 3, 4
+// and so on, and returns its pid. The caller owns reaping.
+func (s *spawner) spawn(spec spawnSpec) (int, error) {
 	reply := make(chan spawnResult, 1)
-	s.reqs <- spawnRequest{path: path, argv: argv, env: env, extra: extra, id: id, reply: reply}
+	s.reqs <- spawnRequest{spawnSpec: spec, reply: reply}
 	r := <-reply
 	return r.pid, r.err
 }

@@ -71,17 +71,7 @@ func decideSteering(cfg Config, supported func() error) (on bool, why string, er
 // setTicker starts or stops the health checks, and returns the ticker's
 // channel (nil when stopped).
 func (st *steering) setTicker(clk clock, on bool) <-chan time.Time {
-	switch {
-	case on && st.ticker == nil:
-		st.ticker = clk.NewTicker(steerInterval)
-	case !on && st.ticker != nil:
-		st.ticker.Stop()
-		st.ticker = nil
-	}
-	if st.ticker == nil {
-		return nil
-	}
-	return st.ticker.C()
+	return toggleTicker(clk, &st.ticker, steerInterval, on)
 }
 
 // steeringActive reports whether the serving generation's group is steered.

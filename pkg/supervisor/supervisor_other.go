@@ -28,11 +28,9 @@ func (*notifyServer) close() error                          { return nil }
 
 type spawner struct{}
 
-func startSpawner(*os.File) *spawner { return &spawner{} }
-func (*spawner) spawn(string, []string, []string, []int, *identity) (int, error) {
-	return 0, errUnsupported
-}
-func (*spawner) stop() {}
+func startSpawner(*os.File) *spawner          { return &spawner{} }
+func (*spawner) spawn(spawnSpec) (int, error) { return 0, errUnsupported }
+func (*spawner) stop()                        {}
 
 type socketSet struct{ steer bool }
 

@@ -67,7 +67,7 @@ func (s *Supervisor) handle(ev any) {
 	case sigchld:
 		s.env.procs.reap(s.exited)
 	case notified:
-		s.notified(ev)
+		s.heard(ev)
 	case readyTimeout:
 		s.readyTimedOut(ev.c)
 	case drainTimeout:

@@ -2,9 +2,9 @@ package supervisor
 
 import "golang.org/x/sys/unix"
 
-// notified acts on an sd_notify datagram: READY=1 makes a starting child
+// heard acts on an sd_notify datagram: READY=1 makes a starting child
 // ready, WATCHDOG=1 feeds its watchdog.
-func (s *Supervisor) notified(ev notified) {
+func (s *Supervisor) heard(ev notified) {
 	c := s.childOf(ev.pid)
 	if c == nil {
 		s.log.Debug("notify message from a process outside the group", "pid", ev.pid)

@@ -83,11 +83,11 @@ func (s *Supervisor) steeringActive() bool {
 // many as the generation using it with the most.
 func (s *Supervisor) syncSteerSlots() {
 	addr := s.cur.cfg.Listen
-	st := s.sockets.steerer(addr)
-	if st == nil {
+	prog := s.sockets.steerer(addr)
+	if prog == nil {
 		return
 	}
-	s.steering.follow(st)
+	s.steering.follow(prog)
 	n := 0
 	for _, g := range []*generation{s.cur, s.reload.next} {
 		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen == addr {
@@ -100,11 +100,11 @@ func (s *Supervisor) syncSteerSlots() {
 	for i := n; i < s.steering.slots; i++ {
 		// A retired slot comes back, if ever, unhealthy until its new
 		// child is ready.
-		st.SetHealthy(i, false)
+		prog.SetHealthy(i, false)
 		delete(s.steering.health, i)
 		delete(s.steering.away, i)
 	}
-	if err := st.SetSlots(n); err != nil {
+	if err := prog.SetSlots(n); err != nil {
 		s.log.Error("could not give the steering program the number of slots", "slots", n, "err", err)
 		return
 	}
@@ -166,8 +166,8 @@ func (s *Supervisor) steeredAway() []bool {
 // what changed.
 func (s *Supervisor) steerTick() {
 	addr := s.cur.cfg.Listen
-	st := s.sockets.steerer(addr)
-	if st == nil {
+	prog := s.sockets.steerer(addr)
+	if prog == nil {
 		return
 	}
 	s.syncSteerSlots()
@@ -205,7 +205,7 @@ func (s *Supervisor) steerTick() {
 			queued: queued, now: now, window: DefaultStuckWindow, counting: v.counting}) {
 			continue
 		}
-		if err := st.SetHealthy(i, h.healthy); err != nil {
+		if err := prog.SetHealthy(i, h.healthy); err != nil {
 			s.log.Error("could not tell the steering program a slot's health", "slot", i, "healthy", h.healthy, "err", err)
 			continue
 		}

@@ -57,7 +57,7 @@ func TestHandler(t *testing.T) {
 	}
 }
 
-// The whoami fields decode under the names SPEC gives them.
+// The whoami fields decode under the names the child contract gives them.
 func TestWhoamiFields(t *testing.T) {
 	h := newHandler(child.Info{Slot: 1, Generation: 2}, 99)
 	rec := httptest.NewRecorder()

@@ -1,7 +1,7 @@
 // Command child is prefork's reference child: an HTTP server built on
 // pkg/child that answers every request with 200 "ok\n", GET /whoami with
 // its slot, generation and pid as JSON, and delays any answer by
-// ?sleep=DURATION (for drain tests). It drains on SIGTERM as SPEC says and
+// ?sleep=DURATION (for drain tests). It drains on SIGTERM as the child contract says and
 // exits 0; on a startup error it prints one line and exits 1.
 //
 // Under a master's --watchdog it pings through pkg/child. For the
@@ -85,7 +85,7 @@ func run(log *slog.Logger, opts options) error {
 		"generation", info.Generation, "pid", os.Getpid())
 	err = <-served
 	if errors.Is(err, child.ErrDrainTimeout) {
-		// The master's deadline, not a failure: SPEC wants exit 0.
+		// The master's deadline, not a failure: the contract wants exit 0.
 		log.Warn("child drained at the deadline", "pid", os.Getpid(), "err", err)
 		return nil
 	}

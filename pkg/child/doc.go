@@ -1,5 +1,6 @@
 // Package child is what a Go server uses to be a good prefork child: the
-// process side of the child contract in SPEC.md.
+// process side of the child contract in docs/socket-modes.md ("The child
+// contract").
 //
 // The protocol, as the master speaks it:
 //

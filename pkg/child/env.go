@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Variables the master sets for every child (SPEC, "The child contract").
+// Variables the master sets for every child (docs/socket-modes.md, "The child contract").
 const (
 	envListen       = "PREFORK_LISTEN"
 	envSlot         = "PREFORK_SLOT"

@@ -20,7 +20,8 @@ const (
 )
 
 // envCountersFD names the inherited descriptor of the master's counters
-// page (SPEC, "The child contract"; package counters has its layout).
+// page (docs/socket-modes.md, "The child contract"; package counters has
+// its layout).
 const envCountersFD = "PREFORK_COUNTERS_FD"
 
 // listenFD is SD_LISTEN_FDS_START, the first inherited listener.

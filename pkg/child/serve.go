@@ -25,7 +25,8 @@ const DeadlineMargin = time.Second
 var ErrDrainTimeout = errors.New("drain timeout")
 
 // Serve serves HTTP/1.x on ln until Draining is closed, then drains as
-// SPEC "Drain" says and returns nil once no connection is left:
+// the child contract says (docs/socket-modes.md) and returns nil once no
+// connection is left:
 //
 //   - ln is closed, so the child stops accepting;
 //   - every response whose header is written from then on carries

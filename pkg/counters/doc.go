@@ -1,5 +1,5 @@
 // Package counters holds the shared counter page a prefork master gives
-// each child through PREFORK_COUNTERS_FD (SPEC, "The child contract").
+// each child through PREFORK_COUNTERS_FD (docs/socket-modes.md, "The child contract").
 //
 // Layout: the page is a sealed memfd of one memory page, mapped
 // MAP_SHARED by the master (Page) and by the child (Counter).

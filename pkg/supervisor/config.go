@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Defaults of Config, as documented in the SPEC and the README. Control has
+// Defaults of Config, as documented in the README. Control has
 // no default here: its path depends on the user's runtime directory,
 // which is the command line's business.
 const (

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prefork/prefork/pkg/supervisor"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 func runCommand() *cli.Command {
@@ -54,7 +55,7 @@ func runAction(c *cli.Context) error {
 		for {
 			select {
 			case sig := <-sigs:
-				log.Info("signal received", "signal", sig.String())
+				log.Info("signal received", "signal", unix.SignalName(sig.(syscall.Signal)))
 				switch sig {
 				case syscall.SIGHUP:
 					sup.RequestReload()
@@ -77,8 +78,9 @@ func runAction(c *cli.Context) error {
 		}
 	}()
 
+	// Where to reach it, so that a user of `make run` need not guess.
 	log.Info("master started", "pid", os.Getpid(), "workers", cfg.Workers, "listen", cfg.Listen,
-		"command", cfg.Command)
+		"sockets", cfg.Sockets, "metrics", cfg.Metrics, "control", cfg.Control, "command", cfg.Command)
 	err = sup.Run(ctx)
 	code := exitCode(err)
 	log.Info("master stopped", "exit_code", code)

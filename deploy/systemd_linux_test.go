@@ -176,6 +176,8 @@ func checkUnit(u unit, cfg supervisor.Config) []error {
 		"NotifyAccess": "main",
 		// SIGTERM to the master alone: the master drains the children.
 		"KillMode": "mixed",
+		// The children's cgroups below the service's are the master's.
+		"Delegate": "yes",
 	} {
 		if got := u.get("Service", key); got != want {
 			fail("%s=%s, want %s", key, got, want)

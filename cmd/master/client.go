@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,7 +73,7 @@ func (cl *client) do(method, path string) (int, []byte, error) {
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "status",
-		Usage:        "one row per child: slot, generation, pid, state, accepts, restarts, uptime",
+		Usage:        "one row per child and per slot waiting to restart: slot, generation, pid, state, accepts, restarts, uptime, note",
 		Flags:        []cli.Flag{controlFlag(), &cli.BoolFlag{Name: "json", Usage: "print the admin API's JSON"}},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
@@ -98,12 +99,23 @@ func statusCommand() *cli.Command {
 }
 
 func printStatus(w io.Writer, st supervisor.Status) {
-	fmt.Fprintf(w, "master pid %d, generation %d, %d workers, sockets %s\n", st.PID, st.Generation, st.Workers, st.Sockets)
+	fmt.Fprintf(w, "master pid %d, generation %d, %d workers, sockets %s, ready %s\n",
+		st.PID, st.Generation, st.Workers, st.Sockets, st.Ready)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tACCEPTS\tRESTARTS\tUPTIME")
+	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tACCEPTS\tRESTARTS\tUPTIME\tNOTE")
 	for _, ch := range st.Children {
-		up := (time.Duration(ch.UptimeSeconds) * time.Second).String()
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%d\t%d\t%s\n", ch.Slot, ch.Generation, ch.PID, ch.State, ch.Accepts, ch.Restarts, up)
+		pid, up := strconv.Itoa(ch.PID), (time.Duration(ch.UptimeSeconds) * time.Second).String()
+		var notes []string
+		if ch.State == supervisor.StateBackoff {
+			pid, up = "-", "-"
+			retry := time.Duration(ch.RetryInSeconds * float64(time.Second)).Round(time.Millisecond)
+			notes = append(notes, fmt.Sprintf("last exit: %s; next attempt in %v", ch.LastExit, retry))
+		}
+		if ch.Note != "" {
+			notes = append(notes, ch.Note)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", ch.Slot, ch.Generation, pid, ch.State, ch.Accepts,
+			ch.Restarts, up, strings.Join(notes, "; "))
 	}
 	tw.Flush()
 }

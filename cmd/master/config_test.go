@@ -185,7 +185,10 @@ func TestEveryFlagApplies(t *testing.T) {
 		if !s.Flag() || s.Name == supervisor.ConfigSetting {
 			continue
 		}
-		value := map[string]string{"N": "3", "D": "2s", "SIZE": "1MiB"}[s.Metavar]
+		value := map[string]string{"N": "3", "D": "2s", "SIZE": "1MiB", "SIG": "QUIT"}[s.Metavar]
+		if s.Name == "ready" {
+			value = "listen"
+		}
 		if value == "" {
 			value = "x"
 		}

@@ -29,6 +29,14 @@ type slot struct {
 	recycleReason string
 	// noRecycleBefore holds off recycling after a successor failed.
 	noRecycleBefore time.Time
+	// lastExit says how the slot's last child ended unplanned, and
+	// retryAt when a pending restart is due: master status shows both.
+	lastExit string
+	retryAt  time.Time
+	// note is the latest diagnosis of why the slot's children fail (a
+	// program that does not share the address, one that ignores the
+	// socket it was given); "" when there is none.
+	note string
 }
 
 // cancelRestart stops the slot's pending restart, if any.
@@ -104,6 +112,13 @@ type child struct {
 	readyTimer timer
 	drainTimer timer
 	graceTimer timer
+	// delayTimer makes it ready under --ready delay:D.
+	delayTimer timer
+	// stopWatching ends the goroutine that watches the kernel for it
+	// waiting on its socket; nil when none runs. seenWaiting is set once
+	// that goroutine saw it.
+	stopWatching func()
+	seenWaiting  bool
 
 	// The watchdog, armed by the child's first WATCHDOG=1.
 	watchdogTimer timer
@@ -118,6 +133,16 @@ func (c *child) stopTimers() {
 	stopTimer(c.drainTimer)
 	stopTimer(c.graceTimer)
 	stopTimer(c.watchdogTimer)
+	stopTimer(c.delayTimer)
+	c.stopWatch()
+}
+
+// stopWatch ends the watch for c waiting on its socket, if one runs.
+func (c *child) stopWatch() {
+	if c.stopWatching != nil {
+		c.stopWatching()
+		c.stopWatching = nil
+	}
 }
 
 // live reports whether c is still a process of the table (its pid may
@@ -159,7 +184,7 @@ func (s *Supervisor) childOf(pid int) *child {
 	return nil
 }
 
-// drain tells c to finish what it has and exit, and arms the SIGKILL that
+// drain tells c to finish what it has and exit (--stop-signal), and arms the SIGKILL that
 // follows at the drain timeout. A hung child keeps its grace's SIGKILL
 // too: whichever comes first ends it.
 func (s *Supervisor) drain(c *child) {
@@ -169,7 +194,9 @@ func (s *Supervisor) drain(c *child) {
 	c.life = lifeDraining
 	stopTimer(c.readyTimer)
 	stopTimer(c.watchdogTimer)
-	s.kill(c, unix.SIGTERM)
+	stopTimer(c.delayTimer)
+	c.stopWatch()
+	s.kill(c, c.gen.cfg.StopSignal)
 	c.drainTimer = s.env.clock.AfterFunc(c.gen.cfg.DrainTimeout, func() { s.send(drainTimeout{c: c}) })
 }
 

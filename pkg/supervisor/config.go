@@ -3,11 +3,15 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults of Config, as documented in the README. Control has
@@ -21,6 +25,17 @@ const (
 	DefaultLogFormat    = "text"
 	DefaultMetrics      = "127.0.0.1:9090"
 	DefaultSteer        = SteerAuto
+	DefaultChildOutput  = OutputInherit
+)
+
+// Child output modes (--child-output): where what a child writes goes.
+const (
+	// OutputInherit gives the children the master's own stdout and
+	// stderr.
+	OutputInherit = "inherit"
+	// OutputPrefix copies each line a child writes to the master's stdout
+	// or stderr, prefixed with the child's slot and pid.
+	OutputPrefix = "prefix"
 )
 
 // Steering modes (--steer): whether new connections are steered away from
@@ -92,6 +107,16 @@ type Config struct {
 	Group string
 	// Steer is SteerAuto, SteerOn or SteerOff.
 	Steer string
+	// Ready is how the master learns that a new child is ready.
+	Ready Readiness
+	// StopSignal is what a child is sent to drain: on a reload, a
+	// recycle, a scale-down and a graceful stop.
+	StopSignal unix.Signal
+	// ChildOutput is OutputInherit or OutputPrefix.
+	ChildOutput string
+	// Env is added to every child's environment; its values may hold the
+	// same placeholders as the command's arguments.
+	Env map[string]string
 }
 
 // DefaultConfig returns the documented defaults. Command is left to the
@@ -107,6 +132,9 @@ func DefaultConfig() Config {
 		LogFormat:    DefaultLogFormat,
 		Metrics:      DefaultMetrics,
 		Steer:        DefaultSteer,
+		Ready:        Readiness{Mode: ReadyNotify},
+		StopSignal:   unix.SIGTERM,
+		ChildOutput:  OutputInherit,
 	}
 }
 
@@ -154,8 +182,30 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("steer: %q is not auto, on or off", c.Steer)
 	}
+	switch c.ChildOutput {
+	case OutputInherit, OutputPrefix:
+	default:
+		return fmt.Errorf("child-output: %q is not inherit or prefix", c.ChildOutput)
+	}
+	if c.Ready.Mode == ReadyDelay && c.Ready.Delay >= c.ReadyTimeout {
+		// The ready timeout would kill every child before its delay ends.
+		return fmt.Errorf("ready: delay:%v is not shorter than the ready timeout (%v)", c.Ready.Delay, c.ReadyTimeout)
+	}
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("command: none given")
+	}
+	for i, arg := range c.Command {
+		if err := checkTemplate(arg); err != nil {
+			return fmt.Errorf("command: argument %d %q: %w", i, arg, err)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Env)) {
+		if err := checkEnvName(k); err != nil {
+			return fmt.Errorf("env: %w", err)
+		}
+		if err := checkTemplate(c.Env[k]); err != nil {
+			return fmt.Errorf("env: %s: %w", k, err)
+		}
 	}
 	if _, err := exec.LookPath(c.Command[0]); err != nil {
 		return fmt.Errorf("command: %w", err)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func validConfig() Config {
@@ -85,8 +87,13 @@ func TestParseConfigFile(t *testing.T) {
 			name: "every key",
 			in: "workers: 3\nlisten: 127.0.0.1:9000\nready-timeout: 2s\ndrain-timeout: 1m\n" +
 				"sockets: child\nlog-format: json\ncommand: [/bin/echo, hi]\n" +
-				"watchdog: 5s\nmax-accepts: 1000\nmax-rss: 512MiB\nuser: nobody\ngroup: nogroup\nsteer: off\n",
+				"watchdog: 5s\nmax-accepts: 1000\nmax-rss: 512MiB\nuser: nobody\ngroup: nogroup\nsteer: off\n" +
+				"ready: delay:1s\nstop-signal: QUIT\nchild-output: prefix\nenv: {NGINX: \"3;\", PORT: \"{port}\"}\n",
 			want: func(c *Config) {
+				c.Ready = Readiness{Mode: ReadyDelay, Delay: time.Second}
+				c.StopSignal = unix.SIGQUIT
+				c.ChildOutput = OutputPrefix
+				c.Env = map[string]string{"NGINX": "3;", "PORT": "{port}"}
 				c.Watchdog = 5 * time.Second
 				c.MaxAccepts = 1000
 				c.MaxRSS = 512 << 20
@@ -129,6 +136,12 @@ func TestParseConfigFile(t *testing.T) {
 			want: func(c *Config) { c.ReadyTimeout, c.DrainTimeout = 4*time.Second, 4*time.Second },
 		},
 		{name: "block list", in: "command:\n  - /bin/echo\n  - hi\n", want: func(c *Config) { c.Command = []string{"/bin/echo", "hi"} }},
+		{name: "env block", in: "env:\n  A: x\n  B:\n", want: func(c *Config) { c.Env = map[string]string{"A": "x", "B": ""} }},
+		{name: "env as a list", in: "env: [A=x]\n", wantErr: "line 1: env: must map names to values (NAME: value), not a list"},
+		{name: "env value a list", in: "env:\n  A: [x]\n", wantErr: "env: A at line 2 must be a single value, not a list"},
+		{name: "env name twice", in: "env: {A: x, A: y}\n", wantErr: "A"},
+		{name: "bad stop signal", in: "stop-signal: KILL\n", wantErr: "line 1: stop-signal: SIGKILL cannot be handled"},
+		{name: "bad ready", in: "ready: soon\n", wantErr: `line 1: ready: "soon" is not notify, listen or delay:D`},
 		{name: "two documents", in: "workers: 1\n---\nworkers: 2\n", wantErr: "more than one"},
 	}
 	for _, tt := range tests {

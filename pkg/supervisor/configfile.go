@@ -139,10 +139,44 @@ func setNode(s Setting, v *yaml.Node, cfg *Config) error {
 		}
 		return s.bind.setList(cfg, list)
 	}
+	if s.bind.setMap != nil {
+		m, err := stringMap(s.Name, v)
+		if err != nil {
+			return err
+		}
+		return s.bind.setMap(cfg, m)
+	}
 	if v.Kind != yaml.ScalarNode {
 		return fmt.Errorf("%s: must be a single value, not %s", s.Name, shape(v))
 	}
 	return s.Set(cfg, v.Value)
+}
+
+// stringMap reads a mapping of names to single values (env:); a value
+// left empty is "".
+func stringMap(name string, v *yaml.Node) (map[string]string, error) {
+	if v.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s: must map names to values (NAME: value), not %s", name, shape(v))
+	}
+	m := make(map[string]string, len(v.Content)/2)
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := resolve(v.Content[i]), resolve(v.Content[i+1])
+		if k.Kind != yaml.ScalarNode || isNull(k) {
+			return nil, fmt.Errorf("%s: a name at line %d must be a single value, not %s", name, k.Line, shape(k))
+		}
+		if _, twice := m[k.Value]; twice {
+			return nil, fmt.Errorf("%s: %s is set twice (line %d)", name, k.Value, k.Line)
+		}
+		switch {
+		case isNull(val):
+			m[k.Value] = ""
+		case val.Kind == yaml.ScalarNode:
+			m[k.Value] = val.Value
+		default:
+			return nil, fmt.Errorf("%s: %s at line %d must be a single value, not %s", name, k.Value, val.Line, shape(val))
+		}
+	}
+	return m, nil
 }
 
 // resolve follows an alias (*name) to the node it stands for.

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +33,34 @@ type procs interface {
 	parent(pid int) (int, error)
 	// rss returns the resident memory of pid, in bytes.
 	rss(pid int) (uint64, error)
+	// release kills what is left of a child the loop has reaped: the
+	// rest of its process group and of its cgroup (a forking server's
+	// workers, a daemon it double-forked).
+	release(pid int)
+}
+
+// observer tells what the kernel shows of a child's processes. Both calls
+// read /proc and netlink, which a hostile child can make slow: the loop
+// makes them from goroutines of their own, never inline.
+type observer interface {
+	// waiting blocks until a process of the child w.pid waits for
+	// connections as w says, and returns true; false once ctx ends.
+	waiting(ctx context.Context, w waitSpec) bool
+	// addressInUse probes addr as a child binding it with SO_REUSEPORT
+	// would: blocked when the bind fails because a socket on it does not
+	// share, with the pids holding the address's listeners.
+	addressInUse(addr string) (holders []int, blocked bool)
+}
+
+// waitSpec is what a child must be seen waiting on to be ready by
+// --ready listen.
+type waitSpec struct {
+	pid int
+	// listen is the address a child of child socket mode listens on.
+	listen string
+	// fd is, in master socket mode, the master's descriptor of the
+	// socket the child was given; -1 in child socket mode.
+	fd int
 }
 
 // spawnSpec is one process to start.
@@ -41,6 +70,11 @@ type spawnSpec struct {
 	env   []string
 	extra []int     // descriptors to pass as fd 3, 4, ...
 	id    *identity // who the child runs as; nil: the master's identity
+	// prefix makes the child's stdout and stderr pipes whose lines the
+	// master copies to its own, each prefixed with the child's slot and
+	// pid (--child-output prefix).
+	prefix bool
+	slot   int
 }
 
 // exitStatus is how a process ended.
@@ -109,8 +143,9 @@ func stopTimer(t timer) {
 // env is everything of the outside world the loop uses: the seam above,
 // plus the service manager that started the master, if any.
 type env struct {
-	procs procs
-	clock clock
+	procs   procs
+	clock   clock
+	observe observer
 	// steerSupported reports whether the steering program loads here.
 	steerSupported func() error
 	// notifySystemd sends a state to the service manager that started

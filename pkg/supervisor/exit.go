@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,6 +58,8 @@ func (s *Supervisor) exited(e exitStatus) {
 	}
 	kind := s.classify(c)
 	s.forget(c)
+	// Nothing of a child outlives it: its workers, a daemon it forked.
+	s.env.procs.release(c.pid)
 	attrs := append([]any{"slot", c.slot, "generation", c.gen.number, "pid", c.pid,
 		"lived_ms", millis(e.at.Sub(c.started))}, exitAttrs(e.status)...)
 	if kind == exitPlanned {
@@ -72,6 +76,7 @@ func (s *Supervisor) exited(e exitStatus) {
 		reason = fmt.Sprintf("killed by the watchdog: no WATCHDOG=1 for %v (%s)", c.gen.cfg.Watchdog, reason)
 	}
 	s.log.Warn("child exited unexpectedly", attrs...)
+	s.diagnoseExit(c)
 	switch kind {
 	case exitSuccessor:
 		s.successorFailed(s.slotOf(c), c, reason)
@@ -79,7 +84,7 @@ func (s *Supervisor) exited(e exitStatus) {
 		s.reload.err = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
 		s.driveReload(reloadInput{kind: inNewFailed})
 	case exitServing:
-		s.crashed(c, e.at)
+		s.crashed(c, e.status, e.at)
 	}
 }
 
@@ -102,10 +107,11 @@ func (s *Supervisor) forget(c *child) {
 }
 
 // crashed restarts the slot of a serving child that exited unplanned.
-func (s *Supervisor) crashed(c *child, at time.Time) {
+func (s *Supervisor) crashed(c *child, status unix.WaitStatus, at time.Time) {
 	sl := s.slotOf(c)
 	s.steerAfterCrash(c)
 	sl.failures = failuresAfterExit(sl.failures, c.readyAt, at)
+	sl.lastExit = fmt.Sprintf("%s after %v", describeExit(status), at.Sub(c.started).Round(time.Millisecond))
 	s.tally.restarts[c.slot]++
 	if sl.successor != nil {
 		// The child being recycled died first: its successor, already
@@ -152,13 +158,14 @@ func (s *Supervisor) scheduleRestart(g *generation, slotIndex int) {
 		return
 	}
 	sl.cancelRestart()
+	sl.retryAt = s.env.clock.Now().Add(delay)
 	sl.restart = s.env.clock.AfterFunc(delay, func() { s.send(restartDue{s: sl}) })
 }
 
 // restartDue restarts a slot whose backoff is over, unless the slot
 // has a child again or belongs to a generation no longer serving.
 func (s *Supervisor) restartDue(sl *slot) {
-	sl.restart = nil
+	sl.restart, sl.retryAt = nil, time.Time{}
 	if s.stopping != 0 || sl.current != nil {
 		return
 	}
@@ -169,6 +176,57 @@ func (s *Supervisor) restartDue(sl *slot) {
 			s.startServing(i)
 		}
 	}
+}
+
+// diagnoseExit looks, off the loop, for why a child of child socket mode
+// exited before it was ready: a program that binds without SO_REUSEPORT
+// gets "address already in use" in every slot but the first, and would
+// crash-loop there in silence. The answer comes back as diagnosed.
+func (s *Supervisor) diagnoseExit(c *child) {
+	if c.gen.cfg.Sockets != SocketsChild || c.life != lifeStarting {
+		return
+	}
+	g, slot, addr := c.gen, c.slot, c.gen.cfg.Listen
+	go func() {
+		if holders, blocked := s.env.observe.addressInUse(addr); blocked {
+			s.send(diagnosed{g: g, slot: slot, holders: holders})
+		}
+	}()
+}
+
+// diagnose says, once per slot and cause, why the slot's children cannot
+// bind its address, and keeps it for master status.
+func (s *Supervisor) diagnose(d diagnosed) {
+	if d.slot >= len(d.g.slots) {
+		return
+	}
+	addr := d.g.cfg.Listen
+	var ours, others []string
+	for _, pid := range d.holders {
+		if c := s.childOf(pid); c != nil {
+			ours = append(ours, fmt.Sprintf("slot %d (pid %d)", c.slot, pid))
+		} else {
+			others = append(others, strconv.Itoa(pid))
+		}
+	}
+	var note string
+	switch {
+	case len(others) > 0 && len(ours) == 0:
+		note = fmt.Sprintf("%s is in use by another program (pid %s), not by a child of this master", addr, strings.Join(others, ", "))
+	default:
+		held := "another child"
+		if len(ours) > 0 {
+			held = strings.Join(ours, ", ")
+		}
+		note = fmt.Sprintf("address already in use: %s holds %s without SO_REUSEPORT, so the program probably does not set it; "+
+			"use --sockets master (the program must then take fd 3) or --workers 1", held, addr)
+	}
+	sl := d.g.slots[d.slot]
+	if sl.note == note {
+		return // a crash loop says it once
+	}
+	sl.note = note
+	s.log.Error("slot cannot bind its address", "slot", d.slot, "generation", d.g.number, "hint", note)
 }
 
 // millis is d in milliseconds, to the microsecond: a number in JSON logs.

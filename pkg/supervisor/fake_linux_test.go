@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"strings"
@@ -190,6 +191,8 @@ type fakeProcs struct {
 	failStart func(spec spawnSpec) error
 	parents   map[int]int
 	rssOf     map[int]uint64
+	// releasedPIDs are the pids the loop released, in order.
+	releasedPIDs []int
 }
 
 func newFakeProcs(clock *fakeClock) *fakeProcs {
@@ -368,3 +371,83 @@ func (f *fakeProcs) signalsOf(pid int) []unix.Signal {
 
 func exitCode(code int) unix.WaitStatus        { return unix.WaitStatus(code << 8) }
 func killedBy(sig unix.Signal) unix.WaitStatus { return unix.WaitStatus(sig) }
+
+// release records the pids the loop released after reaping them.
+func (f *fakeProcs) release(pid int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releasedPIDs = append(f.releasedPIDs, pid)
+}
+
+func (f *fakeProcs) released() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.releasedPIDs)
+}
+
+// fakeObserver is observer without a kernel: a child is seen waiting when
+// the test says so (seeWaiting), and the address probe answers what the
+// test set.
+type fakeObserver struct {
+	mu      sync.Mutex
+	seen    map[int]chan struct{} // by pid; closed once it is seen waiting
+	watched map[int]waitSpec      // the watches asked for, by pid
+	blocked bool                  // what addressInUse answers
+	holders []int
+	probes  int
+}
+
+func newFakeObserver() *fakeObserver {
+	return &fakeObserver{seen: make(map[int]chan struct{}), watched: make(map[int]waitSpec)}
+}
+
+func (o *fakeObserver) chanOf(pid int) chan struct{} {
+	ch, ok := o.seen[pid]
+	if !ok {
+		ch = make(chan struct{})
+		o.seen[pid] = ch
+	}
+	return ch
+}
+
+func (o *fakeObserver) waiting(ctx context.Context, w waitSpec) bool {
+	o.mu.Lock()
+	o.watched[w.pid] = w
+	ch := o.chanOf(w.pid)
+	o.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// seeWaiting makes pid waiting for connections from now on.
+func (o *fakeObserver) seeWaiting(pid int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	close(o.chanOf(pid))
+}
+
+// watch returns the watch asked for pid, if any.
+func (o *fakeObserver) watch(pid int) (waitSpec, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w, ok := o.watched[pid]
+	return w, ok
+}
+
+func (o *fakeObserver) addressInUse(string) ([]int, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.probes++
+	return slices.Clone(o.holders), o.blocked
+}
+
+// blockAddress makes the address probe find it held, by holders.
+func (o *fakeObserver) blockAddress(holders ...int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.blocked, o.holders = true, holders
+}

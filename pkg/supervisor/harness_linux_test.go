@@ -23,6 +23,7 @@ type harness struct {
 	s       *Supervisor
 	clock   *fakeClock
 	procs   *fakeProcs
+	observe *fakeObserver
 	logs    *logRecorder
 	systemd *recorder // what the master told its service manager
 	done    chan error
@@ -61,7 +62,8 @@ func newHarness(t *testing.T, cfg Config, options ...harnessOption) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: newFakeClock(), logs: &logRecorder{}, systemd: &recorder{}, done: make(chan error, 1)}
 	h.procs = newFakeProcs(h.clock)
-	e := env{procs: h.procs, clock: h.clock, steerSupported: func() error { return errors.New("not in tests") }}
+	h.observe = newFakeObserver()
+	e := env{procs: h.procs, clock: h.clock, observe: h.observe, steerSupported: func() error { return errors.New("not in tests") }}
 	opts := Options{Log: slog.New(h.logs)}
 	for _, o := range options {
 		o(&e, &opts)

@@ -80,6 +80,12 @@ func (s *Supervisor) handle(ev any) {
 		s.restartDue(ev.s)
 	case stopRequest:
 		s.stop(ev.mode)
+	case waitingSeen:
+		s.sawWaiting(ev.c)
+	case delayOver:
+		s.delayEnded(ev.c)
+	case diagnosed:
+		s.diagnose(ev)
 	case call:
 		ev()
 	}

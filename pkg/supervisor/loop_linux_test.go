@@ -261,7 +261,7 @@ func TestContextStops(t *testing.T) {
 	cfg := testConfig(t, 1)
 	clk := newFakeClock()
 	procs := newFakeProcs(clk)
-	s, err := newSupervisor(cfg, Options{}, env{procs: procs, clock: clk, steerSupported: func() error { return nil }})
+	s, err := newSupervisor(cfg, Options{}, env{procs: procs, clock: clk, observe: newFakeObserver(), steerSupported: func() error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

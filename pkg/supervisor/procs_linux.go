@@ -1,23 +1,55 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prefork/prefork/pkg/cgroup"
 	"golang.org/x/sys/unix"
 )
 
 // osProcs is procs on Linux: children forked by the spawner's locked
-// thread, signalled with kill(2), reaped with wait4(2) on SIGCHLD.
+// thread, each into a cgroup of its own where the master can make one,
+// signalled with kill(2), reaped with wait4(2) on SIGCHLD.
 type osProcs struct {
 	stdin   *os.File // /dev/null, every child's stdin
+	log     *slog.Logger
 	spawner *spawner
+	// cgroups is where the children's cgroups go; nil when the master
+	// cannot make any (it kills leftovers by process group alone).
+	cgroups *cgroup.Parent
+	// output copies the children's lines under --child-output prefix.
+	output *outputs
+
+	mu      sync.Mutex
+	groups  map[int]*cgroup.Group // by child pid, until released
+	made    int                   // cgroups made, for their names
+	removal sync.WaitGroup        // cgroups being removed
 }
 
 func (p *osProcs) run(exited func()) (stop func()) {
+	// Orphans of a child (the workers of a server killed with -9, a
+	// double-forked daemon) come to the master, which reaps them at
+	// once, instead of to init, which may take seconds.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		p.log.Warn("cannot become the children's subreaper; their orphans go to init", "err", err)
+	}
+	var err error
+	if p.cgroups, err = cgroup.Own(); err != nil {
+		p.log.Warn("children share the master's cgroup; what a child leaves behind is killed by process group only (a daemon that left it survives)",
+			"reason", err.Error())
+	} else {
+		p.log.Info("each child runs in a cgroup of its own", "under", p.cgroups.Dir)
+	}
+	p.groups = make(map[int]*cgroup.Group)
+	p.output = newOutputs()
 	stopWatch := make(chan struct{})
 	watching := watchSIGCHLD(exited, stopWatch)
 	p.spawner = startSpawner(p.stdin)
@@ -25,12 +57,99 @@ func (p *osProcs) run(exited func()) (stop func()) {
 		close(stopWatch)
 		<-watching
 		p.spawner.stop()
+		p.removal.Wait()
 	}
 }
 
 func (p *osProcs) start(spec spawnSpec) (int, error) {
-	return p.spawner.spawn(spec)
+	place := spawnPlace{cgroupFD: -1}
+	g := p.newGroup()
+	if g != nil {
+		fd, err := g.Open()
+		if err != nil {
+			p.removeGroup(g)
+			return 0, err
+		}
+		defer unix.Close(fd)
+		place.cgroupFD = fd
+	}
+	var lines *childLines
+	if spec.prefix {
+		var err error
+		if lines, err = p.output.open(); err != nil {
+			p.removeGroup(g)
+			return 0, fmt.Errorf("child output: %w", err)
+		}
+		place.stdout, place.stderr = lines.stdout, lines.stderr
+	}
+	pid, err := p.spawner.spawn(spec, place)
+	if err != nil && g != nil {
+		// clone3, which forking into a cgroup needs, may be refused
+		// (a seccomp profile): start the child where the master is.
+		place.cgroupFD = -1
+		if pid, err = p.spawner.spawn(spec, place); err == nil {
+			p.log.Warn("could not start a child in its own cgroup; children start in the master's from now on", "slot", spec.slot)
+			p.mu.Lock()
+			p.cgroups = nil
+			p.mu.Unlock()
+			p.removeGroup(g)
+			g = nil
+		}
+	}
+	if lines != nil {
+		lines.started(spec.slot, pid)
+	}
+	if err != nil {
+		p.removeGroup(g)
+		return 0, err
+	}
+	if g != nil {
+		p.mu.Lock()
+		p.groups[pid] = g
+		p.mu.Unlock()
+	}
+	return pid, nil
 }
+
+// newGroup makes the cgroup of the next child, or returns nil to start it
+// in the master's own.
+func (p *osProcs) newGroup() *cgroup.Group {
+	p.mu.Lock()
+	parent := p.cgroups
+	p.made++
+	n := p.made
+	p.mu.Unlock()
+	if parent == nil {
+		return nil
+	}
+	g, err := parent.New(fmt.Sprintf("prefork-%d-%d", os.Getpid(), n))
+	if err != nil {
+		p.log.Warn("child starts in the master's cgroup", "err", err)
+		return nil
+	}
+	return g
+}
+
+// removeGroup kills what is in g, waits for it to empty and removes it,
+// in the background: a process stuck in the kernel must not hold up the
+// loop. Run waits for every removal before it returns.
+func (p *osProcs) removeGroup(g *cgroup.Group) {
+	if g == nil {
+		return
+	}
+	p.removal.Add(1)
+	go func() {
+		defer p.removal.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), cgroupRemoveTimeout)
+		defer cancel()
+		if err := g.Remove(ctx); err != nil {
+			p.log.Warn("could not remove a child's cgroup", "err", err)
+		}
+	}()
+}
+
+// cgroupRemoveTimeout bounds the wait for a killed cgroup to empty.
+const cgroupRemoveTimeout = 10 * time.Second
 
 // signal sends sig to pid, or to its process group. A child that left
 // the group it leads (setsid, setpgid) is signalled alone.
@@ -62,6 +181,29 @@ func (p *osProcs) reap(report func(exitStatus)) {
 		}
 		report(exitStatus{pid: pid, status: ws, at: time.Now()})
 	}
+}
+
+// cgroupDir returns the cgroup of the child pid, or "" when it has none.
+func (p *osProcs) cgroupDir(pid int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if g := p.groups[pid]; g != nil {
+		return g.Dir
+	}
+	return ""
+}
+
+// release kills what is left of the reaped child pid: its cgroup, and the
+// process group it led, where a forking server's workers stay when it
+// dies. The group outlives its leader's pid only while it has members, so
+// the number cannot name a stranger's group here.
+func (p *osProcs) release(pid int) {
+	unix.Kill(-pid, unix.SIGKILL) // ESRCH: nothing was left
+	p.mu.Lock()
+	g := p.groups[pid]
+	delete(p.groups, pid)
+	p.mu.Unlock()
+	p.removeGroup(g)
 }
 
 func (p *osProcs) parent(pid int) (int, error) { return parentPID(pid) }

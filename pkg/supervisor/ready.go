@@ -1,6 +1,55 @@
 package supervisor
 
-import "golang.org/x/sys/unix"
+import (
+	"context"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// How a child becomes ready: by READY=1 in every mode (heard), by being
+// seen waiting for connections under --ready listen (seenWaiting), by
+// living through the delay of --ready delay:D (delayOver). Whichever comes
+// first makes it ready (becameReady), and from there a reload, a restart's
+// backoff, /readyz and steering treat every mode alike.
+
+// Readiness events, sent by a child's watch goroutine and its delay timer.
+type (
+	// waitingSeen: the kernel shows c's processes waiting on its socket.
+	waitingSeen struct{ c *child }
+	// delayOver: c lived through --ready delay:D.
+	delayOver struct{ c *child }
+	// diagnosed: why a slot's child failed, found off the loop.
+	diagnosed struct {
+		g       *generation
+		slot    int
+		holders []int // the pids holding the address without sharing it
+	}
+)
+
+// awaitReady arms what makes the new child c ready besides READY=1, and
+// the watch behind the master socket mode's diagnosis: a child that never
+// waits on the socket it was given cannot serve it, READY=1 or not.
+func (s *Supervisor) awaitReady(c *child, fd int) {
+	cfg := c.gen.cfg
+	if cfg.Ready.Mode == ReadyDelay {
+		c.delayTimer = s.env.clock.AfterFunc(cfg.Ready.Delay, func() { s.send(delayOver{c: c}) })
+	}
+	if cfg.Ready.Mode != ReadyListen && cfg.Sockets != SocketsMaster {
+		return
+	}
+	w := waitSpec{pid: c.pid, listen: cfg.Listen, fd: -1}
+	if cfg.Sockets == SocketsMaster {
+		w.fd = fd
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stopWatching = cancel
+	go func() {
+		if s.env.observe.waiting(ctx, w) {
+			s.send(waitingSeen{c: c})
+		}
+	}()
+}
 
 // heard acts on an sd_notify datagram: READY=1 makes a starting child
 // ready, WATCHDOG=1 feeds its watchdog.
@@ -13,14 +62,48 @@ func (s *Supervisor) heard(ev notified) {
 	if ev.msg.Watchdog {
 		s.watchdogPing(c, ev.at)
 	}
-	if !ev.msg.Ready || c.life != lifeStarting {
+	if ev.msg.Ready {
+		s.becameReady(c, ReadyNotify)
+	}
+}
+
+// sawWaiting records that c waits on its socket; under --ready listen,
+// that makes it ready.
+func (s *Supervisor) sawWaiting(c *child) {
+	if !s.live(c) {
+		return
+	}
+	c.seenWaiting = true
+	c.stopWatching = nil // its goroutine has ended
+	if c.gen.cfg.Ready.Mode == ReadyListen {
+		s.becameReady(c, ReadyListen)
+	}
+}
+
+// delayEnded makes c ready under --ready delay:D.
+func (s *Supervisor) delayEnded(c *child) {
+	if s.live(c) {
+		s.becameReady(c, ReadyDelay)
+	}
+}
+
+// becameReady makes a starting child ready, by what says so.
+func (s *Supervisor) becameReady(c *child, by string) {
+	if c.life != lifeStarting {
 		return // a READY=1 queued behind the ready timeout comes too late
 	}
 	c.life = lifeReady
 	c.readyAt = s.env.clock.Now()
-	stopTimer(c.readyTimer)
+	stopTimer(c.delayTimer)
+	if c.gen.cfg.Sockets != SocketsMaster || c.seenWaiting {
+		stopTimer(c.readyTimer)
+		c.stopWatch()
+	} // else the ready timeout stays armed, for the diagnosis (readyTimedOut)
 	s.log.Info("child ready", "slot", c.slot, "generation", c.gen.number, "pid", c.pid,
-		"after_ms", millis(c.readyAt.Sub(c.started)))
+		"after_ms", millis(c.readyAt.Sub(c.started)), "by", by)
+	if sl := s.slotOf(c); sl != nil && sl.current == c {
+		sl.note = ""
+	}
 	switch c.gen {
 	case s.reload.next:
 		s.driveReload(reloadInput{kind: inNewReady})
@@ -36,14 +119,47 @@ func (s *Supervisor) heard(ev notified) {
 	}
 }
 
-// readyTimedOut kills a child that did not say READY=1 in time; its exit
-// is a failed start.
+// readyTimedOut kills a child that was not ready in time; its exit is a
+// failed start. In master socket mode it also says when the child has not
+// waited on the socket it was given, ready or not: such a program binds
+// its own (or none), and what it was given queues connections nobody
+// takes.
 func (s *Supervisor) readyTimedOut(c *child) {
-	if !s.live(c) || c.life != lifeStarting {
+	if !s.live(c) {
 		return
 	}
-	s.log.Error("child not ready in time; killing it", "slot", c.slot, "generation", c.gen.number,
-		"pid", c.pid, "ready_timeout_ms", millis(c.gen.cfg.ReadyTimeout))
-	c.life = lifeLate
-	s.kill(c, unix.SIGKILL)
+	cfg := c.gen.cfg
+	var hint string
+	if !c.seenWaiting {
+		switch {
+		case cfg.Sockets == SocketsMaster:
+			hint = "no process of it waits on fd 3, the socket it was given: it probably does not read LISTEN_FDS; " +
+				"make it take fd 3 (socket activation), or use --sockets child"
+		case cfg.Ready.Mode == ReadyListen:
+			hint = fmt.Sprintf("no process of it listens on %s", cfg.Listen)
+		}
+	}
+	c.stopWatch()
+	switch c.life {
+	case lifeStarting:
+		attrs := []any{"slot", c.slot, "generation", c.gen.number, "pid", c.pid,
+			"ready_timeout_ms", millis(cfg.ReadyTimeout), "ready", cfg.Ready.String()}
+		if hint != "" {
+			attrs = append(attrs, "hint", hint)
+		}
+		s.log.Error("child not ready in time; killing it", attrs...)
+		c.life = lifeLate
+		s.kill(c, unix.SIGKILL)
+	case lifeReady, lifeRecycling:
+		if hint == "" {
+			return
+		}
+		s.log.Warn("ready child does not wait on the socket it was given", "slot", c.slot,
+			"generation", c.gen.number, "pid", c.pid, "hint", hint)
+	default:
+		return
+	}
+	if sl := s.slotOf(c); sl != nil && hint != "" {
+		sl.note = hint
+	}
 }

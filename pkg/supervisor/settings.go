@@ -2,9 +2,12 @@ package supervisor
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Setting is one setting of `master run`, defined once. Its long flag and
@@ -43,6 +46,8 @@ type binding struct {
 	set func(c *Config, s string) error
 	// setList takes a list (command, a YAML sequence); set is nil then.
 	setList func(c *Config, list []string) error
+	// setMap takes a mapping (env); set is nil then.
+	setMap func(c *Config, m map[string]string) error
 	// keep copies src's value into dst and reports whether they differed.
 	keep func(dst, src *Config) bool
 }
@@ -63,7 +68,7 @@ var settings = []Setting{
 	{Name: ConfigSetting, Env: "PREFORK_CONFIG", Metavar: "FILE", Reload: true,
 		Usage: "YAML file with the same keys as the long flags, plus command: [prog, arg...]; re-read on every reload"},
 	{Name: "ready-timeout", Env: "PREFORK_READY_TIMEOUT", Metavar: "D", Default: DefaultReadyTimeout.String(), Reload: true, Key: true,
-		Usage: "how long a new child has to say READY=1",
+		Usage: "how long a new child has to be ready",
 		bind:  field(func(c *Config) *time.Duration { return &c.ReadyTimeout }, parseDuration)},
 	{Name: "drain-timeout", Env: "PREFORK_DRAIN_TIMEOUT", Metavar: "D", Default: DefaultDrainTimeout.String(), Reload: true, Key: true,
 		Usage: "how long a draining child has before SIGKILL",
@@ -100,6 +105,25 @@ var settings = []Setting{
 	{Name: "steer", Env: "PREFORK_STEER", Metavar: "MODE", Default: DefaultSteer, Key: true,
 		Usage: "auto, on or off: steer new connections away from a stuck or missing child (master socket mode)",
 		bind:  field(func(c *Config) *string { return &c.Steer }, verbatim)},
+	{Name: "ready", Env: "PREFORK_READY", Metavar: "MODE", Default: ReadyNotify, Reload: true, Key: true,
+		Usage: "notify (READY=1), listen (the kernel shows it waiting for connections) or delay:D (alive after D)",
+		bind:  field(func(c *Config) *Readiness { return &c.Ready }, ParseReadiness)},
+	{Name: "stop-signal", Env: "PREFORK_STOP_SIGNAL", Metavar: "SIG", Default: "TERM", Reload: true, Key: true,
+		Usage: "the signal that drains a child (QUIT for nginx, INT for lighttpd)",
+		bind:  field(func(c *Config) *unix.Signal { return &c.StopSignal }, parseSignal)},
+	{Name: "child-output", Env: "PREFORK_CHILD_OUTPUT", Metavar: "MODE", Default: DefaultChildOutput, Reload: true, Key: true,
+		Usage: "inherit (the master's stdout and stderr) or prefix (each line prefixed with the child's slot and pid)",
+		bind:  field(func(c *Config) *string { return &c.ChildOutput }, verbatim)},
+	{Name: "env", Reload: true, Key: true,
+		Usage: "variables added to every child's environment (in the file: env: {NAME: value}); values may hold placeholders",
+		bind: binding{
+			setMap: func(c *Config, m map[string]string) error { c.Env = m; return nil },
+			keep: func(dst, src *Config) bool {
+				same := maps.Equal(dst.Env, src.Env)
+				dst.Env = src.Env
+				return !same
+			},
+		}},
 	{Name: "command", Reload: true, Key: true,
 		Usage: "the program and its arguments, started once per slot (in the file: command: [prog, arg...])",
 		bind: binding{

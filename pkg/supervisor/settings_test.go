@@ -12,7 +12,7 @@ import (
 // every flag documented, and every field of Config behind exactly one
 // setting.
 func TestSettingsTable(t *testing.T) {
-	metavars := []string{"N", "ADDR", "D", "MODE", "PATH", "F", "SIZE", "U", "G", "FILE"}
+	metavars := []string{"N", "ADDR", "D", "MODE", "PATH", "F", "SIZE", "U", "G", "FILE", "SIG"}
 	seen := make(map[string]bool)
 	for _, s := range Settings() {
 		if seen[s.Name] {
@@ -40,7 +40,13 @@ func TestSettingsTable(t *testing.T) {
 			}
 			continue
 		}
-		if (s.bind.set == nil) == (s.bind.setList == nil) || s.bind.keep == nil {
+		forms := 0
+		for _, set := range []bool{s.bind.set != nil, s.bind.setList != nil, s.bind.setMap != nil} {
+			if set {
+				forms++
+			}
+		}
+		if forms != 1 || s.bind.keep == nil {
 			t.Errorf("%s: must set a field of Config from exactly one form", s.Name)
 		}
 	}
@@ -57,6 +63,10 @@ func TestSettingsTable(t *testing.T) {
 		var zero, one Config
 		if s.bind.setList != nil {
 			if err := s.bind.setList(&one, []string{"x"}); err != nil {
+				t.Fatal(err)
+			}
+		} else if s.bind.setMap != nil {
+			if err := s.bind.setMap(&one, map[string]string{"X": "x"}); err != nil {
 				t.Fatal(err)
 			}
 		} else if err := s.Set(&one, sample(s)); err != nil {
@@ -80,6 +90,11 @@ func sample(s Setting) string {
 		return "2s"
 	case "SIZE":
 		return "1MiB"
+	case "SIG":
+		return "QUIT"
+	}
+	if s.Name == "ready" {
+		return "listen"
 	}
 	return "x"
 }
@@ -105,7 +120,7 @@ func TestSettingsDefaultsMatchConfig(t *testing.T) {
 	}
 	for _, s := range Settings() {
 		switch s.Name {
-		case "workers", "control", ConfigSetting, "command":
+		case "workers", "control", ConfigSetting, "command", "env":
 			continue // decided at run time, or no default to show
 		}
 		t.Run(s.Name, func(t *testing.T) {

@@ -20,7 +20,15 @@ type spawner struct {
 
 type spawnRequest struct {
 	spawnSpec
+	spawnPlace
 	reply chan spawnResult
+}
+
+// spawnPlace is where osProcs puts a child: its stdout and stderr (nil:
+// the master's own), and the cgroup it is forked into (-1: the master's).
+type spawnPlace struct {
+	stdout, stderr *os.File
+	cgroupFD       int
 }
 
 type spawnResult struct {
@@ -53,9 +61,9 @@ func startSpawner(stdin *os.File) *spawner {
 
 // spawn starts the program of spec, with its descriptors extra as fd 3, 4
 // and so on, and returns its pid. The caller owns reaping.
-func (s *spawner) spawn(spec spawnSpec) (int, error) {
+func (s *spawner) spawn(spec spawnSpec, place spawnPlace) (int, error) {
 	reply := make(chan spawnResult, 1)
-	s.reqs <- spawnRequest{spawnSpec: spec, reply: reply}
+	s.reqs <- spawnRequest{spawnSpec: spec, spawnPlace: place, reply: reply}
 	r := <-reply
 	return r.pid, r.err
 }
@@ -65,7 +73,11 @@ func (s *spawner) stop() { close(s.reqs) }
 func forkExec(req spawnRequest, stdin *os.File, ambient []uintptr) (int, error) {
 	// Every descriptor of the master is close-on-exec; these are the only
 	// ones a child inherits.
-	files := []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
+	stdout, stderr := os.Stdout, os.Stderr
+	if req.stdout != nil {
+		stdout, stderr = req.stdout, req.stderr
+	}
+	files := []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()}
 	for _, fd := range req.extra {
 		files = append(files, uintptr(fd))
 	}
@@ -75,6 +87,11 @@ func forkExec(req spawnRequest, stdin *os.File, ambient []uintptr) (int, error) 
 		Setpgid: true,
 		// Set after the identity switch, which would clear it.
 		Pdeathsig: syscall.SIGTERM,
+	}
+	if req.cgroupFD >= 0 {
+		// Forked straight into its cgroup (clone3 CLONE_INTO_CGROUP):
+		// nothing it forks can be outside it, even for an instant.
+		sys.UseCgroupFD, sys.CgroupFD = true, req.cgroupFD
 	}
 	switch {
 	case req.id == nil:
@@ -110,10 +127,7 @@ func childEnv(base []string, own map[string]string) []string {
 		if _, ok := own[key]; ok {
 			continue
 		}
-		switch {
-		case strings.HasPrefix(key, "PREFORK_"),
-			key == "NOTIFY_SOCKET", key == "LISTEN_FDS", key == "LISTEN_PID", key == "LISTEN_FDNAMES",
-			key == "WATCHDOG_USEC", key == "WATCHDOG_PID":
+		if strings.HasPrefix(key, "PREFORK_") || masterOwned(key) {
 			continue
 		}
 		env = append(env, kv)

@@ -41,19 +41,31 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		// must not write into the master's home.
 		own["HOME"], own["USER"], own["LOGNAME"] = id.home, id.user, id.user
 	}
-	spec := spawnSpec{path: g.argv[0], argv: g.argv, id: g.id}
+	values := childValues(cfg, slotIndex, g.number)
+	for k, v := range cfg.Env {
+		own[k] = expand(v, values) // Validate kept the master's own out
+	}
+	argv := make([]string, len(g.argv))
+	argv[0] = g.argv[0]
+	for i, arg := range g.argv[1:] {
+		argv[i+1] = expand(arg, values)
+	}
+	spec := spawnSpec{path: argv[0], argv: argv, id: g.id, slot: slotIndex,
+		prefix: cfg.ChildOutput == OutputPrefix}
+	socketFD := -1
 	if cfg.Sockets == SocketsMaster {
 		fd, err := s.sockets.fd(cfg.Listen, slotIndex)
 		if err != nil {
 			return nil, err
 		}
 		spec.extra = append(spec.extra, fd) // fd 3, as socket activation wants
+		socketFD = fd
 		own["LISTEN_FDS"] = "1"
 		own["LISTEN_FDNAMES"] = "prefork"
 		// LISTEN_PID must be the child's own pid, known only after the
 		// fork: an exec shim sets it and execs argv (see execShimPath).
 		spec.path = s.env.shim
-		spec.argv = append([]string{s.self, ShimCommand}, g.argv...)
+		spec.argv = append([]string{s.self, ShimCommand}, argv...)
 		own[envShimParent] = strconv.Itoa(os.Getpid())
 	}
 	page, err := counters.NewPage()
@@ -75,6 +87,7 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		acceptLimit: acceptLimit(cfg.MaxAccepts)}
 	c.readyTimer = s.env.clock.AfterFunc(cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
 	s.children[pid] = c
+	s.awaitReady(c, socketFD)
 	s.log.Info("child started", "slot", slotIndex, "generation", g.number, "pid", pid)
 	return c, nil
 }

@@ -16,8 +16,12 @@ const (
 	StateStarting State = "starting"
 	// StateReady: said READY=1 and serves.
 	StateReady State = "ready"
-	// StateDraining: told to stop (SIGTERM); finishing what it has.
+	// StateDraining: told to stop (--stop-signal); finishing what it
+	// has.
 	StateDraining State = "draining"
+	// StateBackoff: a slot with no child, waiting to restart one (a row
+	// of Status only, with PID 0).
+	StateBackoff State = "backoff"
 )
 
 // ChildStatus describes one live child, as GET /status shows it.
@@ -34,15 +38,26 @@ type ChildStatus struct {
 	Restarts      int       `json:"restarts"`
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Started       time.Time `json:"-"`
+	// LastExit says how the slot's last child ended, and RetryInSeconds
+	// when the next starts: set on StateBackoff rows.
+	LastExit       string  `json:"last_exit,omitempty"`
+	RetryInSeconds float64 `json:"retry_in_seconds,omitempty"`
+	// Note is the master's diagnosis of why the slot's children fail
+	// (see the README's "Running your server").
+	Note string `json:"note,omitempty"`
 }
 
 // Status is a snapshot of the supervisor, as GET /status shows it.
 type Status struct {
-	PID        int           `json:"pid"`
-	Generation int           `json:"generation"`
-	Workers    int           `json:"workers"`
-	Sockets    string        `json:"sockets"`
-	Children   []ChildStatus `json:"children"`
+	PID        int    `json:"pid"`
+	Generation int    `json:"generation"`
+	Workers    int    `json:"workers"`
+	Sockets    string `json:"sockets"`
+	// Ready is the serving generation's --ready.
+	Ready string `json:"ready"`
+	// Children has a row per live child, and one per slot of the serving
+	// generation that is waiting to restart (StateBackoff).
+	Children []ChildStatus `json:"children"`
 }
 
 func (s *Supervisor) status() Status {
@@ -51,6 +66,7 @@ func (s *Supervisor) status() Status {
 		Generation: s.cur.number,
 		Workers:    s.cur.cfg.Workers,
 		Sockets:    s.cur.cfg.Sockets,
+		Ready:      s.cur.cfg.Ready.String(),
 		Children:   []ChildStatus{},
 	}
 	now := s.env.clock.Now()
@@ -64,6 +80,23 @@ func (s *Supervisor) status() Status {
 			Restarts:      s.tally.restarts[c.slot],
 			UptimeSeconds: now.Sub(c.started).Seconds(),
 			Started:       c.started,
+		})
+		if sl := s.slotOf(c); sl != nil && (sl.current == c || sl.successor == c) {
+			st.Children[len(st.Children)-1].Note = sl.note
+		}
+	}
+	for i, sl := range s.cur.slots {
+		if sl.current != nil || sl.restart == nil {
+			continue
+		}
+		st.Children = append(st.Children, ChildStatus{
+			Slot:           i,
+			Generation:     s.cur.number,
+			State:          StateBackoff,
+			Restarts:       s.tally.restarts[i],
+			LastExit:       sl.lastExit,
+			RetryInSeconds: max(sl.retryAt.Sub(now), 0).Seconds(),
+			Note:           sl.note,
 		})
 	}
 	slices.SortFunc(st.Children, func(a, b ChildStatus) int {

@@ -110,7 +110,8 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 	// The exec shim is loaded and checked here, before any child exists
 	// (a reload may switch to master socket mode): its check forks and
 	// waits for a process of its own, which the loop must not reap.
-	e := env{procs: &osProcs{stdin: devnull}, clock: wallClock{}, steerSupported: steer.Supported,
+	procs := &osProcs{stdin: devnull, log: logger(opts)}
+	e := env{procs: procs, clock: wallClock{}, observe: newObserver(procs), steerSupported: steer.Supported,
 		shim: execShimPath()}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		e.notifySystemd = func(state string) error {

@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"os"
 
@@ -52,6 +53,7 @@ func (*osProcs) signal(int, unix.Signal, bool) error { return errUnsupported }
 func (*osProcs) reap(func(exitStatus))               {}
 func (*osProcs) parent(int) (int, error)             { return 0, errUnsupported }
 func (*osProcs) rss(int) (uint64, error)             { return 0, errUnsupported }
+func (*osProcs) release(int)                         {}
 
 // ShimCommand is the first argument that makes the master's binary act as
 // the exec shim of master socket mode; Linux only.
@@ -74,3 +76,9 @@ func resolveIdentity(Config) (*identity, error) { return nil, errUnsupported }
 
 // execShimPath is Linux only; the spawner fails before using it.
 func execShimPath() string { return "/proc/self/exe" }
+
+type noObserver struct{}
+
+func newObserver(*osProcs) observer                       { return noObserver{} }
+func (noObserver) waiting(context.Context, waitSpec) bool { return false }
+func (noObserver) addressInUse(string) ([]int, bool)      { return nil, false }

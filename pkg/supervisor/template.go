@@ -1,0 +1,147 @@
+package supervisor
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The command's arguments and the env map's values may name what differs
+// from child to child, so that a server that reads none of the PREFORK_*
+// variables still gets them on its command line: --bind {listen}. `{{` is a
+// literal `{`; any other brace ({fd: 3}, JSON) is left as it is.
+
+// placeholders are the names a template may use, in the order the docs
+// list them.
+var placeholders = []string{"listen", "host", "port", "slot", "generation", "workers"}
+
+// childValues returns the placeholders' values for one child.
+func childValues(cfg Config, slot, generation int) map[string]string {
+	host, port, _ := net.SplitHostPort(cfg.Listen)
+	return map[string]string{
+		"listen":     cfg.Listen,
+		"host":       host,
+		"port":       port,
+		"slot":       strconv.Itoa(slot),
+		"generation": strconv.Itoa(generation),
+		"workers":    strconv.Itoa(cfg.Workers),
+	}
+}
+
+// expand substitutes values into s. Names it does not know are left as
+// written; checkTemplate refuses them before any child starts.
+func expand(s string, values map[string]string) string {
+	if !strings.Contains(s, "{") {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		s = s[i:]
+		if strings.HasPrefix(s, "{{") {
+			b.WriteByte('{')
+			s = s[2:]
+			continue
+		}
+		name, n := placeholderAt(s)
+		if v, ok := values[name]; ok && n > 0 {
+			b.WriteString(v)
+			s = s[n:]
+			continue
+		}
+		b.WriteByte('{')
+		s = s[1:]
+	}
+}
+
+// placeholderAt reads a placeholder at the start of s, which begins with
+// '{': a name of lower-case letters and underscores, then '}'. It returns
+// the name and the length of the whole, or 0 when s does not start with
+// one.
+func placeholderAt(s string) (string, int) {
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '}' && i > 1:
+			return s[1:i], i + 1
+		case c >= 'a' && c <= 'z', c == '_':
+		default:
+			return "", 0
+		}
+	}
+	return "", 0
+}
+
+// checkTemplate refuses a placeholder that names nothing: {lisen} is a typo
+// that would reach the server as it is.
+func checkTemplate(s string) error {
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			return nil
+		}
+		s = s[i:]
+		if strings.HasPrefix(s, "{{") {
+			s = s[2:]
+			continue
+		}
+		if name, n := placeholderAt(s); n > 0 && !slices.Contains(placeholders, name) {
+			return fmt.Errorf("unknown placeholder {%s} (known: {%s}; write {{ for a literal {)",
+				name, strings.Join(placeholders, "}, {"))
+		}
+		s = s[1:]
+	}
+}
+
+// checkEnvName refuses a variable the environment cannot hold, or one the
+// master sets itself.
+func checkEnvName(k string) error {
+	switch {
+	case k == "" || strings.ContainsAny(k, "=\x00"):
+		return fmt.Errorf("%q is not a variable name", k)
+	case strings.HasPrefix(k, "PREFORK_"), masterOwned(k):
+		return fmt.Errorf("%s is set by the master for each child", k)
+	}
+	return nil
+}
+
+// masterOwned reports whether the master sets k for a child itself (socket
+// activation, sd_notify, the watchdog).
+func masterOwned(k string) bool {
+	switch k {
+	case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID":
+		return true
+	}
+	return false
+}
+
+// parseSignal reads a signal by name, with or without SIG (TERM, SIGQUIT,
+// int), or by number.
+func parseSignal(s string) (unix.Signal, error) {
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	sig := unix.SignalNum(name)
+	if sig == 0 {
+		if n, err := strconv.Atoi(s); err == nil && n > 0 && unix.SignalName(unix.Signal(n)) != "" {
+			sig = unix.Signal(n)
+		}
+	}
+	switch sig {
+	case 0:
+		return 0, fmt.Errorf("%q is not a signal name such as TERM, QUIT or INT", s)
+	case unix.SIGKILL, unix.SIGSTOP:
+		// Neither can be caught: the drain would be a kill or a freeze.
+		return 0, fmt.Errorf("%s cannot be handled by the child, so it cannot drain (the drain timeout's SIGKILL follows anyway)", unix.SignalName(sig))
+	}
+	return sig, nil
+}

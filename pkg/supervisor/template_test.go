@@ -1,0 +1,168 @@
+package supervisor
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestExpand(t *testing.T) {
+	values := map[string]string{"listen": "127.0.0.1:8080", "host": "127.0.0.1", "port": "8080",
+		"slot": "2", "generation": "3", "workers": "4"}
+	tests := []struct{ in, want string }{
+		{"--bind={listen}", "--bind=127.0.0.1:8080"},
+		{"{host}:{port}", "127.0.0.1:8080"},
+		{"/run/app-{slot}-{generation}.pid", "/run/app-2-3.pid"},
+		{"--workers={workers}", "--workers=4"},
+		{"{{listen}", "{listen}"},         // {{ is a literal {
+		{"{{{listen}", "{127.0.0.1:8080"}, // a literal {, then a placeholder
+		{"listen({fd: 3})", "listen({fd: 3})"},
+		{`{"a":{"b":1}}`, `{"a":{"b":1}}`},
+		{"{}", "{}"},
+		{"{unknown}", "{unknown}"}, // refused by checkTemplate, never expanded
+		{"{listen", "{listen"},
+		{"tail{", "tail{"},
+		{"no braces", "no braces"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := expand(tt.in, values); got != tt.want {
+			t.Errorf("expand(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestCheckTemplate(t *testing.T) {
+	for _, ok := range []string{"{listen}", "{{lisen}", "{fd: 3}", `{"a":1}`, "{Listen}", "{}", "{slot}{port}"} {
+		if err := checkTemplate(ok); err != nil {
+			t.Errorf("checkTemplate(%q) = %v, want nil", ok, err)
+		}
+	}
+	err := checkTemplate("--bind={lisen}")
+	if err == nil || !strings.Contains(err.Error(), "unknown placeholder {lisen}") || !strings.Contains(err.Error(), "{{") {
+		t.Errorf("checkTemplate({lisen}) = %v, want the unknown name and the escape", err)
+	}
+}
+
+// A template that checks expands to something with no placeholder left.
+func FuzzExpand(f *testing.F) {
+	for _, s := range []string{"{listen}", "{{", "{{{port}}}", "{fd:3}", "a{b}c", "{slot"} {
+		f.Add(s)
+	}
+	values := childValues(Config{Listen: "[::1]:80", Workers: 2}, 1, 7)
+	f.Fuzz(func(t *testing.T, s string) {
+		out := expand(s, values)
+		if checkTemplate(s) != nil {
+			return
+		}
+		if !strings.Contains(s, "{") && out != s {
+			t.Fatalf("expand(%q) = %q: changed a string without braces", s, out)
+		}
+		if !strings.Contains(s, "{{") {
+			for name := range values {
+				if strings.Contains(out, "{"+name+"}") && !strings.Contains(s, "{{") {
+					t.Fatalf("expand(%q) = %q: left {%s}", s, out, name)
+				}
+			}
+		}
+	})
+}
+
+func TestChildValuesIPv6(t *testing.T) {
+	v := childValues(Config{Listen: "[::1]:8080", Workers: 3}, 0, 1)
+	if v["host"] != "::1" || v["port"] != "8080" || v["listen"] != "[::1]:8080" || v["workers"] != "3" {
+		t.Errorf("childValues = %v", v)
+	}
+}
+
+func TestParseReadiness(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Readiness
+		err  string
+	}{
+		{"notify", Readiness{Mode: ReadyNotify}, ""},
+		{"listen", Readiness{Mode: ReadyListen}, ""},
+		{"delay:1500ms", Readiness{Mode: ReadyDelay, Delay: 1500 * time.Millisecond}, ""},
+		{"delay:0s", Readiness{}, "not a positive duration"},
+		{"delay:", Readiness{}, "not a positive duration"},
+		{"delay", Readiness{}, "is not notify, listen or delay:D"},
+		{"LISTEN", Readiness{}, "is not notify, listen or delay:D"},
+	}
+	for _, tt := range tests {
+		got, err := ParseReadiness(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseReadiness(%q) = %v, want error with %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseReadiness(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+		if back, _ := ParseReadiness(got.String()); back != got {
+			t.Errorf("%v does not read back from %q", got, got.String())
+		}
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	tests := []struct {
+		in   string
+		want unix.Signal
+		err  string
+	}{
+		{"TERM", unix.SIGTERM, ""},
+		{"SIGQUIT", unix.SIGQUIT, ""},
+		{"int", unix.SIGINT, ""},
+		{"winch", unix.SIGWINCH, ""},
+		{"15", unix.SIGTERM, ""},
+		{"KILL", 0, "cannot be handled"},
+		{"STOP", 0, "cannot be handled"},
+		{"TERMINATE", 0, "not a signal name"},
+		{"0", 0, "not a signal name"},
+		{"", 0, "not a signal name"},
+	}
+	for _, tt := range tests {
+		got, err := parseSignal(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("parseSignal(%q) = %v, %v; want error with %q", tt.in, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseSignal(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestValidateTemplatesAndEnv(t *testing.T) {
+	tests := []struct {
+		edit func(*Config)
+		err  string
+	}{
+		{func(c *Config) { c.Command = []string{"/bin/true", "--bind={lisen}"} }, `command: argument 1 "--bind={lisen}": unknown placeholder {lisen}`},
+		{func(c *Config) { c.Env = map[string]string{"LISTEN_FDS": "1"} }, "env: LISTEN_FDS is set by the master"},
+		{func(c *Config) { c.Env = map[string]string{"PREFORK_SLOT": "1"} }, "env: PREFORK_SLOT is set by the master"},
+		{func(c *Config) { c.Env = map[string]string{"A=B": "1"} }, `env: "A=B" is not a variable name`},
+		{func(c *Config) { c.Env = map[string]string{"PORT": "{prot}"} }, "env: PORT: unknown placeholder {prot}"},
+		{func(c *Config) { c.Ready = Readiness{Mode: ReadyDelay, Delay: time.Minute} }, "not shorter than the ready timeout"},
+		{func(c *Config) { c.ChildOutput = "tee" }, `child-output: "tee" is not inherit or prefix`},
+		{func(c *Config) { c.Env = map[string]string{"PORT": "{port}", "NGINX": "3;"} }, ""},
+	}
+	for _, tt := range tests {
+		cfg := DefaultConfig()
+		cfg.Command = []string{"/bin/true"}
+		tt.edit(&cfg)
+		err := cfg.Validate()
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("Validate = %v, want nil", err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("Validate = %v, want %q", err, tt.err)
+		}
+	}
+}

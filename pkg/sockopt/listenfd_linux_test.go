@@ -88,6 +88,20 @@ func TestListenFD(t *testing.T) {
 	}
 	defer c.Close()
 	waitQueued(t, fd, 1)
+
+	// What it accepts has TCP_NODELAY from it, whatever the program that
+	// accepts does (uvicorn --fd leaves it to the kernel).
+	if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v != 1 {
+		t.Errorf("listener TCP_NODELAY = %d (%v), want 1", v, err)
+	}
+	conn, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(conn)
+	if v, err := unix.GetsockoptInt(conn, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v != 1 {
+		t.Errorf("accepted connection's TCP_NODELAY = %d (%v), want 1", v, err)
+	}
 }
 
 // A wildcard is one dual-stack IPv6 socket, as Go's Listen makes it, so

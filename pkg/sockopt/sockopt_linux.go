@@ -120,6 +120,14 @@ func setupListener(fd, family int, sa unix.Sockaddr) error {
 			return fmt.Errorf("set %s: %w", opt.name, err)
 		}
 	}
+	// The kernel copies TCP_NODELAY from a listener to the connections
+	// it accepts. Go sets it on each connection anyway; a server that
+	// takes the socket as fd 3 may not (uvicorn's --fd wraps it as a
+	// unix socket, and asyncio then leaves Nagle on: 44 ms a keep-alive
+	// request instead of 0.2 ms).
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return fmt.Errorf("set TCP_NODELAY: %w", err)
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}

@@ -44,6 +44,7 @@ type statusReply struct {
 	Generation int    `json:"generation"`
 	Workers    int    `json:"workers"`
 	Sockets    string `json:"sockets"`
+	Ready      string `json:"ready"`
 	Children   []struct {
 		Slot       int     `json:"slot"`
 		Generation int     `json:"generation"`
@@ -52,6 +53,9 @@ type statusReply struct {
 		Accepts    uint64  `json:"accepts"`
 		Restarts   int     `json:"restarts"`
 		Uptime     float64 `json:"uptime_seconds"`
+		LastExit   string  `json:"last_exit"`
+		RetryIn    float64 `json:"retry_in_seconds"`
+		Note       string  `json:"note"`
 	} `json:"children"`
 }
 

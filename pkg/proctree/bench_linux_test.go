@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -31,6 +32,23 @@ func BenchmarkWaitsOnNotWaiting(b *testing.B) {
 	pids := []int{os.Getpid()}
 	for b.Loop() {
 		if ok, err := WaitsOn(pids, inode); ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+// BenchmarkWaitsOnBlockedSelect finds a single-threaded child blocked in
+// pselect6, as gunicorn's sync worker is: fd table, syscall file, and
+// one word of its memory.
+func BenchmarkWaitsOnBlockedSelect(b *testing.B) {
+	f, _, inode := listenFile(b)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=pselect6", "GOMAXPROCS=1")
+	pid, _ := start(b, cmd, true, f)
+	pids := []int{pid}
+	eventually(b, "helper in pselect6", func() (bool, error) { return WaitsOn(pids, inode) })
+	for b.Loop() {
+		if ok, err := WaitsOn(pids, inode); !ok || err != nil {
 			b.Fatal(ok, err)
 		}
 	}

@@ -143,7 +143,7 @@ func listenFile(t testing.TB) (*os.File, netip.AddrPort, uint64) {
 // (and with the test process, by PDEATHSIG) and reaped at cleanup, and
 // returns its pid and stdout. If waitReady, it first waits for the child's
 // "ready" line.
-func start(t *testing.T, cmd *exec.Cmd, waitReady bool, files ...*os.File) (int, *bufio.Reader) {
+func start(t testing.TB, cmd *exec.Cmd, waitReady bool, files ...*os.File) (int, *bufio.Reader) {
 	t.Helper()
 	cmd.ExtraFiles = files
 	if cmd.SysProcAttr == nil {
@@ -196,7 +196,7 @@ func readLine(r *bufio.Reader) (string, error) {
 // eventually polls cond until it returns true, and fails the test if it
 // has not by the deadline or if it fails. A timeout of WaitsOn's, which a
 // heavily loaded machine can cause, is only a reason to ask again.
-func eventually(t *testing.T, what string, cond func() (bool, error)) {
+func eventually(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
 	end := time.Now().Add(deadline)
 	for {

@@ -83,7 +83,9 @@ func ListensOn(pids []int, addr netip.AddrPort) (bool, error) {
 // Holders returns, sorted, the pids that hold open a socket with one of
 // the inodes, from one scan of every /proc/PID/fd. A process that exits or
 // cannot be read (another user's, for a master that is not root) is left
-// out.
+// out. A process forked by a holder and not yet past exec holds its
+// parent's fds, those marked close-on-exec included, so it may be listed
+// for a moment.
 func Holders(inodes []uint64) ([]int, error) {
 	var holders []int
 	err := scanPids(func(pid int) bool {

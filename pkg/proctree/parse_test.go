@@ -8,6 +8,7 @@ import (
 )
 
 func TestParseStat(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		in      string
@@ -48,6 +49,7 @@ func TestParseStat(t *testing.T) {
 }
 
 func TestParseSyscall(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		in      string
@@ -92,6 +94,7 @@ func TestParseSyscall(t *testing.T) {
 }
 
 func TestParseEpollLine(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		in     string
@@ -140,6 +143,7 @@ func TestParseEpollLine(t *testing.T) {
 }
 
 func TestKernelDev(t *testing.T) {
+	t.Parallel()
 	if got := kernelDev(0, 9); got != 9 {
 		t.Errorf("kernelDev(0, 9) = %#x; want 0x9", got)
 	}
@@ -149,6 +153,7 @@ func TestKernelDev(t *testing.T) {
 }
 
 func TestParseSocketLink(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in     string
 		want   uint64
@@ -171,6 +176,7 @@ func TestParseSocketLink(t *testing.T) {
 }
 
 func TestParsePids(t *testing.T) {
+	t.Parallel()
 	got, err := parsePids([]byte("12\n345\n"))
 	if err != nil || len(got) != 2 || got[0] != 12 || got[1] != 345 {
 		t.Fatalf("parsePids = %v, %v; want [12 345]", got, err)
@@ -181,6 +187,7 @@ func TestParsePids(t *testing.T) {
 }
 
 func TestPollWatches(t *testing.T) {
+	t.Parallel()
 	pollfds := func(entries ...[2]int) []byte {
 		var b []byte
 		for _, e := range entries {
@@ -210,6 +217,7 @@ func TestPollWatches(t *testing.T) {
 }
 
 func TestFdSetWord(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		fd, offset int
 		mask       uint64
@@ -229,6 +237,7 @@ func TestFdSetWord(t *testing.T) {
 }
 
 func TestListenerAccepts(t *testing.T) {
+	t.Parallel()
 	l := func(addr string, v6only bool) Listener {
 		return Listener{Addr: netip.MustParseAddrPort(addr), V6Only: v6only}
 	}

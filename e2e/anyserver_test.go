@@ -167,3 +167,30 @@ func pythonPath(t *testing.T) string {
 	}
 	return path
 }
+
+// A child that floods its output while the master's stdout is stalled (a
+// pipe nobody reads) blocks only itself: the master answers status,
+// reloads and stops as ever.
+func TestChildOutputStalled(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	m := startMasterOut(t, filepath.Join(bin, "master"), testkit.FreeAddr(t), nil,
+		&syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}, w,
+		"--workers", "2", "--child-output", "prefix", "--ready", "delay:100ms", "--", "/usr/bin/yes", "flood")
+	w.Close() // the master has its copy; nobody reads r
+	m.waitMsg(20*time.Second, 2, "child ready")
+	if st := m.status(); len(st.Children) != 2 {
+		t.Errorf("status: %+v", st)
+	}
+	if code, _, errOut := m.ctl("reload"); code != 0 {
+		t.Errorf("reload: exit %d: %s", code, errOut)
+	}
+	m.signal(syscall.SIGTERM)
+	if code := m.wait(20 * time.Second); code != 0 {
+		t.Errorf("master exit %d", code)
+	}
+}

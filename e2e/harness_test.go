@@ -82,6 +82,12 @@ func startMasterSys(t *testing.T, addr string, env []string, sys *syscall.SysPro
 // startMasterBin is startMasterSys with the master's binary given.
 func startMasterBin(t *testing.T, binary, addr string, env []string, sys *syscall.SysProcAttr, args ...string) *master {
 	t.Helper()
+	return startMasterOut(t, binary, addr, env, sys, io.Discard, args...)
+}
+
+// startMasterOut is startMasterBin with the master's stdout given.
+func startMasterOut(t *testing.T, binary, addr string, env []string, sys *syscall.SysProcAttr, stdout io.Writer, args ...string) *master {
+	t.Helper()
 	control := filepath.Join(t.TempDir(), "ctl.sock")
 	// No metrics endpoint unless a test asks for one: the default port
 	// is one per machine.
@@ -100,7 +106,7 @@ func startMasterBin(t *testing.T, binary, addr string, env []string, sys *syscal
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.cmd.Stdout = io.Discard
+	m.cmd.Stdout = stdout
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

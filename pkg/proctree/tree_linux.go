@@ -28,9 +28,9 @@ const (
 // A process that starts or exits during the call may or may not be
 // listed.
 //
-// Cost: one listing of /proc and a getpgid(2) per process for the group,
-// then the /proc/PID/task/TID/children files of the members' threads for
-// the descendants; without those files (a kernel built without
+// Cost: with a cgroup, its cgroup.procs and the /proc/PID/task/TID/children
+// files of the members' threads; without one, also a listing of /proc and
+// a getpgid(2) per process for the group; without the children files (a kernel built without
 // CONFIG_PROC_CHILDREN), every /proc/PID/stat.
 func Members(root int, cgroupDir string) ([]int, error) {
 	var seeds []int
@@ -55,6 +55,12 @@ func Members(root int, cgroupDir string) ([]int, error) {
 // membersByChildren is Members, given the cgroup's pids (extra), by the
 // children files.
 func membersByChildren(root int, extra []int) ([]int, error) {
+	if len(extra) > 0 {
+		// A cgroup holds the whole tree, re-parented workers and
+		// daemons that left the group included: no scan of every
+		// process for the group is needed.
+		return walkChildren(append(extra, root)), nil
+	}
 	group, err := groupOf(root)
 	if err != nil {
 		return nil, err

@@ -48,14 +48,14 @@ func (sl *slot) cancelRestart() {
 // life is where a child is in its life. Every child is in exactly one;
 // the moves are:
 //
-//	starting ──READY=1──▶ ready ──a limit passed──▶ recycling ──successor ready──▶ draining
+//	starting ──ready (READY=1, seen waiting, delay)──▶ ready ──a limit passed──▶ recycling ──successor ready──▶ draining
 //	   │                    │  ◀──successor failed──────┘   │
 //	   │                    └──watchdog missed──▶ hung ◀─────┘ (SIGQUIT, then SIGKILL)
 //	   ├──watchdog missed (it pinged before READY=1)──▶ hung
 //	   └──ready timeout──▶ late (SIGKILL)
 //
 // and any child not yet draining moves to draining when it is told to stop
-// (SIGTERM). Exits are classified by the life they end (exit.go).
+// (Config.StopSignal). Exits are classified by the life they end (exit.go).
 type life uint8
 
 const (
@@ -72,8 +72,8 @@ const (
 	lifeHung
 	// lifeLate: not ready within the ready timeout; sent SIGKILL.
 	lifeLate
-	// lifeDraining: told to stop (SIGTERM); SIGKILL follows at the drain
-	// timeout.
+	// lifeDraining: told to stop (Config.StopSignal); SIGKILL follows at
+	// the drain timeout.
 	lifeDraining
 )
 

@@ -14,14 +14,19 @@
 //     wait4, so a pid in its table is never one the kernel has freed;
 //   - the notify reader reports sd_notify datagrams with the sender's pid,
 //     stamped by the kernel (SO_PASSCRED);
-//   - timers report a ready timeout, a drain timeout, a watchdog expiry or
-//     a due restart; each carries the child or slot it was armed for, and
-//     the loop ignores it when that child is gone;
+//   - timers report a ready timeout, a drain timeout, a watchdog expiry, a
+//     ready delay or a due restart; each carries the child or slot it was
+//     armed for, and the loop ignores it when that child is gone;
+//   - a watch goroutine per starting child (--ready listen, and master
+//     socket mode) reports when the kernel shows it waiting for
+//     connections, and one per early exit what holds the address: they
+//     read /proc and netlink (the observer seam), never the loop;
 //   - the public API (api.go) sends calls that run on the loop and answer
 //     on a channel of their own.
 //
 // The loop reaches the operating system only through a seam (env.go):
-// procs starts, signals and reaps processes, clock arms timers. Run uses
+// procs starts, signals, reaps and releases processes, clock arms timers,
+// observer reads what the kernel shows of a child. Run uses
 // the real ones; the package's tests drive every scenario in-process with
 // fake processes and a fake clock.
 //
@@ -29,16 +34,21 @@
 // their parent-death signal (SIGTERM) fires when the master dies and never
 // when the Go runtime retires a thread. They run in a process group of their
 // own, so a terminal's Ctrl-C reaches the master alone, which drains them.
-// They inherit stdin (/dev/null), stdout and stderr, their counter page and,
-// in master socket mode, their slot's listener, and nothing else.
+// They inherit stdin (/dev/null), stdout and stderr (or pipes the master
+// copies, prefixed, under --child-output prefix), their counter page and,
+// in master socket mode, their slot's listener, and nothing else. Where
+// the master can make cgroups each child is forked into one of its own;
+// the master is the children's subreaper; and when a child is reaped,
+// what is left of its process group and cgroup is killed (release).
 //
 // # A child's life
 //
-// A child is in one life at a time (child.go): starting until READY=1 on
-// NOTIFY_SOCKET makes it ready; late (SIGKILLed, a failed start) when no
-// READY=1 comes within Config.ReadyTimeout; hung (SIGQUIT, then SIGKILL)
+// A child is in one life at a time (child.go): starting until it is ready
+// (ready.go: READY=1 on NOTIFY_SOCKET in every mode, or, by Config.Ready,
+// seen waiting for connections or alive after a delay); late (SIGKILLed,
+// a failed start) when it is not ready within Config.ReadyTimeout; hung (SIGQUIT, then SIGKILL)
 // when it pinged WATCHDOG=1 and then went silent; recycling while a
-// successor starts beside it; draining after SIGTERM, with SIGKILL at
+// successor starts beside it; draining after Config.StopSignal, with SIGKILL at
 // Config.DrainTimeout. An exit is classified by the life it ends
 // (exit.go): a planned one ends there; an unplanned exit of a serving
 // child restarts its slot, the first failure at once, then after 100 ms,

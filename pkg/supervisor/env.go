@@ -44,8 +44,9 @@ type procs interface {
 // makes them from goroutines of their own, never inline.
 type observer interface {
 	// waiting blocks until a process of the child w.pid waits for
-	// connections as w says, and returns true; false once ctx ends.
-	waiting(ctx context.Context, w waitSpec) bool
+	// connections as w says, and returns nil; ctx's error once ctx
+	// ends; another when the kernel cannot be read for it.
+	waiting(ctx context.Context, w waitSpec) error
 	// addressInUse probes addr as a child binding it with SO_REUSEPORT
 	// would: blocked when the bind fails because a socket on it does not
 	// share, with the pids holding the address's listeners.

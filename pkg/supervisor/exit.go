@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func (s *Supervisor) exited(e exitStatus) {
 		s.reload.err = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
 		s.driveReload(reloadInput{kind: inNewFailed})
 	case exitServing:
-		s.crashed(c, e.status, e.at)
+		s.crashed(c, reason, e.at)
 	}
 }
 
@@ -107,11 +108,11 @@ func (s *Supervisor) forget(c *child) {
 }
 
 // crashed restarts the slot of a serving child that exited unplanned.
-func (s *Supervisor) crashed(c *child, status unix.WaitStatus, at time.Time) {
+func (s *Supervisor) crashed(c *child, reason string, at time.Time) {
 	sl := s.slotOf(c)
 	s.steerAfterCrash(c)
 	sl.failures = failuresAfterExit(sl.failures, c.readyAt, at)
-	sl.lastExit = fmt.Sprintf("%s after %v", describeExit(status), at.Sub(c.started).Round(time.Millisecond))
+	sl.lastExit = fmt.Sprintf("%s after %v", reason, at.Sub(c.started).Round(time.Millisecond))
 	s.tally.restarts[c.slot]++
 	if sl.successor != nil {
 		// The child being recycled died first: its successor, already
@@ -182,24 +183,29 @@ func (s *Supervisor) restartDue(sl *slot) {
 // exited before it was ready: a program that binds without SO_REUSEPORT
 // gets "address already in use" in every slot but the first, and would
 // crash-loop there in silence. The answer comes back as diagnosed.
+//
+// The probe binds as the master: children of another user (--user) could
+// not share with it even when they set SO_REUSEPORT (the kernel shares a
+// port between sockets of one owner), so it is not made for them.
 func (s *Supervisor) diagnoseExit(c *child) {
-	if c.gen.cfg.Sockets != SocketsChild || c.life != lifeStarting {
+	sl := s.slotOf(c)
+	if c.gen.cfg.Sockets != SocketsChild || c.life != lifeStarting || c.gen.id != nil || sl == nil {
 		return
 	}
-	g, slot, addr := c.gen, c.slot, c.gen.cfg.Listen
+	d := diagnosed{g: c.gen, slot: sl, index: c.slot}
+	addr := c.gen.cfg.Listen
 	go func() {
-		if holders, blocked := s.env.observe.addressInUse(addr); blocked {
-			s.send(diagnosed{g: g, slot: slot, holders: holders})
+		var blocked bool
+		if d.holders, blocked = s.env.observe.addressInUse(addr); blocked {
+			s.send(d)
 		}
 	}()
 }
 
-// diagnose says, once per slot and cause, why the slot's children cannot
-// bind its address, and keeps it for master status.
+// diagnose says why a slot's children cannot bind its address, once per
+// slot and cause, and keeps it for master status. A slot that is gone (a
+// reload rolled back, a scale-down) still gets its line.
 func (s *Supervisor) diagnose(d diagnosed) {
-	if d.slot >= len(d.g.slots) {
-		return
-	}
 	addr := d.g.cfg.Listen
 	var ours, others []string
 	for _, pid := range d.holders {
@@ -211,22 +217,26 @@ func (s *Supervisor) diagnose(d diagnosed) {
 	}
 	var note string
 	switch {
-	case len(others) > 0 && len(ours) == 0:
-		note = fmt.Sprintf("%s is in use by another program (pid %s), not by a child of this master", addr, strings.Join(others, ", "))
-	default:
-		held := "another child"
-		if len(ours) > 0 {
-			held = strings.Join(ours, ", ")
-		}
+	case len(ours) > 0:
 		note = fmt.Sprintf("address already in use: %s holds %s without SO_REUSEPORT, so the program probably does not set it; "+
-			"use --sockets master (the program must then take fd 3) or --workers 1", held, addr)
+			"use --sockets master (the program must then take fd 3)", strings.Join(ours, ", "), addr)
+	case len(others) > 0:
+		note = fmt.Sprintf("address already in use: %s is held by another program (pid %s), not by a child of this master",
+			addr, strings.Join(others, ", "))
+	default:
+		// The holder is out of sight (another user's, or gone since).
+		note = fmt.Sprintf("address already in use: %s is held by a socket that does not share it (SO_REUSEPORT)", addr)
 	}
-	sl := d.g.slots[d.slot]
-	if sl.note == note {
-		return // a crash loop says it once
+	live := slices.Contains(s.cur.slots, d.slot) || s.reload.next != nil && slices.Contains(s.reload.next.slots, d.slot)
+	if d.slot.note == note {
+		// A crash loop says it once.
+		s.log.Debug("slot cannot bind its address, again", "slot", d.index, "generation", d.g.number)
+		return
 	}
-	sl.note = note
-	s.log.Error("slot cannot bind its address", "slot", d.slot, "generation", d.g.number, "hint", note)
+	if live {
+		d.slot.note = note
+	}
+	s.log.Error("slot cannot bind its address", "slot", d.index, "generation", d.g.number, "hint", note)
 }
 
 // millis is d in milliseconds, to the microsecond: a number in JSON logs.

@@ -395,6 +395,7 @@ type fakeObserver struct {
 	blocked bool                  // what addressInUse answers
 	holders []int
 	probes  int
+	broken  error // what every watch fails with, if set
 }
 
 func newFakeObserver() *fakeObserver {
@@ -410,16 +411,20 @@ func (o *fakeObserver) chanOf(pid int) chan struct{} {
 	return ch
 }
 
-func (o *fakeObserver) waiting(ctx context.Context, w waitSpec) bool {
+func (o *fakeObserver) waiting(ctx context.Context, w waitSpec) error {
 	o.mu.Lock()
 	o.watched[w.pid] = w
 	ch := o.chanOf(w.pid)
+	broken := o.broken
 	o.mu.Unlock()
+	if broken != nil {
+		return broken
+	}
 	select {
 	case <-ch:
-		return true
+		return nil
 	case <-ctx.Done():
-		return false
+		return ctx.Err()
 	}
 }
 

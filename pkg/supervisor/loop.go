@@ -84,6 +84,8 @@ func (s *Supervisor) handle(ev any) {
 		s.sawWaiting(ev.c)
 	case delayOver:
 		s.delayEnded(ev.c)
+	case watchFailed:
+		s.watchBroke(ev)
 	case diagnosed:
 		s.diagnose(ev)
 	case call:

@@ -3,6 +3,8 @@ package supervisor
 import (
 	"io"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/prefork/prefork/pkg/lineprefix"
 )
@@ -12,10 +14,41 @@ import (
 // children's lines never interleave within one.
 type outputs struct {
 	stdout, stderr io.Writer
+
+	mu     sync.Mutex
+	active map[*childLines]bool // until both copies have ended
+	copies sync.WaitGroup
 }
 
 func newOutputs() *outputs {
-	return &outputs{stdout: lineprefix.Shared(os.Stdout), stderr: lineprefix.Shared(os.Stderr)}
+	return &outputs{stdout: lineprefix.Shared(os.Stdout), stderr: lineprefix.Shared(os.Stderr),
+		active: make(map[*childLines]bool)}
+}
+
+// outputFlushTimeout bounds how long a stopping master waits for the last
+// lines of its children: a daemon that escaped with a pipe, or a stdout
+// nobody reads, must not hold up the exit.
+const outputFlushTimeout = 2 * time.Second
+
+// finish waits until every copy has written its child's last line, at
+// most timeout, then ends those still running.
+func (o *outputs) finish(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		o.copies.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(timeout):
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for l := range o.active {
+		l.out.Close()
+		l.err.Close()
+	}
 }
 
 // childLines are one child's stdout and stderr pipes. The copies run on
@@ -38,7 +71,20 @@ func (o *outputs) open() (*childLines, error) {
 		w1.Close()
 		return nil, err
 	}
-	return &childLines{out: out, err: errc, stdout: w1, stderr: w2}, nil
+	l := &childLines{out: out, err: errc, stdout: w1, stderr: w2}
+	o.mu.Lock()
+	o.active[l] = true
+	o.mu.Unlock()
+	o.copies.Add(1)
+	go func() {
+		defer o.copies.Done()
+		<-out.Done()
+		<-errc.Done()
+		o.mu.Lock()
+		delete(o.active, l)
+		o.mu.Unlock()
+	}()
+	return l, nil
 }
 
 // started closes the master's copies of the write ends and starts the

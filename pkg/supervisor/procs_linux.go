@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +31,10 @@ type osProcs struct {
 	// output copies the children's lines under --child-output prefix.
 	output *outputs
 
+	// token makes this run's cgroup names its own: a master that is PID
+	// 1 of a container has the pid of its predecessor.
+	token string
+
 	mu      sync.Mutex
 	groups  map[int]*cgroup.Group // by child pid, until released
 	made    int                   // cgroups made, for their names
@@ -47,6 +54,8 @@ func (p *osProcs) run(exited func()) (stop func()) {
 			"reason", err.Error())
 	} else {
 		p.log.Info("each child runs in a cgroup of its own", "under", p.cgroups.Dir)
+		p.token = strconv.FormatInt(time.Now().UnixNano(), 36)
+		p.sweepGroups()
 	}
 	p.groups = make(map[int]*cgroup.Group)
 	p.output = newOutputs()
@@ -57,7 +66,39 @@ func (p *osProcs) run(exited func()) (stop func()) {
 		close(stopWatch)
 		<-watching
 		p.spawner.stop()
+		p.output.finish(outputFlushTimeout)
 		p.removal.Wait()
+	}
+}
+
+// staleGroup matches the name of a child's cgroup: prefork-MASTERPID-
+// TOKEN-N (earlier masters: prefork-MASTERPID-N).
+var staleGroup = regexp.MustCompile(`^prefork-([0-9]+)-(?:([0-9a-z]+)-)?[0-9]+$`)
+
+// sweepGroups removes, in the background, the children's cgroups that a
+// master killed before it could remove them left behind: those of a
+// master pid no longer running, and those of an earlier run with our pid.
+func (p *osProcs) sweepGroups() {
+	entries, err := os.ReadDir(p.cgroups.Dir)
+	if err != nil {
+		return
+	}
+	self := os.Getpid()
+	swept := 0
+	for _, e := range entries {
+		m := staleGroup.FindStringSubmatch(e.Name())
+		if m == nil || !e.IsDir() {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if pid == self && m[2] == p.token || pid != self && unix.Kill(pid, 0) != unix.ESRCH {
+			continue // ours, or its master runs
+		}
+		p.removeGroup(&cgroup.Group{Dir: filepath.Join(p.cgroups.Dir, e.Name())})
+		swept++
+	}
+	if swept > 0 {
+		p.log.Info("removing the cgroups of children of masters that are gone", "count", swept)
 	}
 }
 
@@ -83,7 +124,7 @@ func (p *osProcs) start(spec spawnSpec) (int, error) {
 		place.stdout, place.stderr = lines.stdout, lines.stderr
 	}
 	pid, err := p.spawner.spawn(spec, place)
-	if err != nil && g != nil {
+	if g != nil && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM)) {
 		// clone3, which forking into a cgroup needs, may be refused
 		// (a seccomp profile): start the child where the master is.
 		place.cgroupFD = -1
@@ -122,7 +163,7 @@ func (p *osProcs) newGroup() *cgroup.Group {
 	if parent == nil {
 		return nil
 	}
-	g, err := parent.New(fmt.Sprintf("prefork-%d-%d", os.Getpid(), n))
+	g, err := parent.New(fmt.Sprintf("prefork-%d-%s-%d", os.Getpid(), p.token, n))
 	if err != nil {
 		p.log.Warn("child starts in the master's cgroup", "err", err)
 		return nil
@@ -195,8 +236,10 @@ func (p *osProcs) cgroupDir(pid int) string {
 
 // release kills what is left of the reaped child pid: its cgroup, and the
 // process group it led, where a forking server's workers stay when it
-// dies. The group outlives its leader's pid only while it has members, so
-// the number cannot name a stranger's group here.
+// dies. While the group has members its number stays theirs; once it has
+// none, kill finds no group, unless in the microseconds since the reap
+// the pids wrapped around and a new process took the number and led a
+// group of its own: the cgroup, where there is one, has no such window.
 func (p *osProcs) release(pid int) {
 	unix.Kill(-pid, unix.SIGKILL) // ESRCH: nothing was left
 	p.mu.Lock()

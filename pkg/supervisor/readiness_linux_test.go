@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -150,10 +151,31 @@ func TestMasterModeNotWaitingOnSocket(t *testing.T) {
 		return seen
 	})
 	h.ready(next)
+	if st := h.status(); st.Children[1].Note != "" {
+		t.Errorf("slot 1's note %q kept once its child serves its socket", st.Children[1].Note)
+	}
 	h.clock.Advance(cfg.ReadyTimeout)
 	if got := h.logs.count("ready child does not wait"); got != 1 {
 		t.Errorf("%d warnings, want still 1", got)
 	}
+}
+
+// A watch that cannot read the kernel says so, once, and the child is
+// left to its ready timeout.
+func TestWatchFailure(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, 1)
+	cfg.Ready = Readiness{Mode: ReadyListen}
+	h := newHarness(t, cfg)
+	h.observe.mu.Lock()
+	h.observe.broken = errors.New("permission denied")
+	h.observe.mu.Unlock()
+	h.exit(h.child(0, 1), exitCode(1)) // its successor's watch fails
+	h.waitFor("the warning", func() bool { return h.logs.count("cannot watch a child's processes") == 1 })
+	if err := attr(h.logs.lines("cannot watch")[0], "err").String(); err != "permission denied" {
+		t.Errorf("err = %q", err)
+	}
+	h.wantStates("0/1:starting")
 }
 
 // A child-mode child that exits before it is ready while the address is
@@ -175,13 +197,8 @@ func TestAddressInUseDiagnosis(t *testing.T) {
 	}
 	h.clock.Advance(restartDelay(1))
 	h.exit(h.newest(1), exitCode(1))
-	h.waitFor("the second probe", func() bool {
-		h.observe.mu.Lock()
-		defer h.observe.mu.Unlock()
-		return h.observe.probes == 2
-	})
-	h.settle()
-	if got := h.logs.count("slot cannot bind its address"); got != 1 {
+	h.waitFor("the second diagnosis", func() bool { return h.logs.count("slot cannot bind its address, again") == 1 })
+	if got := h.logs.count("slot cannot bind its address") - 1; got != 1 {
 		t.Errorf("%d diagnosis lines, want 1 for the whole crash loop", got)
 	}
 	var row ChildStatus
@@ -193,14 +210,16 @@ func TestAddressInUseDiagnosis(t *testing.T) {
 	if row.State != StateBackoff || row.Note != hint || !strings.Contains(row.LastExit, "exited with code 1") || row.RetryInSeconds <= 0 {
 		t.Errorf("slot 1's row = %+v", row)
 	}
-	// A ready child never triggers the probe; nor does a planned exit.
+	// A ready child never triggers the probe; nor does a planned exit
+	// (the starting children a stop drains).
 	h.ready(holder)
 	h.exit(holder, exitCode(1))
-	h.settle()
+	h.s.Stop(StopGraceful)
+	h.wait()
 	h.observe.mu.Lock()
 	defer h.observe.mu.Unlock()
 	if h.observe.probes != 2 {
-		t.Errorf("%d probes, want 2 (a ready child's crash is not a bind failure)", h.observe.probes)
+		t.Errorf("%d probes, want 2 (neither a ready child's crash nor a drain is a bind failure)", h.observe.probes)
 	}
 }
 

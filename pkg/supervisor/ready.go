@@ -19,10 +19,17 @@ type (
 	waitingSeen struct{ c *child }
 	// delayOver: c lived through --ready delay:D.
 	delayOver struct{ c *child }
+	// watchFailed: the kernel cannot be read for c's processes (a /proc
+	// mounted with hidepid, say): --ready listen cannot see it ready.
+	watchFailed struct {
+		c   *child
+		err error
+	}
 	// diagnosed: why a slot's child failed, found off the loop.
 	diagnosed struct {
 		g       *generation
-		slot    int
+		slot    *slot
+		index   int
 		holders []int // the pids holding the address without sharing it
 	}
 )
@@ -45,8 +52,11 @@ func (s *Supervisor) awaitReady(c *child, fd int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stopWatching = cancel
 	go func() {
-		if s.env.observe.waiting(ctx, w) {
+		switch err := s.env.observe.waiting(ctx, w); {
+		case err == nil:
 			s.send(waitingSeen{c: c})
+		case ctx.Err() == nil:
+			s.send(watchFailed{c: c, err: err})
 		}
 	}()
 }
@@ -74,10 +84,27 @@ func (s *Supervisor) sawWaiting(c *child) {
 		return
 	}
 	c.seenWaiting = true
-	c.stopWatching = nil // its goroutine has ended
+	c.stopWatch() // its goroutine has ended
+	if c.life != lifeStarting {
+		// Ready already (READY=1): the ready timeout was kept armed
+		// only to say whether it waits on its socket; it does.
+		stopTimer(c.readyTimer)
+		return
+	}
 	if c.gen.cfg.Ready.Mode == ReadyListen {
 		s.becameReady(c, ReadyListen)
 	}
+}
+
+// watchBroke says, once per child, that its processes cannot be watched.
+func (s *Supervisor) watchBroke(ev watchFailed) {
+	c := ev.c
+	if !s.live(c) {
+		return
+	}
+	c.stopWatching = nil // its goroutine has ended
+	s.log.Warn("cannot watch a child's processes for connections", "slot", c.slot, "generation", c.gen.number,
+		"pid", c.pid, "ready", c.gen.cfg.Ready.String(), "err", ev.err)
 }
 
 // delayEnded makes c ready under --ready delay:D.
@@ -150,16 +177,16 @@ func (s *Supervisor) readyTimedOut(c *child) {
 		s.log.Error("child not ready in time; killing it", attrs...)
 		c.life = lifeLate
 		s.kill(c, unix.SIGKILL)
-	case lifeReady, lifeRecycling:
-		if hint == "" {
-			return
+		if sl := s.slotOf(c); sl != nil && hint != "" {
+			sl.note = hint
 		}
+	case lifeReady, lifeRecycling:
+		sl := s.slotOf(c)
+		if hint == "" || sl == nil || sl.note == hint {
+			return // said once per slot, not at every restart
+		}
+		sl.note = hint
 		s.log.Warn("ready child does not wait on the socket it was given", "slot", c.slot,
 			"generation", c.gen.number, "pid", c.pid, "hint", hint)
-	default:
-		return
-	}
-	if sl := s.slotOf(c); sl != nil && hint != "" {
-		sl.note = hint
 	}
 }

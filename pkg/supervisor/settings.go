@@ -66,7 +66,7 @@ var settings = []Setting{
 		bind:  field(func(c *Config) *string { return &c.Listen }, verbatim)},
 	// Reload: the file is read again on every reload (its path is not).
 	{Name: ConfigSetting, Env: "PREFORK_CONFIG", Metavar: "FILE", Reload: true,
-		Usage: "YAML file with the same keys as the long flags, plus command: [prog, arg...]; re-read on every reload"},
+		Usage: "YAML file with the same keys as the long flags, plus command: [prog, arg...] and env: {NAME: value}; re-read on every reload"},
 	{Name: "ready-timeout", Env: "PREFORK_READY_TIMEOUT", Metavar: "D", Default: DefaultReadyTimeout.String(), Reload: true, Key: true,
 		Usage: "how long a new child has to be ready",
 		bind:  field(func(c *Config) *time.Duration { return &c.ReadyTimeout }, parseDuration)},

@@ -14,6 +14,7 @@ func (s *Supervisor) startServing(slotIndex int) {
 	c, err := s.startChild(s.cur, slotIndex)
 	if err != nil {
 		s.log.Error("child failed to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
+		sl.lastExit = "failed to start: " + err.Error()
 		sl.failures++
 		s.scheduleRestart(s.cur, slotIndex)
 		return

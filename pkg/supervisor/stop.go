@@ -2,7 +2,7 @@ package supervisor
 
 import "golang.org/x/sys/unix"
 
-// stop stops every child: drained (SIGTERM, then SIGKILL at the drain
+// stop stops every child: drained (the stop signal, then SIGKILL at the drain
 // timeout) or killed at once. The loop ends once the last is reaped.
 func (s *Supervisor) stop(mode StopMode) {
 	if s.stopping >= mode {

@@ -22,7 +22,7 @@ import (
 type StopMode int
 
 const (
-	// StopGraceful drains every child: SIGTERM, then SIGKILL after the drain
+	// StopGraceful drains every child: the stop signal, then SIGKILL after the drain
 	// timeout.
 	StopGraceful StopMode = iota + 1
 	// StopFast kills every child with SIGKILL at once.

@@ -5,6 +5,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 
 	"github.com/prefork/prefork/pkg/steer"
@@ -45,7 +46,10 @@ func closeOnExecAll() error                                  { return errUnsuppo
 func childEnv(base []string, own map[string]string) []string { return base }
 
 // osProcs starts nothing off Linux; New fails before it is used.
-type osProcs struct{ stdin *os.File }
+type osProcs struct {
+	stdin *os.File
+	log   *slog.Logger
+}
 
 func (*osProcs) run(func()) func()                   { return func() {} }
 func (*osProcs) start(spawnSpec) (int, error)        { return 0, errUnsupported }
@@ -79,6 +83,6 @@ func execShimPath() string { return "/proc/self/exe" }
 
 type noObserver struct{}
 
-func newObserver(*osProcs) observer                       { return noObserver{} }
-func (noObserver) waiting(context.Context, waitSpec) bool { return false }
-func (noObserver) addressInUse(string) ([]int, bool)      { return nil, false }
+func newObserver(*osProcs) observer                        { return noObserver{} }
+func (noObserver) waiting(context.Context, waitSpec) error { return errUnsupported }
+func (noObserver) addressInUse(string) ([]int, bool)       { return nil, false }

@@ -12,8 +12,9 @@ import (
 
 // The command's arguments and the env map's values may name what differs
 // from child to child, so that a server that reads none of the PREFORK_*
-// variables still gets them on its command line: --bind {listen}. `{{` is a
-// literal `{`; any other brace ({fd: 3}, JSON) is left as it is.
+// variables still gets them on its command line: --bind {listen}.
+// `{{name}` is the literal `{name}`; any other brace ({fd: 3}, JSON, Go's
+// {{.ID}}) is left as it is.
 
 // placeholders are the names a template may use, in the order the docs
 // list them.
@@ -47,9 +48,9 @@ func expand(s string, values map[string]string) string {
 		}
 		b.WriteString(s[:i])
 		s = s[i:]
-		if strings.HasPrefix(s, "{{") {
-			b.WriteByte('{')
-			s = s[2:]
+		if _, n := escapedAt(s); n > 0 {
+			b.WriteString(s[1:n]) // {{name} is {name}
+			s = s[n:]
 			continue
 		}
 		name, n := placeholderAt(s)
@@ -80,6 +81,19 @@ func placeholderAt(s string) (string, int) {
 	return "", 0
 }
 
+// escapedAt reads an escaped placeholder, {{name}, at the start of s; it
+// returns the name and the length of the whole, or 0.
+func escapedAt(s string) (string, int) {
+	if !strings.HasPrefix(s, "{{") {
+		return "", 0
+	}
+	name, n := placeholderAt(s[1:])
+	if n == 0 {
+		return "", 0
+	}
+	return name, n + 1
+}
+
 // checkTemplate refuses a placeholder that names nothing: {lisen} is a typo
 // that would reach the server as it is.
 func checkTemplate(s string) error {
@@ -89,13 +103,13 @@ func checkTemplate(s string) error {
 			return nil
 		}
 		s = s[i:]
-		if strings.HasPrefix(s, "{{") {
-			s = s[2:]
+		if _, n := escapedAt(s); n > 0 {
+			s = s[n:]
 			continue
 		}
 		if name, n := placeholderAt(s); n > 0 && !slices.Contains(placeholders, name) {
-			return fmt.Errorf("unknown placeholder {%s} (known: {%s}; write {{ for a literal {)",
-				name, strings.Join(placeholders, "}, {"))
+			return fmt.Errorf("unknown placeholder {%s} (known: {%s}; write {{%s} for a literal {%s})",
+				name, strings.Join(placeholders, "}, {"), name, name)
 		}
 		s = s[1:]
 	}

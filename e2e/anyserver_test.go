@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -126,20 +128,46 @@ func TestNothingOutlivesChild(t *testing.T) {
 // stderr (or stdout) with the child's slot and pid in front.
 func TestChildOutputPrefix(t *testing.T) {
 	t.Parallel()
-	m := startMaster(t, "--workers", "2", "--child-output", "prefix", "--ready", "delay:100ms",
-		"--", "/bin/sh", "-c", "echo to-stdout; echo to-stderr-{slot} >&2; exec sleep 300")
+	var stdout syncBuffer
+	m := startMasterOut(t, filepath.Join(bin, "master"), testkit.FreeAddr(t), nil,
+		&syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}, &stdout,
+		"--workers", "2", "--child-output", "prefix", "--ready", "delay:100ms",
+		"--", "/bin/sh", "-c", "echo to-stdout-{slot}; echo to-stderr-{slot} >&2; exec sleep 300")
 	pids := map[int]int{}
 	for _, l := range m.waitMsg(20*time.Second, 2, "child started") {
 		pids[l.int("slot")] = l.int("pid")
 	}
 	for slot, pid := range pids {
-		want := fmt.Sprintf("[slot %d pid %d] to-stderr-%d\n", slot, pid, slot)
-		eventually(t, 10*time.Second, "the line "+strconv.Quote(want), func() bool {
+		errLine := fmt.Sprintf("[slot %d pid %d] to-stderr-%d\n", slot, pid, slot)
+		eventually(t, 10*time.Second, "the line "+strconv.Quote(errLine)+" on stderr", func() bool {
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			return strings.Contains(m.raw.String(), want)
+			return strings.Contains(m.raw.String(), errLine)
+		})
+		outLine := fmt.Sprintf("[slot %d pid %d] to-stdout-%d\n", slot, pid, slot)
+		eventually(t, 10*time.Second, "the line "+strconv.Quote(outLine)+" on stdout", func() bool {
+			return strings.Contains(stdout.String(), outLine)
 		})
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a process's output copier writes while
+// the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // --stop-signal: a graceful stop sends the child the signal it drains on.

@@ -317,16 +317,24 @@ func killPID(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
 // request is in flight. The returned func reads the answer.
 func sendSlow(t *testing.T, addr, d string) func() (int, error) {
 	t.Helper()
+	return sendPath(t, addr, "/?sleep="+d)
+}
+
+// sendPath sends GET path on a new connection and returns once a process
+// has accepted it (nothing is queued on the port). The returned func
+// reads the answer, within 2 minutes.
+func sendPath(t *testing.T, addr, path string) func() (int, error) {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := io.WriteString(c, "GET /?sleep="+d+" HTTP/1.1\r\nHost: prefork\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: prefork\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	eventually(t, 5*time.Second, "the slow request accepted", func() bool {
+	eventually(t, 5*time.Second, "the request to "+path+" accepted", func() bool {
 		q, err := acceptQueued(port)
 		return err == nil && q == 0
 	})

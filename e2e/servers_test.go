@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -437,36 +435,6 @@ func waitOldGone(t *testing.T, m *master, gen int) {
 	m.waitLog(30*time.Second, started, fmt.Sprintf("%d children of generations before %d exited", started, gen), func(l logLine) bool {
 		return strings.HasPrefix(l.msg(), "child exited") && old(l)
 	})
-}
-
-// sendPath sends GET path on a new connection and returns once a process
-// has accepted it (nothing is queued on the port). The returned func
-// reads the answer.
-func sendPath(t *testing.T, addr, path string) func() (int, error) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: prefork\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	eventually(t, 5*time.Second, "the request accepted", func() bool {
-		q, err := acceptQueued(port)
-		return err == nil && q == 0
-	})
-	return func() (int, error) {
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		_, err = io.Copy(io.Discard, resp.Body)
-		return resp.StatusCode, err
-	}
 }
 
 // descendants returns pid and every process below it.

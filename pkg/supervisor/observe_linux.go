@@ -58,34 +58,30 @@ func (o kernelObserver) waiting(ctx context.Context, w waitSpec) error {
 	}
 }
 
-// check returns the look that tells whether w is met.
+// check returns the look that tells whether w is met: the child's
+// processes hold a listener on the address (child socket mode), or wait on
+// the socket it was given (master socket mode).
 func (o kernelObserver) check(w waitSpec) (func() (bool, error), error) {
-	members := func() ([]int, error) {
-		return proctree.Members(w.pid, o.procs.cgroupDir(w.pid))
-	}
+	var met func(pids []int) (bool, error)
 	if w.fd >= 0 {
 		inode, err := proctree.InodeOf(w.fd)
 		if err != nil {
 			return nil, err
 		}
-		return func() (bool, error) {
-			pids, err := members()
-			if err != nil {
-				return false, err
-			}
-			return proctree.WaitsOn(pids, inode)
-		}, nil
-	}
-	addr, err := resolveListen(w.listen)
-	if err != nil {
-		return nil, err
+		met = func(pids []int) (bool, error) { return proctree.WaitsOn(pids, inode) }
+	} else {
+		addr, err := resolveListen(w.listen)
+		if err != nil {
+			return nil, err
+		}
+		met = func(pids []int) (bool, error) { return proctree.ListensOn(pids, addr) }
 	}
 	return func() (bool, error) {
-		pids, err := members()
+		pids, err := proctree.Members(w.pid, o.procs.cgroupDir(w.pid))
 		if err != nil {
 			return false, err
 		}
-		return proctree.ListensOn(pids, addr)
+		return met(pids)
 	}, nil
 }
 

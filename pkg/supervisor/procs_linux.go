@@ -55,7 +55,7 @@ func (p *osProcs) run(exited func()) (stop func()) {
 	} else {
 		p.log.Info("each child runs in a cgroup of its own", "under", p.cgroups.Dir)
 		p.token = strconv.FormatInt(time.Now().UnixNano(), 36)
-		p.sweepGroups()
+		p.sweepGroups(staleGroupAge)
 	}
 	p.groups = make(map[int]*cgroup.Group)
 	p.output = newOutputs()
@@ -77,8 +77,11 @@ var staleGroup = regexp.MustCompile(`^prefork-([0-9]+)-(?:([0-9a-z]+)-)?[0-9]+$`
 
 // sweepGroups removes, in the background, the children's cgroups that a
 // master killed before it could remove them left behind: those of a
-// master pid no longer running, and those of an earlier run with our pid.
-func (p *osProcs) sweepGroups() {
+// master pid not running here, and those of an earlier run with our pid.
+// It removes only empty ones, minAge old or more: a master in another
+// pid namespace (a container sharing this cgroup) looks gone from here,
+// and its children, or a group it has just made for one, are not ours.
+func (p *osProcs) sweepGroups(minAge time.Duration) {
 	entries, err := os.ReadDir(p.cgroups.Dir)
 	if err != nil {
 		return
@@ -94,13 +97,25 @@ func (p *osProcs) sweepGroups() {
 		if pid == self && m[2] == p.token || pid != self && unix.Kill(pid, 0) != unix.ESRCH {
 			continue // ours, or its master runs
 		}
-		p.removeGroup(&cgroup.Group{Dir: filepath.Join(p.cgroups.Dir, e.Name())})
+		g := &cgroup.Group{Dir: filepath.Join(p.cgroups.Dir, e.Name())}
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < minAge {
+			continue
+		}
+		if busy, err := g.Populated(); err != nil || busy {
+			continue
+		}
+		p.removeGroup(g)
 		swept++
 	}
 	if swept > 0 {
-		p.log.Info("removing the cgroups of children of masters that are gone", "count", swept)
+		p.log.Info("removing empty cgroups left by children of masters that are gone", "count", swept)
 	}
 }
+
+// staleGroupAge is how old a cgroup left by another master must be before
+// sweepGroups takes it.
+const staleGroupAge = time.Minute
 
 func (p *osProcs) start(spec spawnSpec) (int, error) {
 	place := spawnPlace{cgroupFD: -1}

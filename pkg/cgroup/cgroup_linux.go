@@ -24,6 +24,8 @@ const (
 	fileEvents = "cgroup.events"
 	fileKill   = "cgroup.kill"
 	fileType   = "cgroup.type"
+	// cpu.stat is kept for every group, cpu controller or not.
+	fileCPUStat = "cpu.stat"
 )
 
 // pollSlice bounds one wait for a change of cgroup.events, so that a
@@ -220,6 +222,17 @@ func (g *Group) Populated() (bool, error) {
 		return false, fmt.Errorf("cgroup populated: %w", err)
 	}
 	return parseEvents(data)
+}
+
+// CPU returns the CPU time the group's processes have used, from the
+// usage_usec line of cpu.stat, which cgroup v2 keeps for every group
+// whether or not the cpu controller is enabled.
+func (g *Group) CPU() (time.Duration, error) {
+	data, err := os.ReadFile(filepath.Join(g.Dir, fileCPUStat))
+	if err != nil {
+		return 0, fmt.Errorf("cgroup cpu: %w", err)
+	}
+	return parseCPUStat(data)
 }
 
 // Kill writes "1" to cgroup.kill: SIGKILL to every process in the group and

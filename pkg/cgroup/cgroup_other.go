@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // errUnsupported is every answer off Linux, where there are no cgroups.
@@ -28,6 +29,9 @@ func (g *Group) Populated() (bool, error) { return false, errUnsupported }
 
 // Kill fails off Linux.
 func (g *Group) Kill() error { return errUnsupported }
+
+// CPU is Linux-only; elsewhere it always fails.
+func (g *Group) CPU() (time.Duration, error) { return 0, errUnsupported }
 
 // Remove fails off Linux.
 func (g *Group) Remove(ctx context.Context) error { return errUnsupported }

@@ -7,6 +7,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // errNoV2 is why Own fails on a host with cgroup v1 only: no cgroup2 mount,
@@ -189,4 +190,20 @@ func parseState(status []byte) string {
 		}
 	}
 	return ""
+}
+
+// parseCPUStat reads the usage_usec line of a cpu.stat file.
+func parseCPUStat(data []byte) (time.Duration, error) {
+	for _, line := range strings.Split(string(data), "\n") {
+		v, ok := strings.CutPrefix(line, "usage_usec ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 63)
+		if err != nil {
+			return 0, fmt.Errorf("cpu.stat: usage_usec %q: %w", v, err)
+		}
+		return time.Duration(n) * time.Microsecond, nil
+	}
+	return 0, fmt.Errorf("cpu.stat: no usage_usec line")
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -261,5 +262,28 @@ func TestCheckName(t *testing.T) {
 		if err := checkName(bad); err == nil {
 			t.Errorf("checkName(%q): no error", bad)
 		}
+	}
+}
+
+func TestParseCPUStat(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want time.Duration
+		err  bool
+	}{
+		{"v2", "usage_usec 3992978\nuser_usec 1922924\nsystem_usec 2070053\n", 3992978 * time.Microsecond, false},
+		{"zero", "usage_usec 0\n", 0, false},
+		{"missing", "user_usec 1\n", 0, true},
+		{"garbage", "usage_usec x\n", 0, true},
+		{"empty", "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseCPUStat([]byte(tt.in))
+			if (err != nil) != tt.err || got != tt.want {
+				t.Errorf("parseCPUStat(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+			}
+		})
 	}
 }

@@ -33,6 +33,9 @@ type procs interface {
 	parent(pid int) (int, error)
 	// rss returns the resident memory of pid, in bytes.
 	rss(pid int) (uint64, error)
+	// cpu returns the CPU time the child pid and everything it started
+	// have used (its cgroup's); false when that is not known.
+	cpu(pid int) (time.Duration, bool)
 	// release kills what is left of a child the loop has reaped: the
 	// rest of its process group and of its cgroup (a forking server's
 	// workers, a daemon it double-forked).

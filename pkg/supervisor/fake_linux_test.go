@@ -191,12 +191,14 @@ type fakeProcs struct {
 	failStart func(spec spawnSpec) error
 	parents   map[int]int
 	rssOf     map[int]uint64
+	cpuOf     map[int]time.Duration // a child's cgroup CPU time; absent: no cgroup
 	// releasedPIDs are the pids the loop released, in order.
 	releasedPIDs []int
 }
 
 func newFakeProcs(clock *fakeClock) *fakeProcs {
-	return &fakeProcs{clock: clock, nextPID: 1000, parents: make(map[int]int), rssOf: make(map[int]uint64)}
+	return &fakeProcs{clock: clock, nextPID: 1000, parents: make(map[int]int), rssOf: make(map[int]uint64),
+		cpuOf: make(map[int]time.Duration)}
 }
 
 func (f *fakeProcs) run(exited func()) func() {
@@ -320,6 +322,13 @@ func (f *fakeProcs) parent(pid int) (int, error) {
 		return ppid, nil
 	}
 	return 0, unix.ESRCH
+}
+
+func (f *fakeProcs) cpu(pid int) (time.Duration, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.cpuOf[pid]
+	return d, ok
 }
 
 func (f *fakeProcs) rss(pid int) (uint64, error) {

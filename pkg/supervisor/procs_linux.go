@@ -249,6 +249,17 @@ func (p *osProcs) cgroupDir(pid int) string {
 	return ""
 }
 
+func (p *osProcs) cpu(pid int) (time.Duration, bool) {
+	p.mu.Lock()
+	g := p.groups[pid]
+	p.mu.Unlock()
+	if g == nil {
+		return 0, false
+	}
+	d, err := g.CPU()
+	return d, err == nil
+}
+
 // release kills what is left of the reaped child pid: its cgroup, and the
 // process group it led, where a forking server's workers stay when it
 // dies. While the group has members its number stays theirs; once it has

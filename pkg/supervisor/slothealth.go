@@ -14,7 +14,10 @@ type healthInput struct {
 	queued   uint32 // connections waiting in its accept queue
 	now      time.Time
 	window   time.Duration
-	counting bool // the slot's child counts its accepts (a page exists)
+	counting bool // the slot's child counts its accepts on its page
+	// cpu is the CPU time its children's cgroups have used, when timed.
+	cpu   time.Duration
+	timed bool
 }
 
 // slotHealth decides whether a slot takes new connections. A slot is
@@ -24,9 +27,10 @@ type healthInput struct {
 // healthy again as soon as it accepts.
 type slotHealth struct {
 	healthy  bool
-	accepts  uint64    // at the last tick
-	queued   uint32    // at the last tick
-	progress time.Time // the last tick it accepted, or had nothing waiting
+	accepts  uint64        // at the last tick
+	queued   uint32        // at the last tick
+	cpu      time.Duration // at the last tick
+	progress time.Time     // the last tick it accepted, or had nothing waiting
 }
 
 // update feeds one tick and reports whether the verdict changed.
@@ -35,11 +39,16 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 	case in.accepts > h.accepts, in.queued == 0, h.progress.IsZero():
 		h.progress = in.now
 	case !in.counting && in.queued < h.queued:
-		// A child that does not count its accepts shows progress only by
-		// its queue going down.
+		// A child that does not count its accepts (a server not built
+		// on pkg/child) shows progress by its queue going down...
+		h.progress = in.now
+	case !in.counting && in.timed && in.cpu > h.cpu:
+		// ... or by its processes working: a busy server's queue may
+		// hold steady while it accepts as fast as connections come. A
+		// stopped or deadlocked one uses no CPU.
 		h.progress = in.now
 	}
-	h.accepts, h.queued = in.accepts, in.queued
+	h.accepts, h.queued, h.cpu = in.accepts, in.queued, in.cpu
 	stuck := in.now.Sub(h.progress) >= in.window
 	healthy := in.ready && !in.hung && !stuck
 	changed = healthy != h.healthy

@@ -49,6 +49,18 @@ func TestSlotHealth(t *testing.T) {
 			{with(ready(170, 0, 3), func(in *healthInput) { in.counting = false }), true},
 			{with(ready(300, 0, 3), func(in *healthInput) { in.counting = false }), false},
 		}},
+		{name: "not counting: progress by CPU used, queue steady", ticks: []tick{
+			{with(ready(0, 0, 5), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 10 }), true},
+			{with(ready(80, 0, 5), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 20 }), true},
+			{with(ready(170, 0, 5), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 30 }), true},
+			// SIGSTOP: no CPU, queue steady.
+			{with(ready(260, 0, 5), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 30 }), true},
+			{with(ready(270, 0, 6), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 30 }), false},
+		}},
+		{name: "counting: CPU used without accepts is not progress", ticks: []tick{
+			{with(ready(0, 7, 5), func(in *healthInput) { in.timed, in.cpu = true, 10 }), true},
+			{with(ready(120, 7, 5), func(in *healthInput) { in.timed, in.cpu = true, 90 }), false},
+		}},
 		{name: "counting: a queue going down without accepts is not progress", ticks: []tick{
 			{ready(0, 7, 5), true}, {ready(120, 7, 4), false},
 		}},

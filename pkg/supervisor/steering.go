@@ -175,6 +175,8 @@ func (s *Supervisor) steerTick() {
 	type view struct {
 		ready, hung, counting bool
 		accepts               uint64
+		cpu                   time.Duration
+		timed                 bool // cpu is known
 	}
 	views := make([]view, n)
 	for _, c := range s.children {
@@ -187,6 +189,10 @@ func (s *Supervisor) steerTick() {
 		// Every child gets a page; one that never counted on it (a
 		// program that ignores it) shows progress by its queue instead.
 		v.counting = v.counting || n > 0
+		if d, ok := s.env.procs.cpu(c.pid); ok {
+			v.cpu += d
+			v.timed = true
+		}
 		if c.state() == StateReady {
 			v.ready = v.ready || c.life.serving()
 			v.hung = v.hung || c.life == lifeHung
@@ -202,7 +208,7 @@ func (s *Supervisor) steerTick() {
 		queued, _ := s.sockets.acceptQueue(addr, i)
 		v := views[i]
 		if !h.update(healthInput{ready: v.ready, hung: v.hung && !v.ready, accepts: s.tally.accepted[i] + v.accepts,
-			queued: queued, now: now, window: DefaultStuckWindow, counting: v.counting}) {
+			queued: queued, now: now, window: DefaultStuckWindow, counting: v.counting, cpu: v.cpu, timed: v.timed}) {
 			continue
 		}
 		if err := prog.SetHealthy(i, h.healthy); err != nil {
@@ -217,7 +223,11 @@ func (s *Supervisor) steerTick() {
 			// steering away.)
 			s.steering.away[i] = true
 			s.steering.changes[i]++
-			why := fmt.Sprintf("%d connections queued and no accept for %v", queued, DefaultStuckWindow)
+			why := fmt.Sprintf("%d connection(s) queued and no accept for %v", queued, DefaultStuckWindow)
+			if !v.counting {
+				why = fmt.Sprintf("%d connection(s) queued, and neither the queue went down nor its processes used CPU for %v",
+					queued, DefaultStuckWindow)
+			}
 			switch {
 			case v.hung && !v.ready:
 				why = "its child missed its watchdog"

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
@@ -58,6 +59,7 @@ func (*osProcs) reap(func(exitStatus))               {}
 func (*osProcs) parent(int) (int, error)             { return 0, errUnsupported }
 func (*osProcs) rss(int) (uint64, error)             { return 0, errUnsupported }
 func (*osProcs) release(int)                         {}
+func (*osProcs) cpu(int) (time.Duration, bool)       { return 0, false }
 
 // ShimCommand is the first argument that makes the master's binary act as
 // the exec shim of master socket mode; Linux only.

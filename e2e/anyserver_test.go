@@ -65,6 +65,19 @@ func TestMasterModeServerIgnoresFD3(t *testing.T) {
 	}
 }
 
+// In master socket mode a server that binds the --listen address itself
+// fails with "address already in use" (the master holds it): the master
+// says what to look for and what to do.
+func TestMasterModeServerBindsItself(t *testing.T) {
+	t.Parallel()
+	m := startMaster(t, "--workers", "1", "--sockets", "master",
+		"--", pythonPath(t), "-m", "http.server", "{port}", "--bind", "{host}")
+	hint := m.waitMsg(20*time.Second, 1, "child exited before it took its socket")[0].str("hint")
+	if !strings.Contains(hint, "address already in use") || !strings.Contains(hint, "fd 3") {
+		t.Errorf("hint %q", hint)
+	}
+}
+
 // Nothing of a child outlives it: a worker in its process group and a
 // daemon that double-forked into a session of its own are both gone once
 // the child is killed, and the slot is restarted.

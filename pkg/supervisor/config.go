@@ -189,14 +189,14 @@ func (c Config) Validate() error {
 	}
 	if c.Ready.Mode == ReadyDelay && c.Ready.Delay >= c.ReadyTimeout {
 		// The ready timeout would kill every child before its delay ends.
-		return fmt.Errorf("ready: delay:%v is not shorter than the ready timeout (%v)", c.Ready.Delay, c.ReadyTimeout)
+		return fmt.Errorf("ready: delay:%v is not shorter than the ready timeout (%v): shorten the delay or raise --ready-timeout", c.Ready.Delay, c.ReadyTimeout)
 	}
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("command: none given")
 	}
-	for i, arg := range c.Command {
+	for _, arg := range c.Command[1:] {
 		if err := checkTemplate(arg); err != nil {
-			return fmt.Errorf("command: argument %d %q: %w", i, arg, err)
+			return fmt.Errorf("command: argument %q: %w", arg, err)
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.Env)) {

@@ -189,7 +189,14 @@ func (s *Supervisor) restartDue(sl *slot) {
 // port between sockets of one owner), so it is not made for them.
 func (s *Supervisor) diagnoseExit(c *child) {
 	sl := s.slotOf(c)
-	if c.gen.cfg.Sockets != SocketsChild || c.life != lifeStarting || c.gen.id != nil || sl == nil {
+	if c.life != lifeStarting || sl == nil {
+		return
+	}
+	if c.gen.cfg.Sockets == SocketsMaster {
+		s.exitedUnwaiting(c, sl)
+		return
+	}
+	if c.gen.id != nil {
 		return
 	}
 	d := diagnosed{g: c.gen, slot: sl, index: c.slot}
@@ -200,6 +207,25 @@ func (s *Supervisor) diagnoseExit(c *child) {
 			s.send(d)
 		}
 	}()
+}
+
+// exitedUnwaiting says, once per slot, why a master-mode child may have
+// exited before it was ready without ever waiting on the socket it was
+// given: a server that binds the address itself instead of taking fd 3
+// fails with "address already in use", since the master holds it. The
+// master cannot read the child's own words (its stderr is not the
+// master's to read), so the hint says what to look for.
+func (s *Supervisor) exitedUnwaiting(c *child, sl *slot) {
+	if c.seenWaiting {
+		return
+	}
+	note := fmt.Sprintf("it exited before it waited on fd 3, the socket it was given; if it said \"address already in use\", "+
+		"it binds %s itself: make it take fd 3 (LISTEN_FDS; nginx: NGINX=\"3;\", uvicorn: --fd 3) or use --sockets child", c.gen.cfg.Listen)
+	if sl.note == note {
+		return
+	}
+	sl.note = note
+	s.log.Error("child exited before it took its socket", "slot", c.slot, "generation", c.gen.number, "pid", c.pid, "hint", note)
 }
 
 // diagnose says why a slot's children cannot bind its address, once per

@@ -305,3 +305,30 @@ func TestEveryExitReleased(t *testing.T) {
 		t.Errorf("released %v, want every child %v", got, want)
 	}
 }
+
+// A master-mode child that exits before it is ready, never seen waiting
+// on its socket, gets the hint of a server that binds the address
+// itself, once per slot; one that waited on it does not.
+func TestMasterModeExitBeforeTakingSocket(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, 2)
+	cfg.Sockets = SocketsMaster
+	h := newHarness(t, cfg)
+	h.exit(h.child(0, 1), exitCode(1))
+	h.exit(h.newest(0), exitCode(1))
+	lines := h.logs.lines("child exited before it took its socket")
+	if len(lines) != 1 || !strings.Contains(attr(lines[0], "hint").String(), "LISTEN_FDS") {
+		t.Fatalf("lines = %v, want one with the hint", lines)
+	}
+	waited := h.child(1, 1)
+	h.observe.seeWaiting(waited.pid)
+	h.waitFor("slot 1 seen waiting", func() bool {
+		var seen bool
+		h.onLoop(func() { seen = h.s.children[waited.pid].seenWaiting })
+		return seen
+	})
+	h.exit(waited, exitCode(1))
+	if got := h.logs.count("child exited before it took its socket"); got != 1 {
+		t.Errorf("%d lines, want still 1: slot 1's child waited on its socket", got)
+	}
+}

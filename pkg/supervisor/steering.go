@@ -138,7 +138,7 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 	case err != nil:
 		s.log.Error("could not renew the socket of a crashed child's slot", "slot", c.slot, "err", err)
 	case renewed:
-		s.log.Info("socket of the slot renewed; its queue moved to the healthy slots", "slot", c.slot)
+		s.log.Info("socket of the slot renewed; its queued connections moved to the group's other sockets", "slot", c.slot)
 	}
 }
 

@@ -122,7 +122,7 @@ func checkEnvName(k string) error {
 	case k == "" || strings.ContainsAny(k, "=\x00"):
 		return fmt.Errorf("%q is not a variable name", k)
 	case strings.HasPrefix(k, "PREFORK_"), masterOwned(k):
-		return fmt.Errorf("%s is set by the master for each child", k)
+		return fmt.Errorf("%s is set by the master for each child: leave it out", k)
 	}
 	return nil
 }

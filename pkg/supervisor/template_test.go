@@ -146,7 +146,7 @@ func TestValidateTemplatesAndEnv(t *testing.T) {
 		edit func(*Config)
 		err  string
 	}{
-		{func(c *Config) { c.Command = []string{"/bin/true", "--bind={lisen}"} }, `command: argument 1 "--bind={lisen}": unknown placeholder {lisen}`},
+		{func(c *Config) { c.Command = []string{"/bin/true", "--bind={lisen}"} }, `command: argument "--bind={lisen}": unknown placeholder {lisen}`},
 		{func(c *Config) { c.Env = map[string]string{"LISTEN_FDS": "1"} }, "env: LISTEN_FDS is set by the master"},
 		{func(c *Config) { c.Env = map[string]string{"PREFORK_SLOT": "1"} }, "env: PREFORK_SLOT is set by the master"},
 		{func(c *Config) { c.Env = map[string]string{"A=B": "1"} }, `env: "A=B" is not a variable name`},

@@ -36,14 +36,17 @@ $(STATICCHECK):
 # network namespace of its own (and nginx -s reload beside them where nginx
 # is installed), steering on and off with one of 4 children stopped and
 # with none, master socket mode's own cost against child mode and the exec
-# shim's, then the accept counting's cost and one scrape of 256 slots.
-# About 15 minutes on 2 cores.
+# shim's, the servers of docs/servers.md under the master (start, kill -9,
+# failed requests per reload under wrk, a request in flight at stop; each
+# skipped if not installed), then the accept counting's cost and one
+# scrape of 256 slots. About 20 minutes on 2 cores.
 bench:
 	$(GO) test -run '^$$' -bench 'Spawn|ChildStart|CrashRecovery|Spread|DataPath|MasterIdle' -benchtime 5x -count 5 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'ReloadLatency' -benchtime 20x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'ReloadFailures' -benchtime 1x -count 1 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'Steer' -benchtime 1x -count 1 -timeout 10m ./bench/
 	$(GO) test -run '^$$' -bench 'SocketModes|ExecShim' -benchtime 3x -count 1 -timeout 10m ./bench/
+	$(GO) test -run '^$$' -bench 'Servers' -benchtime 1x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'Accept' -benchtime 3000x -count 5 ./pkg/child/
 	$(GO) test -run '^$$' -bench 'Scrape256' -count 5 ./pkg/metrics/
 	$(GO) test -run '^$$' -bench 'CounterInc' -count 5 ./pkg/counters/

@@ -57,6 +57,9 @@ type master struct {
 	raw    bytes.Buffer // the whole stderr, shown when the benchmark fails
 	pids   []int        // every child pid logged as started
 	change chan struct{}
+	// leftovers, when set, names what else the cleanup kills once the
+	// master and its children are: a forking server's workers.
+	leftovers func(*master) []int
 }
 
 // startMaster runs `master run --listen ADDR --log-format json --workers N
@@ -64,7 +67,12 @@ type master struct {
 // child it logged are killed if still alive.
 func startMaster(tb testing.TB, workers int, args ...string) *master {
 	tb.Helper()
-	addr := testkit.FreeAddr(tb)
+	return startMasterOn(tb, testkit.FreeAddr(tb), workers, args...)
+}
+
+// startMasterOn is startMaster on an address chosen beforehand.
+func startMasterOn(tb testing.TB, addr string, workers int, args ...string) *master {
+	tb.Helper()
 	full := []string{"run", "--listen", addr, "--log-format", "json", "--workers", strconv.Itoa(workers)}
 	// The control socket's default path is one per user: give each master
 	// its own, so that benchmarks never collide with each other or with
@@ -212,6 +220,11 @@ func (m *master) cleanup() {
 	m.mu.Unlock()
 	for _, pid := range pids {
 		killIfOurs(pid, m.addr)
+	}
+	if m.leftovers != nil {
+		for _, pid := range m.leftovers(m) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 	select {
 	case <-m.logEOF:

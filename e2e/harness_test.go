@@ -150,13 +150,30 @@ func (m *master) cleanup() {
 	defer m.mu.Unlock()
 	for pid := range m.pids {
 		// Killing the init of a pid namespace killed all of it already.
-		if !m.nsPIDs && testkit.Alive(pid) {
+		if !m.nsPIDs && testkit.Alive(pid) && m.oursStill(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 	if m.t.Failed() {
 		m.t.Logf("master log:\n%s", m.raw.String())
 	}
+}
+
+// oursStill reports whether pid, a child the master logged, is still
+// that child: where the master runs its children in cgroups, a pid that
+// left them has been reused by another process since. m.mu is held.
+func (m *master) oursStill(pid int) bool {
+	cgroups := false
+	for _, l := range m.logs {
+		if l.msg() == "each child runs in a cgroup of its own" {
+			cgroups = true
+		}
+	}
+	if !cgroups {
+		return true
+	}
+	ours, _ := testkit.InChildCgroupOf(pid, m.cmd.Process.Pid)
+	return ours
 }
 
 // waitLog waits until match accepts n log lines, and returns them.

@@ -337,7 +337,7 @@ func serverKill(t *testing.T, m *master, sc serverCase) string {
 	}
 	var tree []int
 	eventually(t, 10*time.Second, fmt.Sprintf("child %d and its %d workers", victim, sc.forks), func() bool {
-		tree = descendants(victim)
+		tree = testkit.Descendants(victim)
 		return len(tree) >= 1+sc.forks
 	})
 	if err := killPID(victim); err != nil {
@@ -349,7 +349,7 @@ func serverKill(t *testing.T, m *master, sc serverCase) string {
 	})[0]
 	took := logTime(t, again).Sub(killed)
 	eventually(t, 5*time.Second, fmt.Sprintf("every process of the killed child's tree %v gone", tree), func() bool {
-		return len(alive(tree)) == 0
+		return len(testkit.AliveOf(tree)) == 0
 	})
 	probe(t, m.addr, 10)
 	return fmt.Sprintf("kill -9: slot ready again after %v, %d processes of its tree gone", took.Round(time.Millisecond), len(tree))
@@ -401,7 +401,7 @@ func serverStop(t *testing.T, m *master, sc serverCase) string {
 		t.Errorf("master exit code %d, want 0 (3: the drain timeout killed a child)", code)
 	}
 	eventually(t, 5*time.Second, "no process of any child's tree left", func() bool {
-		return len(groupMembers(m.startedPIDs())) == 0
+		return len(testkit.GroupMembers(m.startedPIDs())) == 0
 	})
 	if !portFree(m.addr) {
 		t.Errorf("%s still has a listener after the master exited", m.addr)
@@ -437,59 +437,16 @@ func waitOldGone(t *testing.T, m *master, gen int) {
 	})
 }
 
-// descendants returns pid and every process below it.
-func descendants(pid int) []int {
-	tree := []int{pid}
-	for i := 0; i < len(tree); i++ {
-		tree = append(tree, testkit.ChildrenOf(tree[i])...)
-	}
-	return tree
-}
-
-// alive returns the pids of pids that have not ended.
-func alive(pids []int) []int {
-	var left []int
-	for _, pid := range pids {
-		if testkit.Alive(pid) {
-			left = append(left, pid)
-		}
-	}
-	return left
-}
-
-// groupMembers returns the live processes whose process group is one of
-// leaders: the master starts each child as the leader of a group of its
-// own, and a forking server's workers stay in it, even once orphaned.
-func groupMembers(leaders []int) []int {
-	want := map[int]bool{}
-	for _, pid := range leaders {
-		want[pid] = true
-	}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var members []int
-	for _, f := range stats {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces.
-		s := string(data)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 3 || fields[0] == "Z" {
-			continue
-		}
-		if pgrp, _ := strconv.Atoi(fields[2]); want[pgrp] {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-			members = append(members, pid)
-		}
-	}
-	return members
-}
-
 // killGroups kills whatever is left of the process groups of m's
-// children.
+// children. Where the master ran its children in cgroups, only processes
+// still in one of them: a child's pid may since have been reused as the
+// group of another test's process.
 func killGroups(m *master) {
-	for _, pid := range groupMembers(m.startedPIDs()) {
+	cgroups := m.lines("each child runs in a cgroup of its own") != nil
+	for _, pid := range testkit.GroupMembers(m.startedPIDs()) {
+		if ours, _ := testkit.InChildCgroupOf(pid, m.cmd.Process.Pid); cgroups && !ours {
+			continue
+		}
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }

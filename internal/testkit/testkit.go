@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,6 +66,62 @@ func ChildrenOf(pid int) []int {
 		}
 	}
 	return pids
+}
+
+// Descendants returns pid and every process below it.
+func Descendants(pid int) []int {
+	tree := []int{pid}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, ChildrenOf(tree[i])...)
+	}
+	return tree
+}
+
+// AliveOf returns the pids of pids that have not ended (a zombie has).
+func AliveOf(pids []int) []int {
+	var live []int
+	for _, pid := range pids {
+		if Alive(pid) {
+			live = append(live, pid)
+		}
+	}
+	return live
+}
+
+// GroupMembers returns the live processes whose process group is one of
+// pgids: what is left of the groups a master's children led (a forking
+// server's workers stay in theirs, even once orphaned).
+func GroupMembers(pgids []int) []int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var members []int
+	for _, f := range stats {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 3 || fields[0] == "Z" {
+			continue
+		}
+		if pgrp, _ := strconv.Atoi(fields[2]); slices.Contains(pgids, pgrp) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+			members = append(members, pid)
+		}
+	}
+	return members
+}
+
+// InChildCgroupOf reports whether pid runs in the cgroup of a child of the
+// master masterPID (prefork-MASTERPID-...), and whether it runs in any
+// child's cgroup at all: a pid a test logged may since have been reused.
+func InChildCgroupOf(pid, masterPID int) (ours, anyChild bool) {
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return false, false
+	}
+	return strings.Contains(string(cg), fmt.Sprintf("/prefork-%d-", masterPID)), strings.Contains(string(cg), "/prefork-")
 }
 
 // SetupNetns brings loopback up and sets net.ipv4.tcp_migrate_req to

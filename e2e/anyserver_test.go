@@ -49,6 +49,19 @@ func TestReadyListenPlainServer(t *testing.T) {
 	})
 }
 
+// Under the default --ready notify, a server that serves but never sends
+// READY=1 (the common case) is killed at the ready timeout, and the
+// master says to use --ready listen.
+func TestServerWithoutNotify(t *testing.T) {
+	t.Parallel()
+	m := startMaster(t, "--workers", "1", "--ready-timeout", "2s",
+		"--", pythonPath(t), "-m", "http.server", "{port}", "--bind", "{host}")
+	late := m.waitMsg(20*time.Second, 1, "child not ready in time; killing it")
+	if hint := late[0].str("hint"); !strings.Contains(hint, "--ready listen") {
+		t.Errorf("hint %q does not suggest --ready listen", hint)
+	}
+}
+
 // In master socket mode a server that binds its own port instead of
 // taking fd 3 never waits on the socket it was given: under --ready
 // listen it is not ready, and the master says it probably does not read

@@ -82,6 +82,9 @@ func (s *Supervisor) exited(e exitStatus) {
 	case exitSuccessor:
 		s.successorFailed(s.slotOf(c), c, reason)
 	case exitNewGeneration:
+		if sl := s.slotOf(c); sl != nil && sl.note != "" {
+			reason += ": " + sl.note // what `master reload` prints
+		}
 		s.reload.err = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
 		s.driveReload(reloadInput{kind: inNewFailed})
 	case exitServing:

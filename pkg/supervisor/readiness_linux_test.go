@@ -332,3 +332,31 @@ func TestMasterModeExitBeforeTakingSocket(t *testing.T) {
 		t.Errorf("%d lines, want still 1: slot 1's child waited on its socket", got)
 	}
 }
+
+// Under the default --ready notify, a child that waits for connections
+// but never says READY=1 (a server that does not speak sd_notify) is told
+// apart at the ready timeout, and a reload's caller reads the hint.
+func TestNotifyModeServerThatNeverNotifies(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, 1)
+	h := newHarness(t, cfg, loading(func() (Config, error) { return cfg, nil }))
+	h.readyAll(1)
+	ch := h.reloadAsync()
+	p := h.child(0, 2)
+	h.observe.seeWaiting(p.pid)
+	h.waitFor("the new child seen waiting", func() bool {
+		var seen bool
+		h.onLoop(func() { seen = h.s.children[p.pid].seenWaiting })
+		return seen
+	})
+	h.wantStates("0/1:ready", "0/2:starting") // seen waiting is not ready under notify
+	h.clock.Advance(cfg.ReadyTimeout)
+	r := h.result(ch)
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "--ready listen") {
+		t.Errorf("reload = %v, want a rollback that says --ready listen", r.Err)
+	}
+	late := h.logs.lines("child not ready in time")
+	if len(late) != 1 || !strings.Contains(attr(late[0], "hint").String(), "sd_notify") {
+		t.Errorf("not-ready lines = %v", late)
+	}
+}

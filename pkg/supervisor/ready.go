@@ -35,16 +35,20 @@ type (
 )
 
 // awaitReady arms what makes the new child c ready besides READY=1, and
-// the watch behind the master socket mode's diagnosis: a child that never
-// waits on the socket it was given cannot serve it, READY=1 or not.
+// the watch behind the diagnoses: a child that never waits on the socket
+// it was given cannot serve it, READY=1 or not; one that waits for
+// connections but says nothing does not speak sd_notify.
 func (s *Supervisor) awaitReady(c *child, fd int) {
 	cfg := c.gen.cfg
 	if cfg.Ready.Mode == ReadyDelay {
 		c.delayTimer = s.env.clock.AfterFunc(cfg.Ready.Delay, func() { s.send(delayOver{c: c}) })
 	}
-	if cfg.Ready.Mode != ReadyListen && cfg.Sockets != SocketsMaster {
+	if cfg.Ready.Mode == ReadyDelay && cfg.Sockets != SocketsMaster {
 		return
 	}
+	// Under notify too: a server that serves but never says READY=1 (the
+	// common case) is then told apart, at the ready timeout, from one
+	// that never got up.
 	w := waitSpec{pid: c.pid, listen: cfg.Listen, fd: -1}
 	if cfg.Sockets == SocketsMaster {
 		w.fd = fd
@@ -157,14 +161,15 @@ func (s *Supervisor) readyTimedOut(c *child) {
 	}
 	cfg := c.gen.cfg
 	var hint string
-	if !c.seenWaiting {
-		switch {
-		case cfg.Sockets == SocketsMaster:
-			hint = "no process of it waits on fd 3, the socket it was given: it probably does not read LISTEN_FDS; " +
-				"make it take fd 3 (socket activation), or use --sockets child"
-		case cfg.Ready.Mode == ReadyListen:
-			hint = fmt.Sprintf("no process of it listens on %s", cfg.Listen)
-		}
+	switch {
+	case c.seenWaiting && c.life == lifeStarting && cfg.Ready.Mode == ReadyNotify:
+		hint = "it waits for connections but sent no READY=1: it probably does not speak sd_notify; use --ready listen"
+	case c.seenWaiting:
+	case cfg.Sockets == SocketsMaster:
+		hint = "no process of it waits on fd 3, the socket it was given: it probably does not read LISTEN_FDS; " +
+			"make it take fd 3 (socket activation), or use --sockets child"
+	case cfg.Ready.Mode == ReadyListen:
+		hint = fmt.Sprintf("no process of it listens on %s", cfg.Listen)
 	}
 	c.stopWatch()
 	switch c.life {

@@ -26,7 +26,8 @@ import (
 )
 
 // BenchmarkServers: the servers of docs/servers.md (gunicorn, uvicorn,
-// node, nginx, caddy from Debian) under the master, each with the flags
+// node, nginx, caddy, lighttpd, h2o from Debian) under the master, each
+// with the flags
 // that page gives, in every socket mode it supports, 2 slots each, the
 // fixtures of e2e/testdata/servers. Each run, in a network namespace of
 // its own (net.ipv4.tcp_migrate_req as the name says; 0 in master socket
@@ -46,8 +47,8 @@ import (
 //     exited: wrk's socket errors and non-2xx answers per reload, and the
 //     requests answered in each whole second (TRAPS 9: wrk never gives up
 //     a stuck connection, which only shows as a second with few answers);
-//   - stop: a GET /slow?ms=1000 (nginx and caddy proxy it to a backend
-//     this benchmark starts) sent on a new connection, accepted, and then
+//   - stop: a GET /slow?ms=1000 (nginx, caddy, lighttpd and h2o proxy it
+//     to a backend this benchmark starts) sent on a new connection, accepted, and then
 //     0.2 s later SIGTERM to the master: its status, the master's exit
 //     code, and whatever of any child's process group is left 1 s later.
 //
@@ -189,6 +190,36 @@ func serverBenches() []serverBench {
 					b.Fatal(err)
 				}
 				return []string{"--config", cfg}, []string{"/usr/bin/caddy", "run", "--config", conf, "--adapter", "caddyfile"}
+			},
+		},
+		{
+			name: "lighttpd", sockets: "master", readyBy: "listen", proxies: true,
+			probe: []string{"/usr/sbin/lighttpd", "-v"},
+			command: func(b *testing.B, addr, dir, backend string) ([]string, []string) {
+				host, port, _ := net.SplitHostPort(addr)
+				backendHost, backendPort, _ := net.SplitHostPort(backend)
+				conf := fillTemplate(b, filepath.Join(serverFixtures(b), "lighttpd.conf"), dir, map[string]string{
+					"HOST": host, "PORT": port, "WWW": filepath.Join(serverFixtures(b), "www"),
+					"BACKENDHOST": backendHost, "BACKENDPORT": backendPort,
+				})
+				return []string{"--ready", "listen", "--stop-signal", "INT"}, []string{"/usr/sbin/lighttpd", "-D", "-f", conf}
+			},
+		},
+		{
+			name: "h2o", sockets: "master", readyBy: "listen", proxies: true,
+			forks: 1, // its crash handler (perl), not a worker
+			probe: []string{"/usr/bin/h2o", "--version"},
+			command: func(b *testing.B, addr, dir, backend string) ([]string, []string) {
+				host, port, _ := net.SplitHostPort(addr)
+				conf := fillTemplate(b, filepath.Join(serverFixtures(b), "h2o.conf"), dir, map[string]string{
+					"HOST": host, "PORT": port, "WWW": filepath.Join(serverFixtures(b), "www"), "BACKEND": backend,
+				})
+				// fd 3 the way Server::Starter hands it over.
+				cfg := filepath.Join(dir, "prefork.yaml")
+				if err := os.WriteFile(cfg, []byte("env:\n  SERVER_STARTER_PORT: \"{listen}=3\"\n"), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				return []string{"--config", cfg, "--ready", "listen"}, []string{"/usr/bin/h2o", "-c", conf}
 			},
 		},
 	}

@@ -23,7 +23,8 @@ import (
 
 // The servers of docs/servers.md, each run under the master with flags
 // only, as that page tells an operator to, in every socket mode it
-// supports: gunicorn, uvicorn, node, nginx and caddy from Debian. Each
+// supports: gunicorn, uvicorn, node, nginx, caddy, lighttpd and h2o from
+// Debian. Each
 // case starts 2 children and waits for both to be ready, kills one with
 // SIGKILL (its slot serves again, and nothing of its process tree is
 // left, workers included), reloads twice under light keep-alive load
@@ -103,7 +104,7 @@ func fill(t *testing.T, src, dir string, vars map[string]string) string {
 }
 
 // slowBackend serves GET /slow?ms=N after N ms, for the servers that
-// proxy /slow (nginx, caddy), and returns its address.
+// proxy /slow (nginx, caddy, lighttpd, h2o), and returns its address.
 func slowBackend(t *testing.T) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -265,6 +266,60 @@ func TestServerCaddy(t *testing.T) {
 		env:     []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "XDG_DATA_HOME=" + dir},
 		command: []string{"/usr/bin/caddy", "run", "--config", conf, "--adapter", "caddyfile"},
 		readyBy: "notify",
+		slow:    "/slow?ms=1000",
+	})
+}
+
+// lighttpd 1.4.69 (Debian lighttpd): no SO_REUSEPORT option, so no child
+// socket mode; with server.systemd-socket-activation it takes fd 3 by
+// LISTEN_FDS (the configured address must be the --listen address: any
+// other it binds itself); no sd_notify; INT is its graceful stop (TERM
+// cuts requests in flight), and it closes idle keep-alive connections as
+// it starts draining. One process: server.max-worker's parent exits at
+// once on INT, leaving its workers to the master's kill.
+func TestServerLighttpd(t *testing.T) {
+	t.Parallel()
+	needServer(t, "lighttpd (Debian lighttpd)", "/usr/sbin/lighttpd", "-v")
+	addr, dir := testkit.FreeAddr(t), t.TempDir()
+	host, port, _ := net.SplitHostPort(addr)
+	backendHost, backendPort, _ := net.SplitHostPort(slowBackend(t))
+	conf := fill(t, filepath.Join(servers(t), "lighttpd.conf"), dir, map[string]string{
+		"HOST": host, "PORT": port, "WWW": filepath.Join(servers(t), "www"),
+		"BACKENDHOST": backendHost, "BACKENDPORT": backendPort,
+	})
+	runServer(t, addr, serverCase{
+		sockets: "master",
+		flags:   []string{"--ready", "listen", "--stop-signal", "INT"},
+		command: []string{"/usr/sbin/lighttpd", "-D", "-f", conf},
+		readyBy: "listen",
+		slow:    "/slow?ms=1000",
+	})
+}
+
+// h2o 2.2.5 (Debian h2o): no SO_REUSEPORT option, so no child socket
+// mode; it takes fd 3 by Server::Starter's SERVER_STARTER_PORT (given
+// here by the config file's env:, with a placeholder), matched to its
+// listen entry by the socket's address; no sd_notify; TERM is its
+// graceful stop (INT kills it). Draining, it answers the next request of
+// each keep-alive connection with Connection: close and leaves idle ones
+// open until its idle timeout. One process with threads, and a crash
+// handler (perl) forked at start, in its process group.
+func TestServerH2O(t *testing.T) {
+	t.Parallel()
+	needServer(t, "h2o (Debian h2o)", "/usr/bin/h2o", "--version")
+	addr, dir := testkit.FreeAddr(t), t.TempDir()
+	host, port, _ := net.SplitHostPort(addr)
+	conf := fill(t, filepath.Join(servers(t), "h2o.conf"), dir, map[string]string{
+		"HOST": host, "PORT": port, "WWW": filepath.Join(servers(t), "www"), "BACKEND": slowBackend(t),
+	})
+	cfg := filepath.Join(dir, "prefork.yaml")
+	writeConfig(t, cfg, "env:\n  SERVER_STARTER_PORT: \"{listen}=3\"\n")
+	runServer(t, addr, serverCase{
+		sockets: "master",
+		flags:   []string{"--config", cfg, "--ready", "listen"},
+		command: []string{"/usr/bin/h2o", "-c", conf},
+		readyBy: "listen",
+		forks:   1, // its crash handler, not a worker
 		slow:    "/slow?ms=1000",
 	})
 }

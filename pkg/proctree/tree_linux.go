@@ -101,6 +101,12 @@ func groupOf(root int) ([]int, error) {
 // the children files of each one's threads (a child belongs to the thread
 // that forked it).
 func walkChildren(seeds []int) []int {
+	return walk(seeds, childrenOf)
+}
+
+// walk returns, sorted, seeds and every process below them, children
+// naming the children of each.
+func walk(seeds []int, children func(pid int) []int) []int {
 	in := make(map[int]bool, len(seeds))
 	var out []int
 	for len(seeds) > 0 {
@@ -111,7 +117,7 @@ func walkChildren(seeds []int) []int {
 		}
 		in[pid] = true
 		out = append(out, pid)
-		seeds = append(seeds, childrenOf(pid)...)
+		seeds = append(seeds, children(pid)...)
 	}
 	slices.Sort(out)
 	return out
@@ -154,20 +160,7 @@ func descendants(procs []procStat, root int, extra []int) []int {
 			seeds = append(seeds, p.pid)
 		}
 	}
-	in := make(map[int]bool, len(seeds))
-	var out []int
-	for len(seeds) > 0 {
-		pid := seeds[len(seeds)-1]
-		seeds = seeds[:len(seeds)-1]
-		if pid <= 0 || in[pid] {
-			continue
-		}
-		in[pid] = true
-		out = append(out, pid)
-		seeds = append(seeds, children[pid]...)
-	}
-	slices.Sort(out)
-	return out
+	return walk(seeds, func(pid int) []int { return children[pid] })
 }
 
 // readProcs reads /proc/PID/stat of every process. A process that exits

@@ -144,12 +144,7 @@ func TestMasterModeNotWaitingOnSocket(t *testing.T) {
 	// note is gone.
 	h.clock.Advance(restartDelay(1))
 	next := h.newest(1)
-	h.observe.seeWaiting(next.pid)
-	h.waitFor("the restarted child seen waiting", func() bool {
-		var seen bool
-		h.onLoop(func() { seen = h.s.children[next.pid].seenWaiting })
-		return seen
-	})
+	h.seeWaiting(next)
 	h.ready(next)
 	if st := h.status(); st.Children[1].Note != "" {
 		t.Errorf("slot 1's note %q kept once its child serves its socket", st.Children[1].Note)
@@ -321,12 +316,7 @@ func TestMasterModeExitBeforeTakingSocket(t *testing.T) {
 		t.Fatalf("lines = %v, want one with the hint", lines)
 	}
 	waited := h.child(1, 1)
-	h.observe.seeWaiting(waited.pid)
-	h.waitFor("slot 1 seen waiting", func() bool {
-		var seen bool
-		h.onLoop(func() { seen = h.s.children[waited.pid].seenWaiting })
-		return seen
-	})
+	h.seeWaiting(waited)
 	h.exit(waited, exitCode(1))
 	if got := h.logs.count("child exited before it took its socket"); got != 1 {
 		t.Errorf("%d lines, want still 1: slot 1's child waited on its socket", got)
@@ -343,12 +333,7 @@ func TestNotifyModeServerThatNeverNotifies(t *testing.T) {
 	h.readyAll(1)
 	ch := h.reloadAsync()
 	p := h.child(0, 2)
-	h.observe.seeWaiting(p.pid)
-	h.waitFor("the new child seen waiting", func() bool {
-		var seen bool
-		h.onLoop(func() { seen = h.s.children[p.pid].seenWaiting })
-		return seen
-	})
+	h.seeWaiting(p)
 	h.wantStates("0/1:ready", "0/2:starting") // seen waiting is not ready under notify
 	h.clock.Advance(cfg.ReadyTimeout)
 	r := h.result(ch)
@@ -359,4 +344,16 @@ func TestNotifyModeServerThatNeverNotifies(t *testing.T) {
 	if len(late) != 1 || !strings.Contains(attr(late[0], "hint").String(), "sd_notify") {
 		t.Errorf("not-ready lines = %v", late)
 	}
+}
+
+// seeWaiting makes p seen waiting on its socket, and returns once the loop
+// has recorded it.
+func (h *harness) seeWaiting(p *fakeProc) {
+	h.t.Helper()
+	h.observe.seeWaiting(p.pid)
+	h.waitFor("child seen waiting", func() bool {
+		var seen bool
+		h.onLoop(func() { seen = h.s.children[p.pid] != nil && h.s.children[p.pid].seenWaiting })
+		return seen
+	})
 }

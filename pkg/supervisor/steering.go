@@ -189,13 +189,16 @@ func (s *Supervisor) steerTick() {
 		// Every child gets a page; one that never counted on it (a
 		// program that ignores it) shows progress by its queue instead.
 		v.counting = v.counting || n > 0
-		if d, ok := s.env.procs.cpu(c.pid); ok {
-			v.cpu += d
-			v.timed = true
-		}
 		if c.state() == StateReady {
 			v.ready = v.ready || c.life.serving()
 			v.hung = v.hung || c.life == lifeHung
+		}
+		if n > 0 {
+			continue // counting: its cgroup's CPU is never read
+		}
+		if d, ok := s.env.procs.cpu(c.pid); ok {
+			v.cpu += d
+			v.timed = true
 		}
 	}
 	now := s.env.clock.Now()

@@ -97,6 +97,7 @@ func (s *Supervisor) exited(e exitStatus) {
 // counter never goes down.
 func (s *Supervisor) forget(c *child) {
 	delete(s.children, c.pid)
+	s.gate.remove(c.pid)
 	s.tally.accepted[c.slot] += c.page.Accepts()
 	c.page.Close()
 	c.stopTimers()

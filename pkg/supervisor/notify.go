@@ -3,6 +3,8 @@ package supervisor
 import (
 	"bytes"
 	"strconv"
+	"sync"
+	"time"
 )
 
 // notification is one sd_notify datagram, decoded. Only the fields prefork
@@ -44,4 +46,130 @@ func parseNotify(data []byte) notification {
 		}
 	}
 	return n
+}
+
+// Rates of sd_notify datagrams the loop hears, per second. Any local user
+// can send to the notify socket (its abstract name is listed in
+// /proc/net/unix), and each datagram from a pid outside the table costs
+// the loop a walk up /proc: beyond these rates, datagrams are dropped,
+// counted and said, so that a flood costs the master little and cannot
+// crowd out its children.
+const (
+	// notifyPerChild is the rate allowed to each child's own pid: far
+	// above what any child needs (a watchdog ping every few ms).
+	notifyPerChild = 1000
+	// notifyOthers is the rate allowed to every other pid together: a
+	// forking server's worker, or a program behind a wrapper, says
+	// READY=1 once.
+	notifyOthers = 100
+	// notifyReportEvery is how often the drops are said, at most.
+	notifyReportEvery = 10 * time.Second
+	// A flood is read at no more than notifyDropBurst datagrams dropped
+	// per notifyDropSlice: reading a datagram costs about a microsecond,
+	// and a reader that keeps up with any sender would spend a core on
+	// it. The socket's queue then fills and the senders wait; a child's
+	// datagram waits behind at most a queue's worth (512 by default,
+	// about 25 ms at this rate).
+	notifyDropBurst = 200
+	notifyDropSlice = 10 * time.Millisecond
+)
+
+// notifyGate decides which sd_notify datagrams reach the loop: a child's
+// own pid has a budget of its own, every other pid shares one, in windows
+// of a second. The loop tells it the children's pids as they start and
+// go; the notify reader asks it about every datagram.
+type notifyGate struct {
+	mu       sync.Mutex
+	children map[int]int // pid -> datagrams in this window
+	others   int         // datagrams of other pids in this window
+	window   time.Time   // start of this window
+	dropped  map[int]uint64
+	total    uint64 // every datagram dropped since the start
+	reported time.Time
+	slice    time.Time // start of this notifyDropSlice
+	inSlice  int       // datagrams dropped in it
+}
+
+func newNotifyGate() *notifyGate {
+	return &notifyGate{children: make(map[int]int), dropped: make(map[int]uint64)}
+}
+
+// add and remove keep the gate's children the loop's.
+func (g *notifyGate) add(pid int) {
+	g.mu.Lock()
+	g.children[pid] = 0
+	g.mu.Unlock()
+}
+
+func (g *notifyGate) remove(pid int) {
+	g.mu.Lock()
+	delete(g.children, pid)
+	g.mu.Unlock()
+}
+
+// admit says whether a datagram from pid, read at now, goes to the loop.
+func (g *notifyGate) admit(pid int, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if now.Sub(g.window) >= time.Second || now.Before(g.window) {
+		g.window, g.others = now, 0
+		for p := range g.children {
+			g.children[p] = 0
+		}
+	}
+	if n, ok := g.children[pid]; ok {
+		if n < notifyPerChild {
+			g.children[pid] = n + 1
+			return true
+		}
+	} else if g.others < notifyOthers {
+		g.others++
+		return true
+	}
+	if len(g.dropped) < maxReportedSenders {
+		g.dropped[pid]++
+	}
+	g.total++
+	return false
+}
+
+// pause returns how long the reader should wait before it reads again:
+// until the end of this slice, once more than notifyDropBurst datagrams
+// were dropped in it; else 0.
+func (g *notifyGate) pause(now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if now.Sub(g.slice) >= notifyDropSlice || now.Before(g.slice) {
+		g.slice, g.inSlice = now, 0
+	}
+	g.inSlice++
+	if g.inSlice <= notifyDropBurst {
+		return 0
+	}
+	return g.slice.Add(notifyDropSlice).Sub(now)
+}
+
+// maxReportedSenders bounds the pids one report names: a flood from many
+// processes is said by its total.
+const maxReportedSenders = 64
+
+// report returns what was dropped since the last report, at most once
+// per notifyReportEvery (the first drop is said at once): the pids that
+// sent what was dropped, with their counts, and the total since the
+// start. ok is false when there is nothing to say yet.
+func (g *notifyGate) report(now time.Time) (senders map[int]uint64, total uint64, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.dropped) == 0 || !g.reported.IsZero() && now.Sub(g.reported) < notifyReportEvery {
+		return nil, g.total, false
+	}
+	senders, g.dropped, g.reported = g.dropped, make(map[int]uint64), now
+	return senders, g.total, true
+}
+
+// dropCount is every datagram dropped since the start.
+func (g *notifyGate) dropCount() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.total
 }

@@ -1,6 +1,10 @@
 package supervisor
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"time"
+)
 
 func TestParseNotify(t *testing.T) {
 	tests := []struct {
@@ -50,4 +54,126 @@ func TestParseStatPPID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The gate lets a child's own datagrams through up to its own budget and
+// every other pid up to a shared one, per second, and counts the rest.
+func TestNotifyGate(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	g := newNotifyGate()
+	g.add(10)
+	admitted := func(pid, n int, at time.Time) int {
+		got := 0
+		for range n {
+			if g.admit(pid, at) {
+				got++
+			}
+		}
+		return got
+	}
+	if got := admitted(10, notifyPerChild+5, t0); got != notifyPerChild {
+		t.Errorf("child admitted %d of %d, want %d", got, notifyPerChild+5, notifyPerChild)
+	}
+	// A flood of others uses their budget, not the child's.
+	if got := admitted(99, 3*notifyOthers, t0); got != notifyOthers {
+		t.Errorf("others admitted %d, want %d", got, notifyOthers)
+	}
+	if got := admitted(98, 1, t0.Add(999*time.Millisecond)); got != 0 {
+		t.Errorf("another pid admitted in the same window: %d", got)
+	}
+	g.add(11)
+	if got := admitted(11, 1, t0.Add(time.Millisecond)); got != 1 {
+		t.Error("a new child is starved by the others' flood")
+	}
+	// A new window, new budgets.
+	t1 := t0.Add(time.Second)
+	if got := admitted(10, 1, t1); got != 1 {
+		t.Error("child not admitted in the next window")
+	}
+	if got := admitted(99, 1, t1); got != 1 {
+		t.Error("others not admitted in the next window")
+	}
+	g.remove(10)
+	if got := admitted(10, notifyOthers, t1.Add(time.Millisecond)); got != notifyOthers-1 {
+		t.Errorf("a removed child's pid admitted %d, want the others' %d", got, notifyOthers-1)
+	}
+
+	senders, total, ok := g.report(t1)
+	wantTotal := uint64(5 + 2*notifyOthers + 1 + 1)
+	if !ok || total != wantTotal || senders[10] != 5+1 || senders[99] != 2*notifyOthers || senders[98] != 1 {
+		t.Errorf("report = %v, %d, %v; want 10:6 99:%d 98:1, total %d", senders, total, ok, 2*notifyOthers, wantTotal)
+	}
+	if _, _, ok := g.report(t1.Add(time.Second)); ok {
+		t.Error("a report with nothing dropped since")
+	}
+	admitted(99, notifyOthers+1, t1.Add(2*time.Second)) // one dropped
+	if _, _, ok := g.report(t1.Add(3 * time.Second)); ok {
+		t.Error("reported again before notifyReportEvery")
+	}
+	if senders, total, ok := g.report(t1.Add(notifyReportEvery)); !ok || senders[99] != 1 || total != wantTotal+1 {
+		t.Errorf("report after notifyReportEvery = %v, %d, %v", senders, total, ok)
+	}
+	if g.dropCount() != wantTotal+1 {
+		t.Errorf("dropCount = %d, want %d", g.dropCount(), wantTotal+1)
+	}
+}
+
+// After notifyDropBurst drops in a slice, the reader waits for the slice's
+// end.
+func TestNotifyGatePause(t *testing.T) {
+	t.Parallel()
+	g := newNotifyGate()
+	t0 := time.Unix(1000, 0)
+	for i := range notifyDropBurst {
+		if d := g.pause(t0.Add(time.Duration(i) * time.Microsecond)); d != 0 {
+			t.Fatalf("pause after %d drops = %v", i+1, d)
+		}
+	}
+	at := t0.Add(3 * time.Millisecond)
+	if d := g.pause(at); d != notifyDropSlice-3*time.Millisecond {
+		t.Errorf("pause over the burst = %v, want %v", d, notifyDropSlice-3*time.Millisecond)
+	}
+	if d := g.pause(t0.Add(notifyDropSlice)); d != 0 {
+		t.Errorf("pause in the next slice = %v, want 0", d)
+	}
+}
+
+// The gate keeps the names of at most maxReportedSenders pids, whatever
+// the number of senders; the total counts them all.
+func TestNotifyGateManySenders(t *testing.T) {
+	t.Parallel()
+	g := newNotifyGate()
+	t0 := time.Unix(1000, 0)
+	for pid := range notifyOthers + 1000 {
+		g.admit(pid+100, t0)
+	}
+	senders, total, ok := g.report(t0)
+	if !ok || len(senders) != maxReportedSenders || total != 1000 {
+		t.Errorf("report: %d senders, total %d, %v; want %d, 1000", len(senders), total, ok, maxReportedSenders)
+	}
+}
+
+// FuzzParseNotify: any datagram decodes without panicking, and READY is
+// set exactly when a line says READY=1.
+func FuzzParseNotify(f *testing.F) {
+	for _, seed := range []string{"READY=1", "STATUS=a=b\nREADY=1\nMAINPID=42", "READY=0\nREADY=1", "READY=1\nREADY=0",
+		"\x00\n=\n", "MAINPID=-1", "MAINPID=99999999999999999999", "WATCHDOG=1\r\n", strings.Repeat("X=1\n", 1000)} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := parseNotify(data)
+		var last string
+		for line := range strings.SplitSeq(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "READY="); ok {
+				last = v
+			}
+		}
+		if n.Ready != (last == "1") {
+			t.Errorf("parseNotify(%q).Ready = %v; the last READY= says %q", data, n.Ready, last)
+		}
+		if n.MainPID < 0 {
+			t.Errorf("parseNotify(%q).MainPID = %d", data, n.MainPID)
+		}
+	})
 }

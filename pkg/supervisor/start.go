@@ -88,6 +88,7 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		acceptLimit: acceptLimit(cfg.MaxAccepts)}
 	c.readyTimer = s.env.clock.AfterFunc(cfg.ReadyTimeout, func() { s.send(readyTimeout{c: c}) })
 	s.children[pid] = c
+	s.gate.add(pid)
 	s.awaitReady(c, socketFD)
 	s.log.Info("child started", "slot", slotIndex, "generation", g.number, "pid", pid)
 	return c, nil

@@ -1,15 +1,18 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -64,6 +67,7 @@ type Supervisor struct {
 	env     env
 	self    string // the master's executable, the exec shim of master socket mode
 	notify  *notifyServer
+	gate    *notifyGate  // which sd_notify datagrams reach the loop
 	control net.Listener // the admin API's socket; nil when off
 	metrics net.Listener // the metrics endpoint's socket; nil when off
 	devnull *os.File
@@ -167,6 +171,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 			recycles:      make(map[recycleKey]uint64),
 		},
 		steering: newSteering(),
+		gate:     newNotifyGate(),
 	}
 	on, why, err := decideSteering(cfg, e.steerSupported)
 	if err != nil {
@@ -315,23 +320,55 @@ func (s *Supervisor) notifySystemd(state string) {
 	}
 }
 
-// readNotify sends the loop every sd_notify datagram with its sender's
-// pid, until Run closes the socket.
+// readNotify sends the loop every sd_notify datagram the gate admits,
+// with its sender's pid, until Run closes the socket. It says what the
+// gate drops, at most every notifyReportEvery.
 func (s *Supervisor) readNotify() {
 	buf := make([]byte, notifyMaxDatagram)
 	oob := make([]byte, credentialsSpace)
 	for {
+		// The deadline only wakes the reader to say what it dropped
+		// after a flood has ended.
+		s.notify.conn.SetReadDeadline(time.Now().Add(notifyReportEvery))
 		pid, data, err := s.notify.read(buf, oob)
-		if errors.Is(err, net.ErrClosed) {
+		switch {
+		case errors.Is(err, net.ErrClosed):
 			return // closed by Run
-		}
-		if err != nil {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.reportNotifyDrops()
+			continue
+		case err != nil:
 			// Ending here would leave every later child unready forever.
 			s.log.Error("could not read the notify socket", "err", err)
 			continue
 		}
-		s.send(notified{pid: pid, msg: parseNotify(data), at: s.env.clock.Now()})
+		now := s.env.clock.Now()
+		if !s.gate.admit(pid, now) {
+			s.reportNotifyDrops()
+			if d := s.gate.pause(now); d > 0 {
+				time.Sleep(d) // a flood: let it wait in the queue
+			}
+			continue
+		}
+		s.send(notified{pid: pid, msg: parseNotify(data), at: now})
 	}
+}
+
+// reportNotifyDrops says which senders the gate dropped datagrams of.
+func (s *Supervisor) reportNotifyDrops() {
+	senders, total, ok := s.gate.report(s.env.clock.Now())
+	if !ok {
+		return
+	}
+	pids := slices.SortedFunc(maps.Keys(senders), func(a, b int) int { return cmp.Compare(senders[b], senders[a]) })
+	var dropped uint64
+	for _, n := range senders {
+		dropped += n
+	}
+	top := pids[:min(len(pids), 5)]
+	s.log.Warn("dropped sd_notify datagrams over the rate limit", "dropped", dropped, "dropped_total", total,
+		"senders", len(pids), "top_pids", top, "top_count", senders[top[0]],
+		"limit_per_child_per_s", notifyPerChild, "limit_others_per_s", notifyOthers)
 }
 
 // warnMigrateReq warns, in child socket mode, when the kernel will reset

@@ -82,4 +82,3 @@ func notifyAddr(t *testing.T, pid int) string {
 	}
 	return string(bytes.TrimSpace(name))
 }
-

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // runChildEnv makes the test binary run main, as the reference child.
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) {
 		main() // os.Args is the binary alone: the options come from env
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m) // exits; fails on a goroutine left running
 }
 
 // Timings for WATCHDOG_USEC=100000: pings every 50ms, so six periods

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"go.uber.org/goleak"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +46,7 @@ func TestMain(m *testing.M) {
 			Env: os.Environ(), Args: os.Args[1:], Pdeathsig: sig})
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m) // exits; fails on a goroutine left running
 }
 
 var (

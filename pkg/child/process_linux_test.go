@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +27,7 @@ const helperEnv = "PREFORK_CHILD_TEST_HELPER"
 func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
 	case "":
-		os.Exit(m.Run())
+		goleak.VerifyTestMain(m) // exits; fails on a goroutine left running
 	case "listen":
 		os.Exit(report(helperListen()))
 	case "drain":

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -33,7 +35,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "helper %s: %v\n", mode, runHelper(mode))
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m) // exits; fails on a goroutine left running
 }
 
 // waitMode blocks in one way of waiting for a connection on fd, calling

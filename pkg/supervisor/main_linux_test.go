@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 )
 
@@ -19,7 +21,7 @@ const testRole = "SUPERVISOR_TEST_ROLE"
 func TestMain(m *testing.M) {
 	switch os.Getenv(testRole) {
 	case "":
-		os.Exit(m.Run())
+		goleak.VerifyTestMain(m) // exits; fails on a goroutine left running
 	case "child":
 		os.Exit(playChild())
 	}

@@ -1,16 +1,23 @@
 package supervisor
 
-import "time"
+import (
+	"time"
 
-// Restart backoff, per slot.
+	"golang.org/x/sys/unix"
+)
+
+// Restart backoff, per slot. The backoff is for programs that fail to
+// start, not for healthy children killed from outside: see judgeExit.
 const (
 	// BackoffInitial is the delay before the second restart in a row.
 	BackoffInitial = 100 * time.Millisecond
 	// BackoffMax caps the delay.
 	BackoffMax = 30 * time.Second
-	// BackoffReset is how long a child must have been ready for its exit
-	// not to count against the slot: the next restart is then immediate.
-	BackoffReset = 10 * time.Second
+	// BackoffReset is how long a child must have been ready for its exit,
+	// however it came, not to count against the slot: the slot's failures
+	// are wiped and the next restart is immediate. A child that accepted
+	// a connection, or was killed from outside, needs no such time.
+	BackoffReset = time.Second
 )
 
 // restartDelay returns how long to wait before restarting a slot whose
@@ -32,12 +39,64 @@ func restartDelay(failures int) time.Duration {
 	return d
 }
 
-// failuresAfterExit returns the slot's new count of failures in a row after
-// one of its children exited unplanned: a child that had been ready for
-// BackoffReset or longer wipes the slate first.
-func failuresAfterExit(failures int, readyAt, exitAt time.Time) int {
-	if !readyAt.IsZero() && exitAt.Sub(readyAt) >= BackoffReset {
-		failures = 0
+// exitFacts is what the backoff knows of an unplanned exit of a child.
+type exitFacts struct {
+	status   unix.WaitStatus
+	ready    bool          // it was ready (READY=1, seen waiting, --ready delay)
+	readyFor time.Duration // from ready to its exit; 0 if never ready
+	served   bool          // it counted an accepted connection on its page
+	hung     bool          // the watchdog killed it: its own doing
+}
+
+// judgeExit reports whether an unplanned exit counts as a failure of the
+// slot, toward its backoff. The backoff guards against a program that
+// cannot start (a bad flag, a missing file, a port it cannot bind), which
+// would otherwise be forked in a hot loop; it must not take a service
+// down because someone (an operator, the OOM killer, a chaos tool) kills
+// healthy children faster than BackoffReset. So:
+//
+//   - an exit before READY is a failure, whatever ended it: nothing tells
+//     a start that cannot succeed from one killed on the way;
+//   - a ready child that served (accepted a connection, or was ready for
+//     BackoffReset) is not: the program works;
+//   - a ready child killed by a signal from outside (killedFromOutside) is
+//     not either: the program worked until then;
+//   - a ready child that soon exited on its own (an exit code, a crash
+//     signal such as SIGSEGV or SIGABRT, or the watchdog's kill) before it
+//     served is a failure: the program does not stay up.
+func judgeExit(f exitFacts) bool {
+	switch {
+	case !f.ready:
+		return true
+	case f.served || f.readyFor >= BackoffReset:
+		return false
+	case f.hung:
+		return true
+	case f.status.Signaled() && killedFromOutside(f.status.Signal()):
+		return false
 	}
-	return failures + 1
+	return true
+}
+
+// killedFromOutside reports whether a process killed by sig was most
+// likely killed by another process (kill(1), a service manager, the OOM
+// killer), rather than by its own fault: SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+// SIGABRT, SIGSYS, SIGTRAP, SIGPIPE, SIGXCPU, SIGXFSZ and the rest. A
+// signal not listed counts as the program's own: when in doubt, back off.
+func killedFromOutside(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGKILL, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2:
+		return true
+	}
+	return false
+}
+
+// failuresAfterExit returns the slot's new count of failures in a row after
+// one of its children exited unplanned: one more for a failure (judgeExit),
+// 0 for an exit that does not count, so that the slot restarts at once.
+func failuresAfterExit(failures int, f exitFacts) int {
+	if judgeExit(f) {
+		return failures + 1
+	}
+	return 0
 }

@@ -106,6 +106,9 @@ type child struct {
 	started time.Time
 	readyAt time.Time
 	page    *counters.Page // its accept counter; nil if none could be made
+	// acceptsSeen is the most its page ever showed, as the loop read it:
+	// the child writes the page, and may write anything (see accepts).
+	acceptsSeen uint64
 
 	// Its timers: the ready timeout while starting; the SIGKILL at the
 	// drain timeout; the SIGKILL at the end of a watchdog's grace.
@@ -125,6 +128,26 @@ type child struct {
 	lastPing      time.Time
 	graced        bool   // the last expiry was excused as the master's stall
 	acceptLimit   uint64 // recycle past this many accepts; 0: never
+}
+
+// accepts returns the count of connections c accepted, as the master
+// takes it: the highest value the loop ever read on its page. The child
+// writes that page and can write anything, a smaller number or one about
+// to wrap; taking the high-water mark keeps every total made of it from
+// ever going down. Only the loop calls it.
+func (c *child) accepts() uint64 {
+	c.acceptsSeen = max(c.acceptsSeen, c.page.Accepts())
+	return c.acceptsSeen
+}
+
+// addAccepts returns a+b, or the largest uint64 where that would wrap: a
+// child may write a count near 2^64 on its page, and a total that
+// wrapped would go down.
+func addAccepts(a, b uint64) uint64 {
+	if a+b < a {
+		return ^uint64(0)
+	}
+	return a + b
 }
 
 // stopTimers stops every timer of c; it is gone or going.

@@ -52,8 +52,9 @@
 // Config.DrainTimeout. An exit is classified by the life it ends
 // (exit.go): a planned one ends there; an unplanned exit of a serving
 // child restarts its slot, the first failure at once, then after 100 ms,
-// doubling to 30 s, and a child that had been ready for 10 s resets the
-// count.
+// doubling to 30 s. Only a program that does not get going is a failure
+// (judgeExit): a child that was ready and served, or was ready for
+// BackoffReset, or was killed from outside resets the count.
 //
 // # Reloads
 //

@@ -88,17 +88,17 @@ func (s *Supervisor) exited(e exitStatus) {
 		s.reload.err = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
 		s.driveReload(reloadInput{kind: inNewFailed})
 	case exitServing:
-		s.crashed(c, reason, e.at)
+		s.crashed(c, reason, e)
 	}
 }
 
-// forget removes c from the table and from its slot, and folds its last
-// count into the slot's total before its page goes, so that the slot's
-// counter never goes down.
+// forget removes c from the table and from its slot, and folds its count
+// (the most it ever showed) into the slot's total before its page goes, so
+// that the slot's counter never goes down.
 func (s *Supervisor) forget(c *child) {
 	delete(s.children, c.pid)
 	s.gate.remove(c.pid)
-	s.tally.accepted[c.slot] += c.page.Accepts()
+	s.tally.accepted[c.slot] = addAccepts(s.tally.accepted[c.slot], c.accepts())
 	c.page.Close()
 	c.stopTimers()
 	if sl := s.slotOf(c); sl != nil {
@@ -111,11 +111,13 @@ func (s *Supervisor) forget(c *child) {
 	}
 }
 
-// crashed restarts the slot of a serving child that exited unplanned.
-func (s *Supervisor) crashed(c *child, reason string, at time.Time) {
+// crashed restarts the slot of a serving child that exited unplanned: at
+// once, or after the backoff if its exit counts as a failure (judgeExit).
+func (s *Supervisor) crashed(c *child, reason string, e exitStatus) {
 	sl := s.slotOf(c)
+	at := e.at
 	s.steerAfterCrash(c)
-	sl.failures = failuresAfterExit(sl.failures, c.readyAt, at)
+	sl.failures = failuresAfterExit(sl.failures, exitFactsOf(c, e))
 	sl.lastExit = fmt.Sprintf("%s after %v", reason, at.Sub(c.started).Round(time.Millisecond))
 	s.tally.restarts[c.slot]++
 	if sl.successor != nil {
@@ -125,6 +127,16 @@ func (s *Supervisor) crashed(c *child, reason string, at time.Time) {
 		return
 	}
 	s.scheduleRestart(c.gen, c.slot)
+}
+
+// exitFactsOf is what the backoff needs to know of c's exit e; forget
+// has taken c's last count.
+func exitFactsOf(c *child, e exitStatus) exitFacts {
+	f := exitFacts{status: e.status, ready: !c.readyAt.IsZero(), served: c.acceptsSeen > 0, hung: c.life == lifeHung}
+	if f.ready {
+		f.readyFor = e.at.Sub(c.readyAt)
+	}
+	return f
 }
 
 // exitAttrs are the log attributes of how a process ended.

@@ -47,7 +47,7 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	}
 	for _, c := range s.children {
 		if c.slot < len(snap.Slots) {
-			snap.Slots[c.slot].Accepts += c.page.Accepts()
+			snap.Slots[c.slot].Accepts = addAccepts(snap.Slots[c.slot].Accepts, c.accepts())
 		}
 		snap.Children = append(snap.Children, metrics.ChildSnapshot{
 			Slot: c.slot, Generation: c.gen.number, PID: c.pid, State: string(c.state()),

@@ -31,7 +31,8 @@ type ChildStatus struct {
 	PID        int   `json:"pid"`
 	State      State `json:"state"`
 	// Accepts counts the connections this child accepted, read live from
-	// its counter page.
+	// its counter page: the most the page ever showed, since the child
+	// writes it.
 	Accepts uint64 `json:"accepts"`
 	// Restarts counts the unplanned exits of the slot that were restarted,
 	// over the life of the supervisor.
@@ -76,7 +77,7 @@ func (s *Supervisor) status() Status {
 			Generation:    c.gen.number,
 			PID:           c.pid,
 			State:         c.state(),
-			Accepts:       c.page.Accepts(),
+			Accepts:       c.accepts(),
 			Restarts:      s.tally.restarts[c.slot],
 			UptimeSeconds: now.Sub(c.started).Seconds(),
 			Started:       c.started,

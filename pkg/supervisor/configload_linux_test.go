@@ -23,7 +23,9 @@ type blockingLoad struct {
 
 func newBlockingLoad(t *testing.T, cfg Config) *blockingLoad {
 	b := &blockingLoad{cfg: cfg, release: make(chan struct{})}
-	t.Cleanup(b.free) // before the harness's stop: cleanups run last first
+	// Freed at the end of the test at the latest; its result then finds
+	// the loop gone, and the goroutine ends.
+	t.Cleanup(b.free)
 	return b
 }
 

@@ -23,11 +23,13 @@ type (
 	watchdogGraceOver struct{ c *child }
 	restartDue        struct{ s *slot }
 	stopRequest       struct{ mode StopMode }
-	// configLoaded: the reload's read of its configuration returned.
+	// configLoaded: the reload's read of its configuration returned,
+	// with the next generation made of it, or why not.
 	configLoaded struct {
-		seq uint64
-		cfg Config
-		err error
+		seq  uint64
+		next *generation
+		kept []string
+		err  error
 	}
 	// configReadTimeout: the read seq passed its deadline.
 	configReadTimeout struct{ seq uint64 }

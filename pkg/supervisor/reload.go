@@ -52,7 +52,10 @@ type configRead struct {
 	pending uint64    // of the read whose goroutine has not returned; 0: none
 	since   time.Time // when the pending read began
 	timer   timer     // the running reload's deadline
-	cfg     Config    // what the read returned, for actBegin
+	// What the read returned, for actBegin: the next generation, not
+	// numbered yet, and the start-only settings it keeps.
+	next *generation
+	kept []string
 }
 
 // wait is how long a reload waits for its read.
@@ -132,12 +135,16 @@ func (s *Supervisor) startLoad() reloadInput {
 	r.err = nil
 	r.waiters, r.later = append(r.waiters, r.later...), nil
 	s.notifySystemd(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicMicros()))
-	load := s.opts.Load
+	load, cur := s.opts.Load, s.cur.cfg
+	c := &r.read
 	if load == nil {
-		r.read.cfg = s.cur.cfg
+		var err error
+		if c.next, c.kept, err = resolveNext(cur, cur); err != nil {
+			r.err = err
+			return reloadInput{kind: inRejected}
+		}
 		return reloadInput{kind: inLoaded}
 	}
-	c := &r.read
 	if c.pending != 0 {
 		// Another goroutine would only join the stuck one.
 		r.err = fmt.Errorf("config: the read of %s started %s ago has not returned; no new read starts until it does (is it on a hung filesystem?)",
@@ -149,8 +156,12 @@ func (s *Supervisor) startLoad() reloadInput {
 	c.pending, c.since = seq, s.env.clock.Now()
 	c.timer = s.env.clock.AfterFunc(c.wait(), func() { s.send(configReadTimeout{seq: seq}) })
 	go func() {
-		cfg, err := load()
-		s.send(configLoaded{seq: seq, cfg: cfg, err: err})
+		ev := configLoaded{seq: seq}
+		var cfg Config
+		if cfg, ev.err = load(); ev.err == nil {
+			ev.next, ev.kept, ev.err = resolveNext(cur, cfg)
+		}
+		s.send(ev)
 	}()
 	return reloadInput{}
 }
@@ -174,8 +185,22 @@ func (s *Supervisor) configLoaded(ev configLoaded) {
 		s.driveReload(reloadInput{kind: inRejected})
 		return
 	}
-	c.cfg = ev.cfg
+	c.next, c.kept = ev.next, ev.kept
 	s.driveReload(reloadInput{kind: inLoaded})
+}
+
+// resolveNext makes the next generation, not numbered yet, of the
+// configuration loaded over cur, the serving one, and returns the
+// start-only settings it kept from cur. It checks the configuration and
+// resolves the command and the user, which reads the filesystem and the
+// user database (NSS may ask the network): the loop calls it only without
+// Options.Load, on the configuration it already runs.
+func resolveNext(cur, loaded Config) (*generation, []string, error) {
+	// The master's own sockets, log and steering are not the children's:
+	// they stay until the next start.
+	cfg, kept := keepStartOnly(cur, loaded)
+	g, err := newGeneration(0, cfg)
+	return g, kept, err
 }
 
 // configReadTimedOut rejects the reload whose read passed its deadline.
@@ -198,12 +223,17 @@ func (s *Supervisor) configName() string {
 	return "the configuration"
 }
 
-// beginReload checks the configuration read and starts the next
-// generation.
+// beginReload binds what the next generation, made of the configuration
+// read, needs and starts its children.
 func (s *Supervisor) beginReload() reloadInput {
 	r := &s.reload
-	g, err := s.prepareGeneration(r.read.cfg)
-	if err != nil {
+	g := r.read.next
+	r.read.next = nil
+	g.number = s.cur.number + 1
+	if len(r.read.kept) > 0 {
+		s.log.Warn("settings changed that take effect at the next start, not on reload", "settings", r.read.kept)
+	}
+	if err := s.bindGeneration(g); err != nil {
 		r.err = err
 		return reloadInput{kind: inRejected}
 	}
@@ -223,32 +253,22 @@ func (s *Supervisor) beginReload() reloadInput {
 	return reloadInput{kind: inSpawned, n: len(g.slots), failed: r.err != nil}
 }
 
-// prepareGeneration checks cfg, the configuration of the next
-// generation, and binds what it needs. An error means rejection: nothing
-// changed.
-func (s *Supervisor) prepareGeneration(cfg Config) (*generation, error) {
-	// The master's own sockets, log and steering are not the children's:
-	// they stay until the next start.
-	cfg, kept := keepStartOnly(s.cur.cfg, cfg)
-	if len(kept) > 0 {
-		s.log.Warn("settings changed that take effect at the next start, not on reload", "settings", kept)
-	}
-	g, err := newGeneration(s.cur.number+1, cfg)
-	if err != nil {
-		return nil, err
-	}
+// bindGeneration binds what the next generation g needs. An error means
+// rejection: nothing changed.
+func (s *Supervisor) bindGeneration(g *generation) error {
+	cfg := g.cfg
 	if cfg.Listen != s.cur.cfg.Listen && !s.sockets.has(cfg.Listen) {
 		if err := sockopt.CheckFree(cfg.Listen); err != nil {
-			return nil, fmt.Errorf("listen: %w", err)
+			return fmt.Errorf("listen: %w", err)
 		}
 	}
 	if cfg.Sockets == SocketsMaster {
 		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
 			s.sockets.release(s.inUse)
-			return nil, fmt.Errorf("listen: %w", err)
+			return fmt.Errorf("listen: %w", err)
 		}
 	}
-	return g, nil
+	return nil
 }
 
 // commitReload makes the new generation the serving one and drains every

@@ -36,6 +36,9 @@ func runAction(c *cli.Context) error {
 	sup, err := supervisor.New(cfg, supervisor.Options{
 		Log:  log,
 		Load: func() (supervisor.Config, error) { return loadConfig(c) },
+
+		// Named in the error of a reload whose read of it hangs.
+		ConfigFile: c.String(supervisor.ConfigSetting),
 	})
 	if err != nil {
 		return cli.Exit(err.Error(), exitBadInput)

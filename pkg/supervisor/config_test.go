@@ -81,8 +81,11 @@ func TestParseConfigFile(t *testing.T) {
 		want    func(*Config)
 		wantErr string
 	}{
-		{name: "empty file changes nothing", in: "", want: func(*Config) {}},
-		{name: "comment only", in: "# nothing\n", want: func(*Config) {}},
+		{name: "empty file refused", in: "", wantErr: "the file sets nothing"},
+		{name: "blank file refused", in: " \n\t\n", wantErr: "truncated mid-deploy is the usual cause"},
+		{name: "comment only refused", in: "# nothing\n", wantErr: "the file sets nothing"},
+		{name: "document marker only refused", in: "---\n# nothing\n", wantErr: "the file sets nothing"},
+		{name: "empty mapping says defaults", in: "{}\n", want: func(*Config) {}},
 		{
 			name: "every key",
 			in: "workers: 3\nlisten: 127.0.0.1:9000\nready-timeout: 2s\ndrain-timeout: 1m\n" +
@@ -128,7 +131,7 @@ func TestParseConfigFile(t *testing.T) {
 		{name: "off is a string, not false", in: "steer: off\n", want: func(c *Config) { c.Steer = SteerOff }},
 		{name: "empty string turns metrics off", in: "metrics: \"\"\n", want: func(c *Config) { c.Metrics = "" }},
 		{name: "no value leaves a setting alone", in: "workers:\nmetrics: ~\ncommand:\n", want: func(*Config) {}},
-		{name: "only null", in: "~\n", want: func(*Config) {}},
+		{name: "only null refused", in: "~\n", wantErr: "the file sets nothing"},
 		{name: "empty command", in: "command: []\n", want: func(c *Config) { c.Command = []string{} }},
 		{name: "anchored unknown key", in: "x-timeout: &t 4s\n", wantErr: `unknown key "x-timeout" at line 1`},
 		{

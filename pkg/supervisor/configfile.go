@@ -5,16 +5,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
 )
 
+// MaxConfigFileSize is the largest config file LoadConfigFile reads. A
+// config file is a few lines; anything near this is the wrong file.
+const MaxConfigFileSize = 1 << 20
+
+// ErrEmptyConfigFile is returned for a config file that sets nothing.
+var ErrEmptyConfigFile = errors.New("the file sets nothing (empty, or only comments); " +
+	"refused: a file truncated mid-deploy is the usual cause (to run on the defaults, drop --config)")
+
 // LoadConfigFile reads the YAML file at path and applies the keys it sets
-// on top of cfg.
+// on top of cfg. Only a regular file of at most MaxConfigFileSize bytes is
+// read: a fifo, a device or a directory is refused at once, without
+// waiting for a writer.
 func LoadConfigFile(path string, cfg *Config) error {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -24,16 +36,71 @@ func LoadConfigFile(path string, cfg *Config) error {
 	return nil
 }
 
+// readConfigFile returns the content of the regular file at path.
+func readConfigFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a fifo for reading would otherwise wait for a
+	// writer. It changes nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (it is %s)", path, fileKind(fi.Mode()))
+	}
+	// The size may change under us: read one byte past the limit rather
+	// than trust Stat.
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > MaxConfigFileSize {
+		return nil, fmt.Errorf("%s is larger than 1 MiB; a config file is a few lines (is it the right file?)", path)
+	}
+	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a fifo"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "not a regular file"
+}
+
 // ParseConfigFile applies the keys set in the YAML document data on top of
 // cfg. The keys are the settings' names (see Settings); each value is read
 // by the same parser as its flag. An unknown or repeated key, a value of
 // the wrong shape, a bad value or a second document is an error of one
 // line that names the line of the file; cfg is only changed when there is
-// none. An empty file, or a key with no value, changes nothing.
+// none. A file that sets nothing (empty, blank, only comments, or only
+// "~") is ErrEmptyConfigFile: a config file truncated by a deploy would
+// otherwise move the service to the defaults. An empty mapping ({}) says
+// "defaults" on purpose and is accepted; a key with no value changes
+// nothing.
 func ParseConfigFile(data []byte, cfg *Config) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return ErrEmptyConfigFile // a tab alone is no YAML, but no less empty
+	}
 	root, err := decodeOne(data)
 	if err != nil {
 		return err
+	}
+	if root == nil || isNull(resolve(root)) {
+		return ErrEmptyConfigFile
 	}
 	next := *cfg
 	if err := applyMapping(root, &next); err != nil {
@@ -72,9 +139,6 @@ func applyMapping(n *yaml.Node, cfg *Config) error {
 		return nil
 	}
 	n = resolve(n)
-	if isNull(n) {
-		return nil // a file holding only "~"
-	}
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: the file must map keys to values (workers: 4), not be %s", n.Line, shape(n))
 	}

@@ -64,7 +64,9 @@
 // stopped); a configuration that fails its checks is rejected with nothing
 // changed. The sequence is a pure state machine (reloadmachine.go) that
 // the loop drives (reload.go); requests during a reload coalesce into one
-// more.
+// more. The configuration is read off the loop, by Options.Load in a
+// goroutine of its own with a deadline, so that a config file on a hung
+// filesystem never stops supervision.
 //
 // # Stopping
 //

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,9 @@ type harness struct {
 	logs    *logRecorder
 	systemd *recorder // what the master told its service manager
 	done    chan error
+	// loadsReturned counts the calls of Options.Load that returned: their
+	// result is on its way to the loop, which settle waits for.
+	loadsReturned atomic.Int64
 }
 
 // testConfig is a configuration the loop accepts: a command that exists
@@ -71,6 +75,12 @@ func newHarness(t *testing.T, cfg Config, options ...harnessOption) *harness {
 	if e.notifySystemd != nil {
 		e.notifySystemd = func(state string) error { h.systemd.add(state); return nil }
 	}
+	if load := opts.Load; load != nil {
+		opts.Load = func() (Config, error) {
+			defer h.loadsReturned.Add(1)
+			return load()
+		}
+	}
 	s, err := newSupervisor(cfg, opts, e)
 	if err != nil {
 		t.Fatalf("newSupervisor: %v", err)
@@ -96,13 +106,16 @@ func (h *harness) settle() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		_, err := ask(h.s, ctx, answer(func() struct{} { return struct{}{} }))
+		pending, err := ask(h.s, ctx, answer(func() uint64 { return h.s.reload.read.pending }))
 		if errors.Is(err, context.DeadlineExceeded) {
 			h.t.Fatalf("the loop did not answer within 10 s")
 		}
 		// A handler that signalled a fake child queued its SIGCHLD
-		// behind this round trip: go round again until it is reaped.
-		if err != nil || !h.procs.sigchldQueued() {
+		// behind this round trip, and a config read that returned is
+		// on its way (reads are numbered by call): go round again until
+		// the loop has both.
+		inFlight := pending != 0 && h.loadsReturned.Load() >= int64(pending)
+		if err != nil || !h.procs.sigchldQueued() && !inFlight {
 			return
 		}
 	}

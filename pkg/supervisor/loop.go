@@ -23,6 +23,16 @@ type (
 	watchdogGraceOver struct{ c *child }
 	restartDue        struct{ s *slot }
 	stopRequest       struct{ mode StopMode }
+	// configLoaded: the reload's read of its configuration returned,
+	// with the next generation made of it, or why not.
+	configLoaded struct {
+		seq  uint64
+		next *generation
+		kept []string
+		err  error
+	}
+	// configReadTimeout: the read seq passed its deadline.
+	configReadTimeout struct{ seq uint64 }
 	// call runs a request of the public API on the loop (api.go).
 	call func()
 )
@@ -80,6 +90,10 @@ func (s *Supervisor) handle(ev any) {
 		s.restartDue(ev.s)
 	case stopRequest:
 		s.stop(ev.mode)
+	case configLoaded:
+		s.configLoaded(ev)
+	case configReadTimeout:
+		s.configReadTimedOut(ev.seq)
 	case waitingSeen:
 		s.sawWaiting(ev.c)
 	case delayOver:

@@ -1,11 +1,14 @@
 package supervisor
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prefork/prefork/pkg/metrics"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +59,25 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	return snap
 }
 
+// healthz answers 200 when the event loop answers within wait, else 503
+// and why: a master whose loop is stuck supervises nothing, however alive
+// its process looks.
+func (s *Supervisor) healthz(wait time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		defer cancel()
+		_, err := ask(s, ctx, answer(func() struct{} { return struct{}{} }))
+		switch {
+		case err == nil:
+			fmt.Fprintln(w, "ok")
+		case errors.Is(err, ErrNotRunning):
+			http.Error(w, "stopping", http.StatusServiceUnavailable)
+		default:
+			http.Error(w, fmt.Sprintf("event loop has not answered for %s", wait), http.StatusServiceUnavailable)
+		}
+	}
+}
+
 // unreadySlots returns why not every slot of the serving generation has a
 // ready child, or "" when all have one.
 func (s *Supervisor) unreadySlots() string {
@@ -71,9 +93,14 @@ func (s *Supervisor) unreadySlots() string {
 	return "no ready child in slot " + strings.Join(missing, ", ")
 }
 
+// healthzWait is how long /healthz waits for the loop to answer. The loop
+// blocks on nothing the outside controls, so an answer takes microseconds;
+// seconds mean it is stuck.
+const healthzWait = 2 * time.Second
+
 // metricsHandler serves /metrics (the prefork collector, and the Go and
-// process collectors of the master), /healthz (200 while the master runs)
-// and /readyz (200 while every slot has a ready child, else 503 and why).
+// process collectors of the master), /healthz (200 while the master's
+// event loop answers, see healthz) and /readyz (200 while every slot has a ready child, else 503 and why).
 func (s *Supervisor) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -83,9 +110,7 @@ func (s *Supervisor) metricsHandler() http.Handler {
 	)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("GET /healthz", s.healthz(healthzWait))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		why := s.whyNotReady(r.Context())
 		if why != "" {

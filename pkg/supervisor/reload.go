@@ -19,9 +19,15 @@ type ReloadResult struct {
 	Err        error
 }
 
+// loadTimeout is how long a reload waits for its configuration to be
+// read: a config file is a few lines, so only a hung filesystem (or a
+// file that is not one) takes longer.
+const loadTimeout = 5 * time.Second
+
 // reloadRun is the reload in progress and the callers waiting on it.
 type reloadRun struct {
 	machine reloadMachine
+	read    configRead
 	next    *generation // the generation a reload is starting, or nil
 	started time.Time
 	err     error                 // why the running reload failed
@@ -31,6 +37,34 @@ type reloadRun struct {
 }
 
 func (r *reloadRun) idle() bool { return r.machine.phase == reloadIdle }
+
+// configRead is the reload's read of its configuration. Options.Load runs
+// in a goroutine of its own, never on the loop: it reads a file the
+// operator controls, and a read the kernel never completes (a hung network
+// filesystem) would otherwise stop supervision. At most one such goroutine
+// exists: a read cannot be cancelled, so while one is stuck no other
+// starts.
+type configRead struct {
+	// timeout is how long a reload waits for the read; 0 means
+	// loadTimeout. Tests shorten it.
+	timeout time.Duration
+	seq     uint64    // of the read the running reload waits for
+	pending uint64    // of the read whose goroutine has not returned; 0: none
+	since   time.Time // when the pending read began
+	timer   timer     // the running reload's deadline
+	// What the read returned, for actBegin: the next generation, not
+	// numbered yet, and the start-only settings it keeps.
+	next *generation
+	kept []string
+}
+
+// wait is how long a reload waits for its read.
+func (c *configRead) wait() time.Duration {
+	if c.timeout > 0 {
+		return c.timeout
+	}
+	return loadTimeout
+}
 
 // requestReload asks for a reload; reply, if not nil, gets its outcome.
 func (s *Supervisor) requestReload(reply chan<- ReloadResult) {
@@ -69,9 +103,11 @@ func (s *Supervisor) driveReload(in reloadInput) {
 }
 
 // perform carries out one action of the reload machine and returns the
-// input it yields, if any (only actBegin yields one).
+// input it yields, if any (actBegin, and actLoad when it need not wait).
 func (s *Supervisor) perform(a reloadAction) reloadInput {
 	switch a {
+	case actLoad:
+		return s.startLoad()
 	case actBegin:
 		return s.beginReload()
 	case actCommit:
@@ -89,15 +125,115 @@ func (s *Supervisor) perform(a reloadAction) reloadInput {
 	return reloadInput{}
 }
 
-// beginReload loads the configuration and starts the next generation.
-func (s *Supervisor) beginReload() reloadInput {
+// startLoad begins a reload: it starts reading the configuration off the
+// loop, with a deadline. The result arrives as a configLoaded event, the
+// deadline as a configReadTimeout; without Options.Load the serving
+// configuration is reloaded at once.
+func (s *Supervisor) startLoad() reloadInput {
 	r := &s.reload
 	r.started = s.env.clock.Now()
 	r.err = nil
 	r.waiters, r.later = append(r.waiters, r.later...), nil
 	s.notifySystemd(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicMicros()))
-	g, err := s.prepareGeneration()
-	if err != nil {
+	load, cur := s.opts.Load, s.cur.cfg
+	c := &r.read
+	if load == nil {
+		var err error
+		if c.next, c.kept, err = resolveNext(cur, cur); err != nil {
+			r.err = err
+			return reloadInput{kind: inRejected}
+		}
+		return reloadInput{kind: inLoaded}
+	}
+	if c.pending != 0 {
+		// Another goroutine would only join the stuck one.
+		r.err = fmt.Errorf("config: the read of %s started %s ago has not returned; no new read starts until it does (is it on a hung filesystem?)",
+			s.configName(), s.env.clock.Now().Sub(c.since).Round(time.Millisecond))
+		return reloadInput{kind: inRejected}
+	}
+	c.seq++
+	seq := c.seq
+	c.pending, c.since = seq, s.env.clock.Now()
+	c.timer = s.env.clock.AfterFunc(c.wait(), func() { s.send(configReadTimeout{seq: seq}) })
+	go func() {
+		ev := configLoaded{seq: seq}
+		var cfg Config
+		if cfg, ev.err = load(); ev.err == nil {
+			ev.next, ev.kept, ev.err = resolveNext(cur, cfg)
+		}
+		s.send(ev)
+	}()
+	return reloadInput{}
+}
+
+// configLoaded takes the result of a read: the reload waiting for it goes
+// on, or is rejected; the result of a read whose reload already timed out
+// only frees the way for the next read.
+func (s *Supervisor) configLoaded(ev configLoaded) {
+	c := &s.reload.read
+	if ev.seq == c.pending {
+		c.pending = 0
+	}
+	if ev.seq != c.seq || s.reload.machine.phase != reloadLoading {
+		s.log.Info("a config read returned after its reload had given up; result ignored",
+			"config", s.configName(), "took_ms", millis(s.env.clock.Now().Sub(c.since)))
+		return
+	}
+	stopTimer(c.timer)
+	if ev.err != nil {
+		s.reload.err = ev.err
+		s.driveReload(reloadInput{kind: inRejected})
+		return
+	}
+	c.next, c.kept = ev.next, ev.kept
+	s.driveReload(reloadInput{kind: inLoaded})
+}
+
+// resolveNext makes the next generation, not numbered yet, of the
+// configuration loaded over cur, the serving one, and returns the
+// start-only settings it kept from cur. It checks the configuration and
+// resolves the command and the user, which reads the filesystem and the
+// user database (NSS may ask the network): the loop calls it only without
+// Options.Load, on the configuration it already runs.
+func resolveNext(cur, loaded Config) (*generation, []string, error) {
+	// The master's own sockets, log and steering are not the children's:
+	// they stay until the next start.
+	cfg, kept := keepStartOnly(cur, loaded)
+	g, err := newGeneration(0, cfg)
+	return g, kept, err
+}
+
+// configReadTimedOut rejects the reload whose read passed its deadline.
+// The read's goroutine stays blocked in the kernel; its result, if it
+// ever comes, is ignored.
+func (s *Supervisor) configReadTimedOut(seq uint64) {
+	c := &s.reload.read
+	if seq != c.seq || c.pending != seq || s.reload.machine.phase != reloadLoading {
+		return // the read returned first
+	}
+	s.reload.err = fmt.Errorf("config: reading %s took longer than %s; is it on a hung filesystem?", s.configName(), c.wait())
+	s.driveReload(reloadInput{kind: inRejected})
+}
+
+// configName names what Options.Load reads, for the log.
+func (s *Supervisor) configName() string {
+	if s.opts.ConfigFile != "" {
+		return s.opts.ConfigFile
+	}
+	return "the configuration"
+}
+
+// beginReload binds what the next generation, made of the configuration
+// read, needs and starts its children.
+func (s *Supervisor) beginReload() reloadInput {
+	r := &s.reload
+	g := r.read.next
+	r.read.next = nil
+	g.number = s.cur.number + 1
+	if len(r.read.kept) > 0 {
+		s.log.Warn("settings changed that take effect at the next start, not on reload", "settings", r.read.kept)
+	}
+	if err := s.bindGeneration(g); err != nil {
 		r.err = err
 		return reloadInput{kind: inRejected}
 	}
@@ -117,39 +253,22 @@ func (s *Supervisor) beginReload() reloadInput {
 	return reloadInput{kind: inSpawned, n: len(g.slots), failed: r.err != nil}
 }
 
-// prepareGeneration loads and checks the configuration of the next
-// generation, and binds what it needs. An error means rejection: nothing
-// changed.
-func (s *Supervisor) prepareGeneration() (*generation, error) {
-	cfg := s.cur.cfg
-	if s.opts.Load != nil {
-		var err error
-		if cfg, err = s.opts.Load(); err != nil {
-			return nil, err
-		}
-	}
-	// The master's own sockets, log and steering are not the children's:
-	// they stay until the next start.
-	cfg, kept := keepStartOnly(s.cur.cfg, cfg)
-	if len(kept) > 0 {
-		s.log.Warn("settings changed that take effect at the next start, not on reload", "settings", kept)
-	}
-	g, err := newGeneration(s.cur.number+1, cfg)
-	if err != nil {
-		return nil, err
-	}
+// bindGeneration binds what the next generation g needs. An error means
+// rejection: nothing changed.
+func (s *Supervisor) bindGeneration(g *generation) error {
+	cfg := g.cfg
 	if cfg.Listen != s.cur.cfg.Listen && !s.sockets.has(cfg.Listen) {
 		if err := sockopt.CheckFree(cfg.Listen); err != nil {
-			return nil, fmt.Errorf("listen: %w", err)
+			return fmt.Errorf("listen: %w", err)
 		}
 	}
 	if cfg.Sockets == SocketsMaster {
 		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
 			s.sockets.release(s.inUse)
-			return nil, fmt.Errorf("listen: %w", err)
+			return fmt.Errorf("listen: %w", err)
 		}
 	}
-	return g, nil
+	return nil
 }
 
 // commitReload makes the new generation the serving one and drains every
@@ -220,6 +339,7 @@ func (s *Supervisor) abortReload() { s.driveReload(reloadInput{kind: inStop}) }
 func (s *Supervisor) abandonReload() {
 	r := &s.reload
 	r.next = nil
+	stopTimer(r.read.timer)
 	s.answerReload(append(r.waiters, r.later...), ReloadResult{Generation: s.cur.number, Err: ErrStopping})
 	r.waiters, r.later = nil, nil
 }

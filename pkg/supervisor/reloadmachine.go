@@ -7,10 +7,14 @@ package supervisor
 // so nothing re-enters the machine while its actions run. This is where a
 // reload is decided.
 //
-//	idle ──request──▶ spawning ──spawned──▶ starting ──every new child ready──▶ idle  (commit)
-//	                     │   └──a start failed──┐  └──a new child failed───────▶ idle  (roll back)
-//	                     │                      └──────────────────────────────▶ idle  (roll back)
-//	                     └──config rejected────────────────────────────────────▶ idle  (reject)
+//	idle ──request──▶ loading ──loaded──▶ spawning ──spawned──▶ starting ──every new child ready──▶ idle  (commit)
+//	                     │                   │   └──a start failed──┐  └──a new child failed───────▶ idle  (roll back)
+//	                     │                   │                      └──────────────────────────────▶ idle  (roll back)
+//	                     └───────────────────┴──config rejected────────────────────────────────────▶ idle  (reject)
+//
+// Loading waits for the configuration, which a goroutine reads off the
+// loop (reload.go, startLoad): a config file on a hung filesystem must not
+// stop supervision. A read that passes its deadline is a rejection.
 //
 // Every end is followed by answer (the callers of that reload get its
 // outcome). A request while a reload runs is coalesced: however many
@@ -22,7 +26,8 @@ type reloadPhase uint8
 
 const (
 	reloadIdle     reloadPhase = iota // no reload running
-	reloadSpawning                    // the new generation is being loaded and started
+	reloadLoading                     // the configuration is being read, off the loop
+	reloadSpawning                    // the new generation is being checked and started
 	reloadStarting                    // its children are starting; waiting for each READY=1
 )
 
@@ -38,8 +43,9 @@ type reloadInputKind uint8
 
 const (
 	inRequest   reloadInputKind = iota + 1 // a reload was asked for
+	inLoaded                               // the configuration was read
 	inSpawned                              // the new generation was started: n children, failed if a start failed
-	inRejected                             // the new configuration was refused
+	inRejected                             // the new configuration was refused, or could not be read in time
 	inNewReady                             // a child of the new generation said READY=1
 	inNewFailed                            // a child of the new generation exited or timed out
 	inStop                                 // the supervisor stops
@@ -55,9 +61,12 @@ type reloadInput struct {
 type reloadAction uint8
 
 const (
-	// actBegin: load and check the configuration and start the new
+	// actLoad: start reading the configuration off the loop; inLoaded or
+	// inRejected follows, yielded at once when there is nothing to read.
+	actLoad reloadAction = iota + 1
+	// actBegin: check the configuration read and start the new
 	// generation; yields inSpawned or inRejected.
-	actBegin reloadAction = iota + 1
+	actBegin
 	// actCommit: the new generation becomes current; drain the old one.
 	actCommit
 	// actRollback: drain the new generation; the old one serves on.
@@ -74,7 +83,8 @@ const (
 // step is the reload state machine. Inputs that make no sense in a phase
 // (a stray ready after a rollback, say) change nothing. In spawning, no
 // child of the new generation can be heard from yet: the driver feeds
-// actBegin's outcome before the loop handles any other event.
+// actBegin's outcome before the loop handles any other event. In loading,
+// the loop handles every other event while it waits.
 func (m reloadMachine) step(in reloadInput) (reloadMachine, []reloadAction) {
 	if in.kind == inStop {
 		if m.phase == reloadIdle {
@@ -85,7 +95,17 @@ func (m reloadMachine) step(in reloadInput) (reloadMachine, []reloadAction) {
 	switch m.phase {
 	case reloadIdle:
 		if in.kind == inRequest {
-			return reloadMachine{phase: reloadSpawning}, []reloadAction{actBegin}
+			return reloadMachine{phase: reloadLoading}, []reloadAction{actLoad}
+		}
+	case reloadLoading:
+		switch in.kind {
+		case inRequest:
+			m.again = true
+		case inLoaded:
+			m.phase = reloadSpawning
+			return m, []reloadAction{actBegin}
+		case inRejected:
+			return m.finish(actReject)
 		}
 	case reloadSpawning:
 		switch in.kind {
@@ -124,7 +144,7 @@ func (m reloadMachine) step(in reloadInput) (reloadMachine, []reloadAction) {
 // begins the coalesced one, if any.
 func (m reloadMachine) finish(outcome reloadAction) (reloadMachine, []reloadAction) {
 	if m.again {
-		return reloadMachine{phase: reloadSpawning}, []reloadAction{outcome, actAnswer, actBegin}
+		return reloadMachine{phase: reloadLoading}, []reloadAction{outcome, actAnswer, actLoad}
 	}
 	return reloadMachine{}, []reloadAction{outcome, actAnswer}
 }

@@ -56,7 +56,11 @@ type Options struct {
 	// Load returns the configuration for a reload: the config file re-read
 	// with flags still winning. Nil reloads with the configuration the
 	// supervisor was created with.
+	// Load runs in a goroutine of its own, with a deadline (5 s).
 	Load func() (Config, error)
+	// ConfigFile names what Load reads, for the error of a read that
+	// passes its deadline; "" says "the configuration".
+	ConfigFile string
 }
 
 // Supervisor runs and watches the children. Create it with New, then call

@@ -54,6 +54,10 @@ type Options struct {
 	// with flags still winning. Nil reloads with the configuration the
 	// supervisor was created with.
 	Load func() (Config, error)
+	// LogDropped returns how many of the master's log lines were dropped
+	// (its log output blocked or failing), for prefork_log_dropped_total;
+	// nil reads 0.
+	LogDropped func() uint64
 }
 
 // Supervisor runs and watches the children. Create it with New, then call

@@ -179,8 +179,11 @@ func equal(a, b []string) bool {
 func TestWriteNeverBlocks(t *testing.T) {
 	t.Parallel()
 	dst := newFakeDst(true, nil)
-	t.Cleanup(func() { close(dst.release) })
 	w := New(dst, Options{Size: 4096, Notice: testNotice})
+	t.Cleanup(func() {
+		close(dst.release)
+		closeWithin(t, w, 10*time.Second)
+	})
 	line := []byte(rec('x', 100))
 	w.Write(line)
 	<-dst.entered

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/prefork/prefork/pkg/supervisor"
 	"github.com/urfave/cli/v2"
@@ -41,8 +42,23 @@ func run(args []string) int {
 	if errors.As(err, &ec) {
 		code = ec.ExitCode()
 	}
-	fmt.Fprintf(os.Stderr, "master: %v\n", err)
+	sayBounded(fmt.Sprintf("master: %v\n", err))
 	return code
+}
+
+// sayBounded writes the last line of a run to stderr, waiting at most
+// logFlushTimeout: a master whose stderr nobody reads (a stuck log
+// pipeline) must still exit.
+func sayBounded(line string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		os.Stderr.WriteString(line)
+	}()
+	select {
+	case <-done:
+	case <-time.After(logFlushTimeout):
+	}
 }
 
 func newApp() *cli.App {

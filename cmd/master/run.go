@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/prefork/prefork/pkg/logwriter"
 	"github.com/prefork/prefork/pkg/supervisor"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -32,11 +35,12 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), exitBadInput)
 	}
-	log := newLogger(cfg.LogFormat)
+	log, logw := newLogger(cfg.LogFormat)
+	defer flushLog(logw)
 	sup, err := supervisor.New(cfg, supervisor.Options{
-		Log:  log,
-		Load: func() (supervisor.Config, error) { return loadConfig(c) },
-
+		Log:        log,
+		Load:       func() (supervisor.Config, error) { return loadConfig(c) },
+		LogDropped: func() uint64 { return logw.Dropped().Lines },
 		// Named in the error of a reload whose read of it hangs.
 		ConfigFile: c.String(supervisor.ConfigSetting),
 	})
@@ -187,12 +191,42 @@ func defaultCommand() ([]string, error) {
 	return []string{filepath.Join(filepath.Dir(self), "child")}, nil
 }
 
-func newLogger(format string) *slog.Logger {
+// newLogger returns the master's logger, and the writer under it to
+// flush at exit. Its lines go to stderr through a bounded buffer that a
+// goroutine of its own writes: stderr is shared with the children
+// (--child-output inherit) and may not be read, and a log line must never
+// delay the event loop. What the buffer cannot hold is dropped, counted
+// (prefork_log_dropped_total) and said, by a line in the same format,
+// once stderr takes lines again.
+func newLogger(format string) (*slog.Logger, *logwriter.Writer) {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	handler := func(w io.Writer) slog.Handler {
+		if format == "json" {
+			return slog.NewJSONHandler(w, opts)
+		}
+		return slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	w := logwriter.New(os.Stderr, logwriter.Options{Notice: logwriter.SlogNotice(handler)})
+	log := slog.New(handler(w))
+	// What the standard library logs (net/http's errors of the admin and
+	// metrics servers) goes the same way, in the same format, instead of
+	// to stderr directly, where it would block on a stderr nobody reads.
+	slog.SetDefault(log)
+	return log, w
+}
+
+// logFlushTimeout bounds how long the master's exit waits for its last
+// log lines: enough for a healthy stderr, and a stderr nobody reads must
+// not hold up the exit.
+const logFlushTimeout = 2 * time.Second
+
+// flushLog writes the log lines still buffered, at most logFlushTimeout.
+// If stderr is stuck, there is nowhere to say what was left: stderr is
+// where it would go.
+func flushLog(w *logwriter.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
+	defer cancel()
+	_ = w.Close(ctx)
 }
 
 // exitCode says why the master stopped (see the README's exit status

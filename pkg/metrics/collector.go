@@ -22,6 +22,9 @@ type Snapshot struct {
 	Reloads map[string]uint64
 	// ReloadDuration is the histogram of reload durations, in seconds.
 	ReloadDuration HistogramSnapshot
+	// LogDropped counts the master's log lines dropped because its log
+	// output was blocked or failing.
+	LogDropped uint64
 }
 
 // SlotSnapshot holds the counters of one slot.
@@ -89,7 +92,7 @@ type Collector struct {
 	kernel   Kernel
 
 	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
-	watchdogKills, recycles, steeredAway, steerChanges                                *prometheus.Desc
+	watchdogKills, recycles, steeredAway, steerChanges, logDropped                    *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -140,13 +143,15 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 			"1 while new connections are steered away from the slot.", []string{"slot"}, nil),
 		steerChanges: prometheus.NewDesc("prefork_steer_changes_total",
 			"Times new connections were steered away from the slot.", []string{"slot"}, nil),
+		logDropped: prometheus.NewDesc("prefork_log_dropped_total",
+			"The master's log lines dropped because its log output was blocked or failing.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation,
-		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges} {
+		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped} {
 		ch <- d
 	}
 }
@@ -160,6 +165,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.generation, prometheus.GaugeValue, float64(s.Generation))
 	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(s.Workers))
+	ch <- prometheus.MustNewConstMetric(c.logDropped, prometheus.CounterValue, float64(s.LogDropped))
 	for _, sl := range s.Slots {
 		slot := strconv.Itoa(sl.Slot)
 		ch <- prometheus.MustNewConstMetric(c.accepts, prometheus.CounterValue, float64(sl.Accepts), slot)

@@ -28,6 +28,7 @@ func fixedSnapshot() Snapshot {
 		},
 		Reloads:        map[string]uint64{"success": 2, "rolled_back": 1},
 		ReloadDuration: h,
+		LogDropped:     5,
 	}
 }
 

@@ -23,6 +23,9 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 		Reloads:        make(map[string]uint64, len(s.tally.reloads)),
 		ReloadDuration: s.tally.reloadHist.Clone(),
 	}
+	if s.opts.LogDropped != nil {
+		snap.LogDropped = s.opts.LogDropped()
+	}
 	for k, v := range s.tally.reloads {
 		snap.Reloads[k] = v
 	}

@@ -61,6 +61,10 @@ type Options struct {
 	// ConfigFile names what Load reads, for the error of a read that
 	// passes its deadline; "" says "the configuration".
 	ConfigFile string
+	// LogDropped returns how many of the master's log lines were dropped
+	// (its log output blocked or failing), for prefork_log_dropped_total;
+	// nil reads 0.
+	LogDropped func() uint64
 }
 
 // Supervisor runs and watches the children. Create it with New, then call

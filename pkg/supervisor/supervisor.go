@@ -269,12 +269,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}()
 	var admin, metricsSrv *http.Server
 	if s.control != nil {
-		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go admin.Serve(s.control)
+		admin = newServer(s.adminHandler(), s.log)
+		go admin.Serve(guard(s.control, "control", ControlConnCap, checkControlPeer, s.log))
 	}
 	if s.metrics != nil {
-		metricsSrv = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go metricsSrv.Serve(s.metrics)
+		metricsSrv = newServer(s.metricsHandler(), s.log)
+		go metricsSrv.Serve(guard(s.metrics, "metrics", MetricsConnCap, nil, s.log))
 	}
 	s.warnMigrateReq(s.cur.cfg)
 	if s.steering.off != "" && s.cur.cfg.Steer == SteerAuto {
@@ -301,6 +301,33 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return ErrDrainCut
 	}
 	return nil
+}
+
+// Deadlines of the master's own HTTP servers: a client may take
+// serverReadTimeout to send a request (none has a body worth the name)
+// and serverWriteTimeout to take its answer, and may keep a connection
+// idle for serverIdleTimeout. POST /reload lifts them for its own
+// request, which waits for the reload. With the caps of guard, they
+// keep idle and slow clients from holding the master's descriptors.
+const (
+	serverReadHeaderTimeout = 5 * time.Second
+	serverReadTimeout       = 10 * time.Second
+	serverWriteTimeout      = 30 * time.Second
+	serverIdleTimeout       = 60 * time.Second
+)
+
+// newServer returns an HTTP server of the master's with the deadlines
+// above; its own errors (accept failing, a handler's panic) go to the
+// master's log, not unformatted to its stderr.
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: serverReadHeaderTimeout,
+		ReadTimeout:       serverReadTimeout,
+		WriteTimeout:      serverWriteTimeout,
+		IdleTimeout:       serverIdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // notifySystemd tells the service manager that started the master, if any

@@ -211,9 +211,13 @@ func (s *Supervisor) open(cfg Config) (err error) {
 	return err
 }
 
-// newGeneration checks cfg and resolves its command.
+// newGeneration checks cfg, and the descriptor limit against it, and
+// resolves its command.
 func newGeneration(number int, cfg Config) (*generation, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkFDs(cfg); err != nil {
 		return nil, err
 	}
 	path, err := exec.LookPath(cfg.Command[0])

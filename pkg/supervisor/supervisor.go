@@ -274,11 +274,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	var admin, metricsSrv *http.Server
 	if s.control != nil {
 		admin = newServer(s.adminHandler(), s.log)
-		go admin.Serve(guard(s.control, "control", ControlConnCap, checkControlPeer, s.log))
+		go guard(s.control, "control", ControlConnCap, checkControlPeer, s.log).serve(admin)
 	}
 	if s.metrics != nil {
 		metricsSrv = newServer(s.metricsHandler(), s.log)
-		go metricsSrv.Serve(guard(s.metrics, "metrics", MetricsConnCap, nil, s.log))
+		go guard(s.metrics, "metrics", MetricsConnCap, nil, s.log).serve(metricsSrv)
 	}
 	s.warnMigrateReq(s.cur.cfg)
 	if s.steering.off != "" && s.cur.cfg.Steer == SteerAuto {

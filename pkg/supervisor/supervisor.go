@@ -79,9 +79,10 @@ type Supervisor struct {
 	tally         tally
 	recycleChecks recycleChecks
 	steering      *steering
-	announced     bool     // READY=1 sent to systemd
-	stopping      StopMode // 0 while running
-	drainCut      bool     // a child was killed at the drain timeout
+	announced     bool            // READY=1 sent to systemd
+	stopping      StopMode        // 0 while running
+	drainCut      bool            // a child was killed at the drain timeout
+	reserveWarned map[string]bool // addresses that could not be reserved, said once
 }
 
 // tally holds the totals behind the metrics that outlive the children
@@ -173,6 +174,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 		return nil, err
 	}
 	s.sockets.steer, s.steering.off = on, why
+	s.followReservations()
 	if err := s.open(cfg); err != nil {
 		s.release()
 		return nil, err
@@ -196,6 +198,8 @@ func (s *Supervisor) open(cfg Config) (err error) {
 		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
+	} else {
+		s.syncReservations() // after CheckFree: the probe would fail on it
 	}
 	if cfg.Control != "" {
 		if s.control, err = listenControl(cfg.Control); err != nil {

@@ -52,11 +52,10 @@ func squat(t *testing.T, uid uint32, addr string) string {
 
 // In child socket mode, no other user can bind the listen address while
 // the master runs (issue 12, item 7), even when no child listens on it:
-// before the first child binds and between a child's death and its
-// successor's bind. The children start through a gate that holds them
-// before they bind, which makes the gap as long as the test needs. On
-// main the squatter bound the address in the gap, and answered every
-// request from then on.
+// between a child's death and its successor's bind. The successors start
+// through a gate that holds them before they bind, which makes the gap as
+// long as the test needs. On main the squatter bound the address in the
+// gap, and answered every request from then on.
 func TestOtherUserCannotTakeTheAddress(t *testing.T) {
 	t.Parallel()
 	needRootAndPython(t)
@@ -80,28 +79,32 @@ func TestOtherUserCannotTakeTheAddress(t *testing.T) {
 			addr := testkit.FreeAddr(t)
 			m := startMasterOn(t, addr, nil, append([]string{"--workers", "1"}, append(tt.args, "--", wrapper)...)...)
 
-			var killed int
-			for round, when := range []string{"before the first child binds", "between a killed child and its successor"} {
+			// The first child starts at once; each successor waits at
+			// the gate until the squatter has tried.
+			if err := os.WriteFile(gate, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			pid := m.waitMsg(15*time.Second, 1, "child ready")[0].int("pid")
+			if err := os.Remove(gate); err != nil {
+				t.Fatal(err)
+			}
+			for round := 1; round <= 2; round++ {
+				if err := killPID(pid); err != nil {
+					t.Fatal(err)
+				}
 				m.waitMsg(15*time.Second, round+1, "child started")
 				if got := squat(t, tt.squatAs, addr); got == "bound" {
-					t.Errorf("%s: uid %d bound %s", when, tt.squatAs, addr)
+					t.Errorf("restart %d: uid %d bound %s between a killed child and its successor", round, tt.squatAs, addr)
 				}
 				if err := os.WriteFile(gate, nil, 0o644); err != nil {
 					t.Fatal(err)
 				}
-				readyLines := m.waitMsg(15*time.Second, round+1, "child ready")
-				pid := readyLines[round].int("pid")
+				pid = m.waitMsg(15*time.Second, round+1, "child ready")[round].int("pid")
 				if w, err := getWhoami(addr); err != nil || w.PID != pid {
-					t.Fatalf("%s: request answered by %+v, %v; want the slot's child, pid %d", when, w, err, pid)
+					t.Fatalf("restart %d: request answered by %+v, %v; want the slot's child, pid %d", round, w, err, pid)
 				}
 				if err := os.Remove(gate); err != nil {
 					t.Fatal(err)
-				}
-				if killed == 0 {
-					killed = pid
-					if err := killPID(pid); err != nil {
-						t.Fatal(err)
-					}
 				}
 			}
 		})

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -16,6 +17,12 @@ import (
 // squatter took the port and answered every request). The children bind
 // beside it (same uid, SO_REUSEPORT); it joins no accept group and never
 // takes a connection.
+//
+// It is made once a child of the serving generation is ready, beside
+// that child's listener, not before the first child binds: a program
+// that binds without SO_REUSEPORT (one copy of Python's http.server, say)
+// could not bind at all beside it. Beside such a listener the
+// reservation fails instead, and the master says so once.
 type reservation struct {
 	fd  int
 	uid int
@@ -126,6 +133,11 @@ func (s *Supervisor) syncReservations() {
 			s.reserveWarned = make(map[string]bool)
 		}
 		s.reserveWarned[addr] = true
+		if errors.Is(err, unix.EADDRINUSE) {
+			s.log.Info("the listen address is not held between children: their listener does not set SO_REUSEPORT, "+
+				"so another user could bind it while a child restarts", "listen", addr)
+			continue
+		}
 		s.log.Warn("cannot hold the listen address between children; another user could bind it while a child restarts",
 			"listen", addr, "err", err)
 	}

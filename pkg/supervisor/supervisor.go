@@ -198,8 +198,6 @@ func (s *Supervisor) open(cfg Config) (err error) {
 		if err := s.sockets.ensure(cfg.Listen, cfg.Workers); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
-	} else {
-		s.syncReservations() // after CheckFree: the probe would fail on it
 	}
 	if cfg.Control != "" {
 		if s.control, err = listenControl(cfg.Control); err != nil {

@@ -154,13 +154,14 @@ func defaultControlDir(dir string) bool {
 // prepareControlDir checks the control socket's directory, and refuses
 // one in which another user could replace the socket: a directory of
 // another user (root aside), or one that others may write without the
-// sticky bit. A private one (a directory of DefaultControl) is made if
-// missing, with mode 0700, and must then be the user's own with no
-// access for others; any other must exist.
-func prepareControlDir(dir string, private bool) error {
+// sticky bit. A directory of DefaultControl is made if missing, with
+// mode 0700; the private one of a user (/tmp/prefork-UID) must then be
+// the user's own with no access for others, since anyone may have made
+// it first. Any other must exist.
+func prepareControlDir(dir string, ours bool) error {
 	euid := os.Geteuid()
 	fi, err := os.Stat(dir)
-	if private && errors.Is(err, fs.ErrNotExist) {
+	if ours && errors.Is(err, fs.ErrNotExist) {
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("control: make the directory %s: %w", dir, err)
 		}
@@ -172,6 +173,7 @@ func prepareControlDir(dir string, private bool) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("control: %s is not a directory", dir)
 	}
+	private := dir == privateControlDir(euid)
 	owner, perm := ownerOf(fi), fi.Mode().Perm()
 	switch {
 	case private && (owner != euid || perm&0o077 != 0):

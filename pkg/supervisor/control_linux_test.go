@@ -39,21 +39,35 @@ func TestDefaultControl(t *testing.T) {
 func TestListenControlDirectory(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
-	private := filepath.Join(base, "new")
-	if err := prepareControlDir(private, true); err != nil {
-		t.Fatalf("a missing private directory: %v", err)
+	made := filepath.Join(base, "new")
+	if err := prepareControlDir(made, true); err != nil {
+		t.Fatalf("a missing directory of the default path: %v", err)
 	}
-	if fi, err := os.Stat(private); err != nil || fi.Mode().Perm() != 0o700 {
+	if fi, err := os.Stat(made); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("the directory made for the socket: %v, %v; want mode 0700", fi.Mode(), err)
 	}
-	if err := os.Chmod(private, 0o755); err != nil {
+	if err := os.Chmod(made, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := prepareControlDir(private, true); err == nil || !strings.Contains(err.Error(), "mode 0700") {
-		t.Errorf("a private directory of mode 0755: %v, want refused", err)
+	if err := prepareControlDir(made, false); err != nil {
+		t.Errorf("a directory of mode 0755 of the master's user: %v", err)
 	}
-	if err := prepareControlDir(private, false); err != nil {
-		t.Errorf("a directory of mode 0755 given with --control: %v", err)
+	if err := prepareControlDir(filepath.Join(base, "missing"), false); err == nil {
+		t.Errorf("a missing directory given with --control: made, want refused")
+	}
+	// The private directory of a user without a runtime directory: made
+	// by someone else first, or open to others, it is refused.
+	private := privateControlDir(os.Geteuid())
+	if _, err := os.Stat(private); err == nil {
+		t.Logf("%s exists; not checking the private directory's mode", private)
+	} else if err := os.Mkdir(private, 0o755); err == nil {
+		defer os.Remove(private)
+		if err := os.Chmod(private, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := prepareControlDir(private, true); err == nil || !strings.Contains(err.Error(), "mode 0700") {
+			t.Errorf("the private directory with mode 0755: %v, want refused", err)
+		}
 	}
 
 	open := filepath.Join(base, "open")

@@ -46,13 +46,7 @@ func (s *Supervisor) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
-		// A reload takes as long as it takes (ready timeouts, drains):
-		// the server's read and write deadlines, which bound every other
-		// request, must not cut its answer or cancel its wait.
-		rc := http.NewResponseController(w)
-		rc.SetReadDeadline(time.Time{})
-		rc.SetWriteDeadline(time.Time{})
+	mux.HandleFunc("POST /reload", untimed(func(w http.ResponseWriter, r *http.Request) {
 		res := s.Reload(r.Context())
 		code := http.StatusOK
 		switch {
@@ -67,7 +61,7 @@ func (s *Supervisor) adminHandler() http.Handler {
 			reply.Error = res.Err.Error()
 		}
 		writeJSON(w, code, reply)
-	})
+	}))
 	mux.HandleFunc("POST /scale", func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
 		if err != nil {
@@ -88,6 +82,19 @@ func (s *Supervisor) adminHandler() http.Handler {
 		s.Stop(StopGraceful)
 	})
 	return mux
+}
+
+// untimed lifts the server's read and write deadlines for h's requests,
+// which take as long as they take (a reload: ready timeouts, drains): a
+// deadline would cut the answer, and the read deadline, when it passes,
+// would cancel the request's context and with it the wait.
+func untimed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
+		h(w, r)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -14,11 +14,17 @@ import (
 // serveGuarded serves h through a guard of cap n on a loopback port.
 func serveGuarded(t *testing.T, n int, h http.Handler) string {
 	t.Helper()
+	return serveLimited(t, n, h, masterServerLimits)
+}
+
+// serveLimited is serveGuarded with the server's limits given.
+func serveLimited(t *testing.T, n int, h http.Handler, limits serverLimits) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newServer(h, slog.New(slog.DiscardHandler))
+	srv := newServer(h, slog.New(slog.DiscardHandler), limits)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -106,5 +112,43 @@ func TestGuardRefusesWhenBusy(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
 		t.Errorf("read on a connection beyond the cap: %v, want closed at once", err)
+	}
+}
+
+// A request wrapped in untimed (POST /reload) is answered however long it
+// takes, past the server's read and write deadlines, with its context
+// alive; any other is cut at the write deadline.
+func TestUntimedOutlivesDeadlines(t *testing.T) {
+	t.Parallel()
+	short := serverLimits{readHeader: 100 * time.Millisecond, read: 100 * time.Millisecond,
+		write: 100 * time.Millisecond, idle: time.Second}
+	slow := func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(400 * time.Millisecond):
+			io.WriteString(w, "done")
+		case <-r.Context().Done():
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		h    http.HandlerFunc
+		want bool
+	}{
+		{name: "untimed", h: untimed(slow), want: true},
+		{name: "timed", h: slow, want: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			addr := serveLimited(t, 4, tt.h, short)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			answered := request(t, c) == "200 OK"
+			if answered != tt.want {
+				t.Errorf("answered = %v, want %v", answered, tt.want)
+			}
+		})
 	}
 }

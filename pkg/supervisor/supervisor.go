@@ -275,11 +275,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}()
 	var admin, metricsSrv *http.Server
 	if s.control != nil {
-		admin = newServer(s.adminHandler(), s.log)
+		admin = newServer(s.adminHandler(), s.log, masterServerLimits)
 		go guard(s.control, "control", ControlConnCap, checkControlPeer, s.log).serve(admin)
 	}
 	if s.metrics != nil {
-		metricsSrv = newServer(s.metricsHandler(), s.log)
+		metricsSrv = newServer(s.metricsHandler(), s.log, masterServerLimits)
 		go guard(s.metrics, "metrics", MetricsConnCap, nil, s.log).serve(metricsSrv)
 	}
 	s.warnMigrateReq(s.cur.cfg)
@@ -309,29 +309,31 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	return nil
 }
 
-// Deadlines of the master's own HTTP servers: a client may take
-// serverReadTimeout to send a request (none has a body worth the name)
-// and serverWriteTimeout to take its answer, and may keep a connection
-// idle for serverIdleTimeout. POST /reload lifts them for its own
-// request, which waits for the reload. With the caps of guard, they
-// keep idle and slow clients from holding the master's descriptors.
-const (
-	serverReadHeaderTimeout = 5 * time.Second
-	serverReadTimeout       = 10 * time.Second
-	serverWriteTimeout      = 30 * time.Second
-	serverIdleTimeout       = 60 * time.Second
-)
+// serverLimits are the deadlines of one of the master's HTTP servers: a
+// client may take readHeader to send a request's headers and read for
+// all of it (none has a body worth the name), write to take its answer,
+// and may keep a connection idle for idle.
+type serverLimits struct {
+	readHeader, read, write, idle time.Duration
+}
 
-// newServer returns an HTTP server of the master's with the deadlines
-// above; its own errors (accept failing, a handler's panic) go to the
-// master's log, not unformatted to its stderr.
-func newServer(h http.Handler, log *slog.Logger) *http.Server {
+// masterServerLimits are those of the control socket and the metrics
+// endpoint. POST /reload lifts them for its own request (untimed), which
+// waits for the reload. With the caps of guard, they keep idle and slow
+// clients from holding the master's descriptors.
+var masterServerLimits = serverLimits{readHeader: 5 * time.Second, read: 10 * time.Second,
+	write: 30 * time.Second, idle: 60 * time.Second}
+
+// newServer returns an HTTP server of the master's with limits; its own
+// errors (accept failing, a handler's panic) go to the master's log, not
+// unformatted to its stderr.
+func newServer(h http.Handler, log *slog.Logger, limits serverLimits) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: serverReadHeaderTimeout,
-		ReadTimeout:       serverReadTimeout,
-		WriteTimeout:      serverWriteTimeout,
-		IdleTimeout:       serverIdleTimeout,
+		ReadHeaderTimeout: limits.readHeader,
+		ReadTimeout:       limits.read,
+		WriteTimeout:      limits.write,
+		IdleTimeout:       limits.idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }

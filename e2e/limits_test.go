@@ -101,15 +101,19 @@ func TestIdleConnectionsCannotStopRestarts(t *testing.T) {
 		c.Write([]byte("GET /status HTTP/1.1\r\nHost: x\r\n\r\n"))
 	}
 
+	killed := time.Now()
 	if err := killPID(ready[0]); err != nil {
 		t.Fatal(err)
 	}
 	m.waitLog(10*time.Second, 1, "of a restarted child ready", func(l logLine) bool {
 		return l.msg() == "child ready" && l.int("pid") != ready[0]
 	})
+	t.Logf("a killed child's successor was ready %v after the kill", time.Since(killed).Round(time.Millisecond))
+	asked := time.Now()
 	if code, out, errOut := m.ctl("status"); code != 0 || !strings.Contains(out, "ready") {
 		t.Errorf("master status with idle connections open: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	t.Logf("master status answered in %v", time.Since(asked).Round(time.Millisecond))
 	if code, _, err := get(metrics, "/healthz"); err != nil && code != 0 {
 		t.Logf("/healthz with the cap reached: %d %v (refusing it is allowed)", code, err)
 	}

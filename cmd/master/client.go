@@ -9,9 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"os/user"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -19,12 +20,10 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// defaultControl is $XDG_RUNTIME_DIR/prefork.sock, else /tmp/prefork-UID.sock.
+// defaultControl is the control path of supervisor.DefaultControl for
+// the user running the command.
 func defaultControl() string {
-	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
-		return filepath.Join(dir, "prefork.sock")
-	}
-	return fmt.Sprintf("/tmp/prefork-%d.sock", os.Getuid())
+	return supervisor.DefaultControl(os.Geteuid(), os.Getenv("XDG_RUNTIME_DIR"))
 }
 
 func controlFlag() cli.Flag {
@@ -44,14 +43,71 @@ func newClient(c *cli.Context, timeout time.Duration) *client {
 	path := c.String("control")
 	return &client{path: path, http: &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
+			return dialControl(ctx, path)
 		},
 	}}}
 }
 
+// dialError is a connection to the control socket that failed or was
+// refused: its text is the one line the command prints.
+type dialError struct{ msg string }
+
+func (e *dialError) Error() string { return e.msg }
+
+// dialControl connects to the control socket at path and checks who
+// serves it (SO_PEERCRED): only a master of the caller's own user or
+// root is told anything. Another user's socket at the path would
+// otherwise take the command and answer what it liked.
+func dialControl(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		return nil, &dialError{fmt.Sprintf("permission denied: the control socket at %s belongs to %s; run as that user or root",
+			path, ownerName(path))}
+	case err != nil:
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err
+		}
+		return nil, &dialError{fmt.Sprintf("no master is running at %s (%v)", path, err)}
+	}
+	uid, pid, err := supervisor.PeerCred(conn)
+	if err != nil {
+		conn.Close()
+		return nil, &dialError{fmt.Sprintf("control socket %s: %v", path, err)}
+	}
+	if !supervisor.TrustedPeer(uid) {
+		conn.Close()
+		return nil, &dialError{fmt.Sprintf("the control socket at %s is served by %s (pid %d), not by this user or root: refusing to talk to it",
+			path, userName(uid), pid)}
+	}
+	return conn, nil
+}
+
+// ownerName names the owner of the file at path, for a message.
+func ownerName(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "another user"
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "another user"
+	}
+	return userName(int(st.Uid))
+}
+
+// userName is "user NAME (uid N)", or "uid N" when it has no name.
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return fmt.Sprintf("user %s (uid %d)", u.Username, uid)
+	}
+	return fmt.Sprintf("uid %d", uid)
+}
+
 // do sends a request and returns the status and body; a master that is not
-// there is one clear line.
+// there, or not one to talk to, is one clear line.
 func (cl *client) do(method, path string) (int, []byte, error) {
 	req, err := http.NewRequest(method, "http://master"+path, nil)
 	if err != nil {
@@ -59,9 +115,9 @@ func (cl *client) do(method, path string) (int, []byte, error) {
 	}
 	resp, err := cl.http.Do(req)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return 0, nil, fmt.Errorf("no master is running at %s (%v)", cl.path, op.Err)
+		var de *dialError
+		if errors.As(err, &de) {
+			return 0, nil, de
 		}
 		return 0, nil, err
 	}

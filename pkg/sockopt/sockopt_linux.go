@@ -79,13 +79,28 @@ func ListenFD(address string) (int, error) {
 }
 
 func listenFD(address string) (int, error) {
-	ta, err := net.ResolveTCPAddr("tcp", address)
+	fd, family, sa, err := newSocket(address)
 	if err != nil {
 		return -1, err
 	}
+	if err := setupListener(fd, family, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// newSocket makes the TCP socket, not yet bound, that Go's own Listen
+// would make for address, non-blocking and close-on-exec, and returns it
+// with its family and the address to bind.
+func newSocket(address string) (int, int, unix.Sockaddr, error) {
+	ta, err := net.ResolveTCPAddr("tcp", address)
+	if err != nil {
+		return -1, 0, nil, err
+	}
 	family, sa, err := sockaddr(ta)
 	if err != nil {
-		return -1, err
+		return -1, 0, nil, err
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if errors.Is(err, unix.EAFNOSUPPORT) && family == unix.AF_INET6 && (ta.IP == nil || ta.IP.To4() != nil) {
@@ -94,13 +109,46 @@ func listenFD(address string) (int, error) {
 		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	}
 	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
+		return -1, 0, nil, fmt.Errorf("socket: %w", err)
 	}
-	if err := setupListener(fd, family, sa); err != nil {
+	return fd, family, sa, nil
+}
+
+// ReserveFD binds a TCP socket on address with SO_REUSEPORT and without
+// SO_REUSEADDR, does not listen, and returns it as a bare descriptor,
+// close-on-exec, which the caller closes with unix.Close. While it is
+// open, the kernel lets only sockets of the same owner (the uid that
+// made it) bind the address, and those only with SO_REUSEPORT; it joins
+// no accept group (a group forms at listen) and takes no connection. It
+// holds an address for a group whose listeners come and go. Without
+// SO_REUSEADDR on purpose: between a bound socket that does not listen
+// and a new one, both with SO_REUSEADDR, Linux lets any user bind and
+// listen.
+func ReserveFD(address string) (int, error) {
+	fd, family, sa, err := newSocket(address)
+	if err != nil {
+		return -1, fmt.Errorf("reserve %s: %w", address, err)
+	}
+	if err := reserve(fd, family, sa); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return -1, fmt.Errorf("reserve %s: %w", address, err)
 	}
 	return fd, nil
+}
+
+func reserve(fd, family int, sa unix.Sockaddr) error {
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return fmt.Errorf("set IPV6_V6ONLY: %w", err)
+		}
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return fmt.Errorf("set SO_REUSEPORT: %w", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	return nil
 }
 
 // setupListener sets the options of a new listening socket, binds and

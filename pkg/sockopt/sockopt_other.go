@@ -15,3 +15,6 @@ func CheckFree(address string) error { return ErrUnsupported }
 
 // ListenFD is Linux-only; elsewhere it always fails.
 func ListenFD(address string) (int, error) { return -1, ErrUnsupported }
+
+// ReserveFD is Linux-only; elsewhere it always fails.
+func ReserveFD(address string) (int, error) { return -1, ErrUnsupported }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -45,7 +46,7 @@ func (s *Supervisor) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /reload", untimed(func(w http.ResponseWriter, r *http.Request) {
 		res := s.Reload(r.Context())
 		code := http.StatusOK
 		switch {
@@ -60,7 +61,7 @@ func (s *Supervisor) adminHandler() http.Handler {
 			reply.Error = res.Err.Error()
 		}
 		writeJSON(w, code, reply)
-	})
+	}))
 	mux.HandleFunc("POST /scale", func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
 		if err != nil {
@@ -83,20 +84,134 @@ func (s *Supervisor) adminHandler() http.Handler {
 	return mux
 }
 
+// untimed lifts the server's read and write deadlines for h's requests,
+// which take as long as they take (a reload: ready timeouts, drains): a
+// deadline would cut the answer, and the read deadline, when it passes,
+// would cancel the request's context and with it the wait.
+func untimed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
+		h(w, r)
+	}
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(v)
 }
 
-// listenControl creates the control socket at path with mode 0600. A
-// socket file left by a master that is gone is replaced; one a live master
-// answers on is refused, since two masters on one socket would each take
-// the other's commands.
+// DefaultControl is the control socket's path when none is given, for a
+// user of effective uid euid whose XDG_RUNTIME_DIR is xdg ("" when
+// unset): root's is /run/prefork/prefork.sock; another user's is in
+// their runtime directory, else in /tmp/prefork-UID, a directory of
+// their own with mode 0700 that the master makes. Never a path in a
+// directory that others may write: one of them could put a socket there
+// first and take the client commands.
+func DefaultControl(euid int, xdg string) string {
+	switch {
+	case euid == 0:
+		return "/run/prefork/prefork.sock"
+	case xdg != "":
+		return filepath.Join(xdg, "prefork.sock")
+	}
+	return filepath.Join(privateControlDir(euid), "prefork.sock")
+}
+
+// privateControlDir is the directory of the default control socket of a
+// user with no runtime directory.
+func privateControlDir(euid int) string { return fmt.Sprintf("/tmp/prefork-%d", euid) }
+
+// TrustedPeer reports whether a process of uid may be on the other end
+// of a control connection: the master's own user, or root.
+func TrustedPeer(uid int) bool { return uid == 0 || uid == os.Geteuid() }
+
+// checkControlPeer refuses a control connection from any other user (the
+// socket's mode already keeps them out; a chmod or a directory bind
+// would not).
+func checkControlPeer(c net.Conn) error {
+	uid, pid, err := PeerCred(c)
+	if err != nil {
+		return err
+	}
+	if !TrustedPeer(uid) {
+		return fmt.Errorf("a process of uid %d (pid %d) is neither the master's user (uid %d) nor root", uid, pid, os.Geteuid())
+	}
+	return nil
+}
+
+// ownerOf returns the uid that owns fi.
+func ownerOf(fi fs.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
+}
+
+// defaultControlDir reports whether dir is one that DefaultControl puts
+// the socket in and the master makes: root's /run/prefork, or the
+// private directory of a user with no runtime directory.
+func defaultControlDir(dir string) bool {
+	euid := os.Geteuid()
+	return dir == privateControlDir(euid) || euid == 0 && dir == filepath.Dir(DefaultControl(0, ""))
+}
+
+// prepareControlDir checks the control socket's directory, and refuses
+// one in which another user could replace the socket: a directory of
+// another user (root aside), or one that others may write without the
+// sticky bit. A directory of DefaultControl is made if missing, with
+// mode 0700; the private one of a user (/tmp/prefork-UID) must then be
+// the user's own with no access for others, since anyone may have made
+// it first. Any other must exist.
+func prepareControlDir(dir string, ours bool) error {
+	euid := os.Geteuid()
+	fi, err := os.Stat(dir)
+	if ours && errors.Is(err, fs.ErrNotExist) {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("control: make the directory %s: %w", dir, err)
+		}
+		fi, err = os.Stat(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("control: %s is not a directory", dir)
+	}
+	private := dir == privateControlDir(euid)
+	owner, perm := ownerOf(fi), fi.Mode().Perm()
+	switch {
+	case private && (owner != euid || perm&0o077 != 0):
+		return fmt.Errorf("control: %s must be a directory of uid %d with mode 0700, and it is uid %d's with mode %04o: remove it, or give --control another path",
+			dir, euid, owner, perm)
+	case owner != euid && owner != 0:
+		return fmt.Errorf("control: the directory %s belongs to uid %d, who could replace the socket: give --control a path in a directory of your own", dir, owner)
+	case perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0:
+		return fmt.Errorf("control: the directory %s is writable by other users (mode %04o), who could replace the socket: give --control a path in a directory of your own", dir, perm)
+	}
+	return nil
+}
+
+// listenControl creates the control socket at path with mode 0600, in a
+// directory that prepareControlDir accepts. A socket file of ours left
+// by a master that is gone is replaced; one a live master answers on is
+// refused, since two masters on one socket would each take the other's
+// commands; one of another user is refused.
 func listenControl(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if err := prepareControlDir(dir, defaultControlDir(dir)); err != nil {
+		return nil, err
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
 			return nil, fmt.Errorf("control: %s exists and is not a socket", path)
+		}
+		if owner := ownerOf(fi); owner != os.Geteuid() {
+			// Not ours to replace, nor to trust: whoever answers on it
+			// would take our users' commands.
+			return nil, fmt.Errorf("control: %s is a socket of uid %d, another user: remove it, or give --control another path", path, owner)
 		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {

@@ -147,6 +147,9 @@ func (c Config) Validate() error {
 	if err := validateListen(c.Listen); err != nil {
 		return err
 	}
+	if err := checkMetricsApart(c.Metrics, c.Listen); err != nil {
+		return err
+	}
 	if c.ReadyTimeout <= 0 {
 		return fmt.Errorf("ready-timeout: %v must be positive", c.ReadyTimeout)
 	}
@@ -232,4 +235,44 @@ func validateListen(addr string) error {
 		return fmt.Errorf("listen: host %q of %q is not an IP address", host, addr)
 	}
 	return nil
+}
+
+// checkMetricsApart refuses a metrics address that the children's
+// listeners would share: the master's metrics socket, bound first
+// without SO_REUSEPORT, would make every child fail to bind, or in master
+// mode the master itself. Two addresses overlap on the same port when
+// their hosts are equal or either is a wildcard; a metrics address that
+// is not host:port is left to the bind to report.
+func checkMetricsApart(metrics, listen string) error {
+	if metrics == "" {
+		return nil
+	}
+	mh, mp, err := net.SplitHostPort(metrics)
+	if err != nil {
+		return nil
+	}
+	lh, lp, _ := net.SplitHostPort(listen) // checked by validateListen
+	if mp != lp || !hostsOverlap(mh, lh) {
+		return nil
+	}
+	return fmt.Errorf("metrics: %s and listen %s share port %s: give the metrics endpoint a port of its own", metrics, listen, mp)
+}
+
+// hostsOverlap reports whether two listen hosts can claim the same
+// socket address: equal, a wildcard, or localhost and a loopback address.
+func hostsOverlap(a, b string) bool {
+	norm := func(h string) net.IP {
+		if h == "localhost" {
+			return net.IPv4(127, 0, 0, 1)
+		}
+		return net.ParseIP(h)
+	}
+	ia, ib := norm(a), norm(b)
+	if ia == nil || ib == nil || ia.IsUnspecified() || ib.IsUnspecified() {
+		return true // "" (all interfaces), a wildcard, or a name we cannot compare
+	}
+	if a == "localhost" || b == "localhost" {
+		return ia.IsLoopback() && ib.IsLoopback()
+	}
+	return ia.Equal(ib)
 }

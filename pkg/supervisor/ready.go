@@ -135,6 +135,9 @@ func (s *Supervisor) becameReady(c *child, by string) {
 	if sl := s.slotOf(c); sl != nil && sl.current == c {
 		sl.note = ""
 	}
+	if c.gen == s.cur {
+		s.syncReservations() // its listener is bound: hold the address beside it
+	}
 	switch c.gen {
 	case s.reload.next:
 		s.driveReload(reloadInput{kind: inNewReady})

@@ -27,6 +27,13 @@ func (s *Supervisor) rescale(n int) ScaleResult {
 		return ScaleResult{Workers: g.cfg.Workers, Err: fmt.Errorf("workers: %d is out of range 1..%d", n, MaxWorkers)}
 	}
 	old := g.cfg.Workers
+	if n > old {
+		more := g.cfg
+		more.Workers = n
+		if err := checkFDs(more); err != nil {
+			return ScaleResult{Workers: old, Err: err}
+		}
+	}
 	if g.cfg.Sockets == SocketsMaster && n > old {
 		if err := s.sockets.ensure(g.cfg.Listen, n); err != nil {
 			return ScaleResult{Workers: old, Err: err}

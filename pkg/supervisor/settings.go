@@ -81,7 +81,7 @@ var settings = []Setting{
 		bind:  field(func(c *Config) *string { return &c.Metrics }, verbatim)},
 	{Name: "control", Env: "PREFORK_CONTROL", Metavar: "PATH", Key: true,
 		// The command line computes it from the user's runtime directory.
-		Default: "$XDG_RUNTIME_DIR/prefork.sock, else /tmp/prefork-UID.sock",
+		Default: "/run/prefork/prefork.sock for root, else $XDG_RUNTIME_DIR/prefork.sock, else /tmp/prefork-UID/prefork.sock",
 		Usage:   `the admin API's unix socket ("" = off)`,
 		bind:    field(func(c *Config) *string { return &c.Control }, verbatim)},
 	{Name: "log-format", Env: "PREFORK_LOG_FORMAT", Metavar: "F", Default: DefaultLogFormat, Key: true,

@@ -21,6 +21,13 @@ type socketSet struct {
 	// steering program per address.
 	steer    bool
 	steerers map[string]*steer.Steerer
+	// reserved holds the addresses of child socket mode for the
+	// children's uid (reserve_linux.go), by address.
+	reserved map[string]*reservation
+	// reserve, set by the supervisor, keeps the reservations in step
+	// with the generations each time listeners are released: a reload's
+	// commit or rollback, a scale. Nil: none.
+	reserve func()
 }
 
 type socketKey struct {
@@ -49,7 +56,8 @@ func (h *heldSocket) close() {
 }
 
 func newSocketSet() *socketSet {
-	return &socketSet{m: make(map[socketKey]*heldSocket), steerers: make(map[string]*steer.Steerer)}
+	return &socketSet{m: make(map[socketKey]*heldSocket), steerers: make(map[string]*steer.Steerer),
+		reserved: make(map[string]*reservation)}
 }
 
 // ensure binds the listeners of slots 0..n-1 on addr that are missing.
@@ -80,6 +88,10 @@ func (s *socketSet) fd(addr string, slot int) (int, error) {
 	if h, ok := s.m[key]; ok {
 		return h.fd, nil
 	}
+	// A reservation of another uid's (child mode with --user, before a
+	// reload to master mode) would refuse the master's own listener; the
+	// master's listeners hold the address from now on.
+	s.unreserveOthers(addr)
 	fd, err := sockopt.ListenFD(addr)
 	if err != nil {
 		return -1, fmt.Errorf("bind slot %d on %s: %w", slot, addr, err)
@@ -154,8 +166,16 @@ func (s *socketSet) acceptQueue(addr string, slot int) (uint32, bool) {
 	return q, err == nil
 }
 
-// release closes the listeners for which inUse is false.
+// release closes the listeners for which inUse is false, then brings
+// the reservations in step.
 func (s *socketSet) release(inUse func(addr string, slot int) bool) {
+	s.releaseListeners(inUse)
+	if s.reserve != nil {
+		s.reserve()
+	}
+}
+
+func (s *socketSet) releaseListeners(inUse func(addr string, slot int) bool) {
 	for k, h := range s.m {
 		if !inUse(k.addr, k.slot) {
 			if st := s.steerers[k.addr]; st != nil {
@@ -173,7 +193,11 @@ func (s *socketSet) release(inUse func(addr string, slot int) bool) {
 	}
 }
 
-func (s *socketSet) closeAll() { s.release(func(string, int) bool { return false }) }
+// closeAll closes every listener and reservation.
+func (s *socketSet) closeAll() {
+	s.releaseListeners(func(string, int) bool { return false })
+	s.keepReserved(nil)
+}
 
 // inode returns the inode of the listener of slot on addr, if the set
 // holds one: the metrics find its accept queue by it.

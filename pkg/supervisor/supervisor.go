@@ -91,9 +91,10 @@ type Supervisor struct {
 	tally         tally
 	recycleChecks recycleChecks
 	steering      *steering
-	announced     bool     // READY=1 sent to systemd
-	stopping      StopMode // 0 while running
-	drainCut      bool     // a child was killed at the drain timeout
+	announced     bool            // READY=1 sent to systemd
+	stopping      StopMode        // 0 while running
+	drainCut      bool            // a child was killed at the drain timeout
+	reserveWarned map[string]bool // addresses that could not be reserved, said once
 }
 
 // tally holds the totals behind the metrics that outlive the children
@@ -186,6 +187,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 		return nil, err
 	}
 	s.sockets.steer, s.steering.off = on, why
+	s.followReservations()
 	if err := s.open(cfg); err != nil {
 		s.release()
 		return nil, err
@@ -224,9 +226,13 @@ func (s *Supervisor) open(cfg Config) (err error) {
 	return err
 }
 
-// newGeneration checks cfg and resolves its command.
+// newGeneration checks cfg, and the descriptor limit against it, and
+// resolves its command.
 func newGeneration(number int, cfg Config) (*generation, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkFDs(cfg); err != nil {
 		return nil, err
 	}
 	path, err := exec.LookPath(cfg.Command[0])
@@ -282,12 +288,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}()
 	var admin, metricsSrv *http.Server
 	if s.control != nil {
-		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go admin.Serve(s.control)
+		admin = newServer(s.adminHandler(), s.log, masterServerLimits)
+		go guard(s.control, "control", ControlConnCap, checkControlPeer, s.log).serve(admin)
 	}
 	if s.metrics != nil {
-		metricsSrv = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go metricsSrv.Serve(s.metrics)
+		metricsSrv = newServer(s.metricsHandler(), s.log, masterServerLimits)
+		go guard(s.metrics, "metrics", MetricsConnCap, nil, s.log).serve(metricsSrv)
 	}
 	s.warnMigrateReq(s.cur.cfg)
 	if s.steering.off != "" && s.cur.cfg.Steer == SteerAuto {
@@ -314,6 +320,35 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return ErrDrainCut
 	}
 	return nil
+}
+
+// serverLimits are the deadlines of one of the master's HTTP servers: a
+// client may take readHeader to send a request's headers and read for
+// all of it (none has a body worth the name), write to take its answer,
+// and may keep a connection idle for idle.
+type serverLimits struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// masterServerLimits are those of the control socket and the metrics
+// endpoint. POST /reload lifts them for its own request (untimed), which
+// waits for the reload. With the caps of guard, they keep idle and slow
+// clients from holding the master's descriptors.
+var masterServerLimits = serverLimits{readHeader: 5 * time.Second, read: 10 * time.Second,
+	write: 30 * time.Second, idle: 60 * time.Second}
+
+// newServer returns an HTTP server of the master's with limits; its own
+// errors (accept failing, a handler's panic) go to the master's log, not
+// unformatted to its stderr.
+func newServer(h http.Handler, log *slog.Logger, limits serverLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: limits.readHeader,
+		ReadTimeout:       limits.read,
+		WriteTimeout:      limits.write,
+		IdleTimeout:       limits.idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // notifySystemd tells the service manager that started the master, if any

@@ -45,13 +45,26 @@ func TestReloadsLeakNothing(t *testing.T) {
 				eventually(t, 10*time.Second, "only the new generation's children", func() bool {
 					return len(testkit.ChildrenOf(pid)) == workers
 				})
+				// A descriptor may be open for a moment after a reap (a
+				// cgroup being removed in the background): the count is
+				// the least seen over half a second, and the last one
+				// may take a few seconds to come down to it.
 				f := figuresOf(t, pid)
 				if i == warmup {
+					for range 10 {
+						time.Sleep(50 * time.Millisecond)
+						f.fds = min(f.fds, figuresOf(t, pid).fds)
+					}
 					base = f
 					continue
 				}
+				deadline := time.Now().Add(5 * time.Second)
+				for f.fds > base.fds && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+					f = figuresOf(t, pid)
+				}
 				t.Logf("%s mode: after %d reloads %+v, after %d %+v", sockets, warmup, base, reloads, f)
-				if f.fds != base.fds {
+				if f.fds > base.fds {
 					t.Errorf("descriptors: %d after %d reloads, %d after %d", base.fds, warmup, f.fds, reloads)
 				}
 				if f.threads > base.threads+2 {

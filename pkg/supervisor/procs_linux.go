@@ -62,6 +62,13 @@ func (p *osProcs) run(exited func()) (stop func()) {
 	stopWatch := make(chan struct{})
 	watching := watchSIGCHLD(exited, stopWatch)
 	p.spawner = startSpawner(p.stdin)
+	switch {
+	case p.spawner.guardErr != nil:
+		p.log.Warn("children can replace the steering program of their listeners' group (SO_ATTACH_REUSEPORT_*): the seccomp filter that forbids it could not be installed",
+			"err", p.spawner.guardErr.Error())
+	case p.spawner.nnp:
+		p.log.Info("children run with no_new_privs: a master without CAP_SYS_ADMIN sets it to forbid them SO_ATTACH_REUSEPORT_* (setuid and setcap programs gain no privilege in them)")
+	}
 	return func() {
 		close(stopWatch)
 		<-watching

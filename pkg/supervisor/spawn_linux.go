@@ -16,6 +16,10 @@ import (
 // fires exactly when the master dies.
 type spawner struct {
 	reqs chan spawnRequest
+	// guardErr says why the reuseport guard (seccomp_linux.go) is not on
+	// the children; nnp that installing it set no_new_privs on them.
+	guardErr error
+	nnp      bool
 }
 
 type spawnRequest struct {
@@ -49,6 +53,9 @@ func startSpawner(stdin *os.File) *spawner {
 		// the master's ambient set, and each child gets back only what it
 		// should (see forkExec); the master's other threads keep theirs.
 		ambient := dropAmbient()
+		// Filters are per thread too: every child of this thread is
+		// forbidden to replace the steering program, the master is not.
+		s.nnp, s.guardErr = installGuard()
 		close(ready)
 		for req := range s.reqs {
 			pid, err := forkExec(req, stdin, ambient)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/testkit"
 )
@@ -102,4 +105,83 @@ func TestMasterThreadsNotFiltered(t *testing.T) {
 	if filtered != 1 {
 		t.Errorf("%d of the master's %d threads have a seccomp filter, want 1 (the spawner's)", filtered, len(tasks))
 	}
+}
+
+// If a group's steering program is replaced anyway (here by the test,
+// which takes a child's fd 3 with pidfd_getfd and is not filtered), the
+// master notices that connections are accepted that its program never saw,
+// says so, and attaches it again: new connections are spread again.
+func TestMasterNoticesReplacedSteering(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: steering loads a BPF program, and pidfd_getfd takes another process's fd")
+	}
+	m := startMaster(t, "--workers", "2", "--sockets", "master", "--steer", "on", "--drain-timeout", "2s")
+	ready := m.waitReady(2)
+	pidfd, err := unix.PidfdOpen(ready[1], 0)
+	if err != nil {
+		t.Skipf("pidfd_open: %v", err)
+	}
+	defer unix.Close(pidfd)
+	fd := groupSocketOf(t, pidfd, ready[1], m.addr)
+	defer unix.Close(fd)
+	ret0 := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}} // socket 0, always
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+		&unix.SockFprog{Len: 1, Filter: &ret0[0]}); err != nil {
+		t.Fatal(err)
+	}
+	const msg = "the group's steering program no longer chooses where connections go: a process holding one of its sockets replaced or detached it (SO_ATTACH_REUSEPORT_*, SO_DETACH_REUSEPORT_BPF); attaching it again"
+	sent, hijacked := 0, 0
+	for ; len(m.lines(msg)) == 0; sent++ {
+		if sent == 2000 {
+			t.Fatalf("2000 connections after the program was replaced (%d to slot 0), and the master did not notice", hijacked)
+		}
+		w, err := getWhoami(m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Slot == 0 {
+			hijacked++
+		}
+	}
+	t.Logf("noticed after %d connections, %d of them to slot 0", sent, hijacked)
+	bySlot := map[int]int{}
+	for range 40 {
+		w, err := getWhoami(m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bySlot[w.Slot]++
+	}
+	if len(bySlot) != 2 {
+		t.Errorf("after the master attached its program again, 40 connections went to slots %v, want both", bySlot)
+	}
+}
+
+// groupSocketOf returns a copy (pidfd_getfd) of the listening socket on
+// addr that process pid holds: the child library moves fd 3 elsewhere.
+func groupSocketOf(t *testing.T, pidfd, pid int, addr string) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	fds, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range fds {
+		n, _ := strconv.Atoi(e.Name())
+		if target, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + e.Name()); !strings.HasPrefix(target, "socket:") {
+			continue
+		}
+		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if err != nil {
+			t.Skipf("pidfd_getfd: %v", err)
+		}
+		sa, _ := unix.Getsockname(fd)
+		listening, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		if in4, ok := sa.(*unix.SockaddrInet4); ok && listening == 1 && strconv.Itoa(in4.Port) == port {
+			return fd
+		}
+		unix.Close(fd)
+	}
+	t.Fatalf("process %d holds no listening socket on %s", pid, addr)
+	return -1
 }

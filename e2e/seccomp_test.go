@@ -37,52 +37,82 @@ os.execv(sys.argv[2], [sys.argv[2]])
 
 // A child that tries to take over its group's spread with
 // SO_ATTACH_REUSEPORT_CBPF on its fd 3 gets EPERM (the spawner's seccomp
-// filter), and new connections keep going to every slot.
+// filter), and new connections keep going to every slot: under a root
+// master, with steering, and under an unprivileged one (no steering),
+// whose children also get no_new_privs.
 func TestChildCannotAttachReuseportProgram(t *testing.T) {
 	const python = "/usr/bin/python3" // TRAPS 10
 	if _, err := os.Stat(python); err != nil {
 		t.Skip("needs " + python)
 	}
-	dir := t.TempDir()
-	script := filepath.Join(dir, "hijack.py")
-	if err := os.WriteFile(script, []byte(hijackScript), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "attach")
-	const workers = 2
-	m := startMaster(t, "--workers", "2", "--sockets", "master", "--drain-timeout", "2s",
-		"--", python, script, out, filepath.Join(bin, "child"))
-	ready := m.waitReady(workers)
-	for slot, pid := range ready {
-		data, err := os.ReadFile(out + "." + strconv.Itoa(slot))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := string(data); got != "EPERM" {
-			t.Errorf("slot %d: SO_ATTACH_REUSEPORT_CBPF: %s, want EPERM", slot, got)
-		}
-		st := procStatus(t, pid)
-		if st["Seccomp"] != "2" {
-			t.Errorf("slot %d: Seccomp %q, want 2 (filter)", slot, st["Seccomp"])
-		}
-		if os.Geteuid() == 0 && st["NoNewPrivs"] != "0" {
-			t.Errorf("slot %d: NoNewPrivs %q under a root master, want 0", slot, st["NoNewPrivs"])
-		}
-	}
-	bySlot := map[int]int{}
-	for range 40 {
-		w, err := getWhoami(m.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bySlot[w.Slot]++
-	}
-	if len(bySlot) != workers {
-		t.Errorf("40 new connections went to slots %v, want both", bySlot)
-	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(15 * time.Second); code != 0 {
-		t.Errorf("master exit %d, want 0", code)
+	for _, tc := range []struct {
+		name       string
+		privileged bool
+	}{{"root", true}, {"unprivileged", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if os.Geteuid() != 0 && tc.privileged {
+				t.Skip("needs root")
+			}
+			uid := os.Geteuid()
+			sys := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+			if !tc.privileged && uid == 0 {
+				uid = freeUID(t)
+				sys.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
+			}
+			// Not t.TempDir(): its parent is private to root.
+			dir, err := os.MkdirTemp("", "prefork-seccomp-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			if err := os.Chown(dir, uid, uid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			script := filepath.Join(dir, "hijack.py")
+			if err := os.WriteFile(script, []byte(hijackScript), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, "attach")
+			const workers = 2
+			m := startMasterSys(t, testkit.FreeAddr(t), nil, sys, "--workers", "2", "--sockets", "master",
+				"--drain-timeout", "2s", "--control", "", "--", python, script, out, filepath.Join(bin, "child"))
+			ready := m.waitReady(workers)
+			wantNNP := "0"
+			if uid != 0 {
+				wantNNP = "1"
+			}
+			for slot, pid := range ready {
+				data, err := os.ReadFile(out + "." + strconv.Itoa(slot))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := string(data); got != "EPERM" {
+					t.Errorf("slot %d: SO_ATTACH_REUSEPORT_CBPF: %s, want EPERM", slot, got)
+				}
+				st := procStatus(t, pid)
+				if st["Seccomp"] != "2" || st["NoNewPrivs"] != wantNNP {
+					t.Errorf("slot %d: Seccomp %q NoNewPrivs %q, want 2 (filter) and %s", slot, st["Seccomp"], st["NoNewPrivs"], wantNNP)
+				}
+			}
+			bySlot := map[int]int{}
+			for range 40 {
+				w, err := getWhoami(m.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				bySlot[w.Slot]++
+			}
+			if len(bySlot) != workers {
+				t.Errorf("40 new connections went to slots %v, want both", bySlot)
+			}
+			m.signal(syscall.SIGTERM)
+			if code := m.wait(15 * time.Second); code != 0 {
+				t.Errorf("master exit %d, want 0", code)
+			}
+		})
 	}
 }
 

@@ -201,11 +201,13 @@ func installGuard() (nnp bool, err error) {
 }
 
 // setFilter installs prog on the calling thread with seccomp(2), or with
-// prctl(2) on kernels older than 3.17.
+// prctl(2) where that is missing (before Linux 3.17) or refused: systemd's
+// SystemCallFilter=@system-service, with SystemCallErrorNumber=EPERM,
+// allows prctl but not seccomp.
 func setFilter(prog []unix.SockFilter) error {
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog)))
-	if errno == unix.ENOSYS {
+	if errno == unix.ENOSYS || errno == unix.EPERM {
 		_, _, errno = unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER,
 			uintptr(unsafe.Pointer(&fprog)), 0, 0, 0)
 	}

@@ -173,3 +173,41 @@ func rawSetsockoptInt(fd int, level uint64, opt int) unix.Errno {
 		uintptr(unsafe.Pointer(&v)), 4, 0)
 	return errno
 }
+
+// Where an outer filter refuses seccomp(2) with EPERM (systemd's
+// @system-service), the guard goes in through prctl(2).
+func TestReuseportGuardThroughPrctl(t *testing.T) {
+	t.Parallel()
+	fd := reuseportListener(t)
+	var a bpfAsm
+	a.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNR, "")
+	a.jeq(unix.SYS_SECCOMP, "", "allow", "")
+	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM), "")
+	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW, "allow")
+	outer, err := a.assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends filtered
+		done <- func() error {
+			if err := setFilter(outer); err != nil {
+				return fmt.Errorf("outer filter: %w", err)
+			}
+			if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, 0); errno != unix.EPERM {
+				return fmt.Errorf("seccomp(2) under the outer filter: %v, want EPERM", errno)
+			}
+			if _, err := installGuard(); err != nil {
+				return err
+			}
+			if err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF); err != unix.EPERM {
+				return fmt.Errorf("detach on the guarded thread: %v, want EPERM", err)
+			}
+			return nil
+		}()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -103,15 +103,16 @@ func (l *nprocLimit) forkWith(uid int, fork func() (int, error)) (int, error) {
 	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &old); err != nil {
 		return fork()
 	}
-	lowered := unix.Prlimit(0, unix.RLIMIT_NPROC, &unix.Rlimit{Cur: min(l.child, old.Cur), Max: old.Max}, nil)
+	limit := min(l.child, old.Cur)
+	restore := unix.Prlimit(0, unix.RLIMIT_NPROC, &unix.Rlimit{Cur: limit, Max: old.Max}, nil) == nil
 	pid, err := fork()
-	if lowered == nil {
+	if restore {
 		unix.Prlimit(0, unix.RLIMIT_NPROC, &old, nil)
 	}
 	if err == nil {
 		// It may have exited already, or made itself unreachable by a
 		// setuid program: then there is nothing to lower.
-		unix.Prlimit(pid, unix.RLIMIT_NPROC, &unix.Rlimit{Cur: l.child, Max: l.child}, nil)
+		unix.Prlimit(pid, unix.RLIMIT_NPROC, &unix.Rlimit{Cur: limit, Max: limit}, nil)
 	}
 	return pid, err
 }

@@ -21,6 +21,8 @@
 // (reuseport_select_sock_by_hash, net/core/sock_reuseport.c). The program
 // does, for n active slots (SetSlots):
 //
+//  0. Count the run in runs (Steerer.Runs): a group whose connections are
+//     accepted while the count stands still runs another program.
 //  1. idx = reciprocal_scale(hash, n) = (uint64(hash) * n) >> 32, the
 //     kernel's own pick. When the listeners were made in slot order and
 //     none was closed since, it is the very listener the kernel would have
@@ -81,6 +83,7 @@
 //     list of step 2.
 //   - config, ARRAY of one {n, h uint32}: the number of active slots and the
 //     length of spares.
+//   - runs, PERCPU_ARRAY of one uint64: the program's runs, summed by Runs.
 //
 // A freshly loaded Steerer has n = 0 and steers nothing; so does a group
 // whose slots are all unhealthy. Updates are single map writes, ordered so

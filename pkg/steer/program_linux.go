@@ -32,6 +32,7 @@ const (
 // programMaps are the maps the program reads, by descriptor.
 type programMaps struct {
 	sockets, health, spares, config *ebpf.Map
+	runs                            *ebpf.Map // per CPU: times the program ran
 }
 
 // program returns the steering program for at most maxSlots slots; the
@@ -40,11 +41,19 @@ func program(maxSlots int, m programMaps) asm.Instructions {
 	limit := int32(maxSlots)
 	insns := asm.Instructions{
 		asm.Mov.Reg(regCtx, asm.R1),
-		asm.LoadMem(regPos, regCtx, mdHash, asm.Word),
+		// 0. runs[0] += 1 on this CPU, whatever follows: the master
+		// compares it with the connections accepted (Runs).
+		asm.StoreImm(asm.RFP, stackKey, 0, asm.Word),
+	}
+	insns = append(insns, lookup(m.runs, "counted")...)
+	insns = append(insns,
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		asm.LoadMem(regPos, regCtx, mdHash, asm.Word).WithSymbol("counted"),
 
 		// n and h from config[0]; n == 0: the kernel chooses.
 		asm.StoreImm(asm.RFP, stackKey, 0, asm.Word),
-	}
+	)
 	insns = append(insns, lookup(m.config, "pass")...)
 	insns = append(insns,
 		asm.LoadMem(regN, asm.R0, 0, asm.Word),

@@ -90,6 +90,7 @@ func (s *Steerer) load() error {
 	s.maps.health = newMap("steer_health", ebpf.Array, 4, entries)
 	s.maps.spares = newMap("steer_spares", ebpf.Array, 4, entries)
 	s.maps.config = newMap("steer_config", ebpf.Array, 8, 1)
+	s.maps.runs = newMap("steer_runs", ebpf.PerCPUArray, 8, 1)
 	if err != nil {
 		return err
 	}
@@ -302,6 +303,28 @@ func (s *Steerer) writeConfig(c config) error {
 	return nil
 }
 
+// Runs returns how many times the program has run: once for every new
+// connection of a group it is attached to (and for every connection a
+// closing listener hands on). A group whose connections are accepted while
+// Runs stands still is not running this program: something replaced or
+// detached it (see the package documentation).
+func (s *Steerer) Runs() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errClosed
+	}
+	var perCPU []uint64
+	if err := s.maps.runs.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("steer: read runs: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
 // Close releases the program and the maps. A group the program is still
 // attached to keeps it (the kernel holds a reference), so Close first sets
 // the active slots to 0: the program left behind selects nothing and the
@@ -323,7 +346,7 @@ func (s *Steerer) release() error {
 	if s.prog != nil {
 		errs = append(errs, s.prog.Close())
 	}
-	for _, m := range []*ebpf.Map{s.maps.sockets, s.maps.health, s.maps.spares, s.maps.config} {
+	for _, m := range []*ebpf.Map{s.maps.sockets, s.maps.health, s.maps.spares, s.maps.config, s.maps.runs} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -36,6 +37,7 @@ type osProcs struct {
 	token string
 
 	mu      sync.Mutex
+	limits  map[string]bool       // the fork limits said, by cause
 	groups  map[int]*cgroup.Group // by child pid, until released
 	made    int                   // cgroups made, for their names
 	removal sync.WaitGroup        // cgroups being removed
@@ -61,7 +63,16 @@ func (p *osProcs) run(exited func()) (stop func()) {
 	p.output = newOutputs()
 	stopWatch := make(chan struct{})
 	watching := watchSIGCHLD(exited, stopWatch)
-	p.spawner = startSpawner(p.stdin)
+	nproc := readNprocLimit()
+	p.reserveThreads(nproc)
+	p.spawner = startSpawner(p.stdin, nproc)
+	switch {
+	case p.spawner.guardErr != nil:
+		p.log.Warn("children can replace the steering program of their listeners' group (SO_ATTACH_REUSEPORT_*): the seccomp filter that forbids it could not be installed",
+			"err", p.spawner.guardErr.Error())
+	case p.spawner.nnp:
+		p.log.Info("children run with no_new_privs: a master without CAP_SYS_ADMIN sets it to forbid them SO_ATTACH_REUSEPORT_* (setuid and setcap programs gain no privilege in them)")
+	}
 	return func() {
 		close(stopWatch)
 		<-watching
@@ -157,6 +168,7 @@ func (p *osProcs) start(spec spawnSpec) (int, error) {
 	}
 	if err != nil {
 		p.removeGroup(g)
+		p.sayLimit(err)
 		return 0, err
 	}
 	if g != nil {
@@ -165,6 +177,53 @@ func (p *osProcs) start(spec spawnSpec) (int, error) {
 		p.mu.Unlock()
 	}
 	return pid, nil
+}
+
+// reserveThreads makes the OS threads the master will need while the
+// process limits leave room for them (see nproc_linux.go).
+func (p *osProcs) reserveThreads(nproc *nprocLimit) {
+	room := -1
+	if nproc != nil {
+		room = int(nproc.soft) - uidTasks(nproc.uid)
+	}
+	for _, l := range pidsLimits() {
+		room = minRoom(room, l.max-l.current)
+	}
+	n := threadReserve(runtime.GOMAXPROCS(0), room)
+	reserveThreads(n)
+	if nproc != nil {
+		p.log.Info("the process limit applies to the master and its children: children get a lower one, and the master keeps threads in reserve",
+			"uid", nproc.uid, "rlimit_nproc", nproc.soft, "children_rlimit_nproc", nproc.child, "threads_reserved", n)
+	}
+}
+
+// minRoom is min for room counts where -1 is unknown.
+func minRoom(a, b int) int {
+	if a < 0 {
+		return max(b, 0)
+	}
+	return max(min(a, b), 0)
+}
+
+// sayLimit says, once per limit, that children cannot be forked because
+// a process limit is reached; each failure is still a failed start of its
+// slot, with the limit in its error.
+func (p *osProcs) sayLimit(err error) {
+	var le *forkLimitError
+	if !errors.As(err, &le) {
+		return
+	}
+	p.mu.Lock()
+	said := p.limits[le.cause]
+	if p.limits == nil {
+		p.limits = map[string]bool{}
+	}
+	p.limits[le.cause] = true
+	p.mu.Unlock()
+	if !said {
+		p.log.Warn("children cannot be forked: a process limit is reached; each failed fork is a failed start of its slot (restarted with backoff), and the master runs on",
+			"limit", le.cause)
+	}
 }
 
 // newGroup makes the cgroup of the next child, or returns nil to start it

@@ -16,6 +16,13 @@ import (
 // fires exactly when the master dies.
 type spawner struct {
 	reqs chan spawnRequest
+	// guardErr says why the reuseport guard (seccomp_linux.go) is not on
+	// the children; nnp that installing it set no_new_privs on them.
+	guardErr error
+	nnp      bool
+	// nproc is the master's RLIMIT_NPROC as its children get it; nil
+	// when the limit does not apply to the master.
+	nproc *nprocLimit
 }
 
 type spawnRequest struct {
@@ -37,8 +44,8 @@ type spawnResult struct {
 }
 
 // startSpawner starts the spawning thread; it ends when stop is called.
-func startSpawner(stdin *os.File) *spawner {
-	s := &spawner{reqs: make(chan spawnRequest)}
+func startSpawner(stdin *os.File, nproc *nprocLimit) *spawner {
+	s := &spawner{reqs: make(chan spawnRequest), nproc: nproc}
 	ready := make(chan struct{})
 	go func() {
 		// Never unlocked: when this goroutine returns, the runtime ends the
@@ -49,9 +56,12 @@ func startSpawner(stdin *os.File) *spawner {
 		// the master's ambient set, and each child gets back only what it
 		// should (see forkExec); the master's other threads keep theirs.
 		ambient := dropAmbient()
+		// Filters are per thread too: every child of this thread is
+		// forbidden to replace the steering program, the master is not.
+		s.nnp, s.guardErr = installGuard()
 		close(ready)
 		for req := range s.reqs {
-			pid, err := forkExec(req, stdin, ambient)
+			pid, err := forkExec(req, stdin, ambient, s.nproc)
 			req.reply <- spawnResult{pid: pid, err: err}
 		}
 	}()
@@ -70,7 +80,7 @@ func (s *spawner) spawn(spec spawnSpec, place spawnPlace) (int, error) {
 
 func (s *spawner) stop() { close(s.reqs) }
 
-func forkExec(req spawnRequest, stdin *os.File, ambient []uintptr) (int, error) {
+func forkExec(req spawnRequest, stdin *os.File, ambient []uintptr, nproc *nprocLimit) (int, error) {
 	// Every descriptor of the master is close-on-exec; these are the only
 	// ones a child inherits.
 	stdout, stderr := os.Stdout, os.Stderr
@@ -93,6 +103,7 @@ func forkExec(req spawnRequest, stdin *os.File, ambient []uintptr) (int, error) 
 		// nothing it forks can be outside it, even for an instant.
 		sys.UseCgroupFD, sys.CgroupFD = true, req.cgroupFD
 	}
+	uid := os.Getuid()
 	switch {
 	case req.id == nil:
 		// The children are the master's own kind: as its own exec
@@ -103,13 +114,16 @@ func forkExec(req spawnRequest, stdin *os.File, ambient []uintptr) (int, error) 
 		// Another identity gets no capability of the master's, only the
 		// one it needs to bind a low port itself.
 		sys.Credential = req.id.credential()
+		uid = int(sys.Credential.Uid)
 		if req.id.bindCap {
 			sys.AmbientCaps = []uintptr{capNetBindService}
 		}
 	}
-	pid, err := syscall.ForkExec(req.path, req.argv, &syscall.ProcAttr{Env: req.env, Files: files, Sys: sys})
+	pid, err := nproc.forkWith(uid, func() (int, error) {
+		return syscall.ForkExec(req.path, req.argv, &syscall.ProcAttr{Env: req.env, Files: files, Sys: sys})
+	})
 	if err != nil {
-		return 0, fmt.Errorf("exec %s: %w", req.argv[0], err)
+		return 0, fmt.Errorf("exec %s: %w", req.argv[0], explainFork(err, uid, nproc))
 	}
 	return pid, nil
 }

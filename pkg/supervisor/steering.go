@@ -31,6 +31,7 @@ type steering struct {
 	slots   int            // the active slots last given to the program
 	ticker  ticker         // the health checks; nil when not steering
 	off     string         // why steering is off, for the log; "" when on
+	watch   programWatch   // whether the program still chooses
 }
 
 func newSteering() *steering {
@@ -47,6 +48,7 @@ func (st *steering) follow(p *steer.Steerer) {
 	st.of, st.slots = p, 0
 	st.health = make(map[int]*slotHealth)
 	st.away = make(map[int]bool)
+	st.watch = programWatch{}
 }
 
 // decideSteering settles --steer at start: steering is on in master socket
@@ -201,6 +203,7 @@ func (s *Supervisor) steerTick() {
 			v.timed = true
 		}
 	}
+	s.watchProgram(prog, addr, n)
 	now := s.env.clock.Now()
 	for i := range n {
 		h := s.steering.health[i]
@@ -242,5 +245,79 @@ func (s *Supervisor) steerTick() {
 			s.steering.away[i] = false
 			s.log.Info("slot takes new connections again", "slot", i)
 		}
+	}
+}
+
+// programWatch notices that the group's steering program was replaced or
+// detached, by a child that could (the spawner's seccomp filter forbids
+// it; see seccomp_linux.go) or anyone holding one of the group's sockets.
+// The kernel says which program a group runs to no one, but the program
+// counts its runs: every connection accepted from the group ran it first,
+// unless it was queued or in its handshake when the count was taken. So
+// from a baseline on, the connections the address's children accept
+// (their counter pages) may exceed the program's runs only by what was
+// queued then and a slack for the handshakes in flight; more means the
+// program no longer chooses. Children that do not count their accepts
+// show nothing, and a child that inflates its count raises a false
+// alarm, whose only effect is the log line and attaching the program
+// again.
+type programWatch struct {
+	started  bool
+	runs     uint64         // the program's runs at the baseline
+	accepted uint64         // accepts of the address's children since
+	allowed  uint64         // what accepted may exceed runs by
+	seen     map[int]uint64 // each child's accepts at the last look, by pid
+	noticed  uint64         // times the program was found gone
+}
+
+// watchSlack is the handshakes in flight a baseline may miss.
+const watchSlack = 128
+
+// watchProgram takes the program's runs and the address's accepts, and
+// attaches the program again when the accepts outrun it.
+func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) {
+	w := &s.steering.watch
+	seen := make(map[int]uint64)
+	var grew uint64
+	for pid, c := range s.children {
+		if c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster {
+			continue
+		}
+		n := c.page.Accepts()
+		seen[pid] = n
+		if last, ok := w.seen[pid]; !ok || n > last {
+			grew += n - min(last, n)
+		}
+	}
+	// Read after the accepts: each of those connections ran the program,
+	// if it did, before it was queued, so before this.
+	runs, err := prog.Runs()
+	if err != nil {
+		return
+	}
+	if !w.started {
+		var queued uint64
+		for i := range slots {
+			q, _ := s.sockets.acceptQueue(addr, i)
+			queued += uint64(q)
+		}
+		*w = programWatch{started: true, runs: runs, allowed: queued + watchSlack, seen: seen, noticed: w.noticed}
+		return
+	}
+	w.seen = seen
+	w.accepted += grew
+	if w.accepted <= runs-w.runs+w.allowed {
+		return
+	}
+	w.noticed++
+	s.log.Error("the group's steering program no longer chooses where connections go: a process holding one of its sockets replaced or detached it (SO_ATTACH_REUSEPORT_*, SO_DETACH_REUSEPORT_BPF); attaching it again",
+		"listen", addr, "accepted", w.accepted, "program_saw", runs-w.runs, "times", w.noticed)
+	w.started = false
+	fd, err := s.sockets.fd(addr, 0)
+	if err == nil {
+		err = prog.Attach(fd)
+	}
+	if err != nil {
+		s.log.Error("could not attach the steering program again", "listen", addr, "err", err)
 	}
 }

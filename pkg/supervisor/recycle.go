@@ -77,7 +77,7 @@ func (s *Supervisor) checkRecycling() {
 			continue
 		}
 		if c.acceptLimit > 0 {
-			if n := c.page.Accepts(); n >= c.acceptLimit {
+			if n := c.accepts(); n >= c.acceptLimit {
 				s.recycle(i, metrics.RecycleMaxAccepts, "accepts", n, "limit", c.acceptLimit)
 				busy++
 				continue

@@ -186,7 +186,7 @@ func (s *Supervisor) steerTick() {
 			continue
 		}
 		v := &views[c.slot]
-		n := c.page.Accepts()
+		n := c.accepts()
 		v.accepts += n
 		// Every child gets a page; one that never counted on it (a
 		// program that ignores it) shows progress by its queue instead.
@@ -283,7 +283,7 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) {
 		if c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster {
 			continue
 		}
-		n := c.page.Accepts()
+		n := c.accepts()
 		seen[pid] = n
 		if last, ok := w.seen[pid]; !ok || n > last {
 			grew += n - min(last, n)

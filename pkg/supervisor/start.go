@@ -13,8 +13,15 @@ func (s *Supervisor) startServing(slotIndex int) {
 	sl := s.cur.slots[slotIndex]
 	c, err := s.startChild(s.cur, slotIndex)
 	if err != nil {
-		s.log.Error("child failed to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
-		sl.lastExit = "failed to start: " + err.Error()
+		why := "failed to start: " + err.Error()
+		if sl.lastExit == why {
+			// A slot that cannot start (a process limit, a binary
+			// gone) says so once, not at every retry.
+			s.log.Debug("slot still fails to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
+		} else {
+			s.log.Error("child failed to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
+		}
+		sl.lastExit = why
 		sl.failures++
 		s.scheduleRestart(s.cur, slotIndex)
 		return

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/testkit"
+	"github.com/prefork/prefork/pkg/supervisor"
 )
 
 // runMasterLimited runs bin/master with its descriptor limit (soft and
@@ -116,5 +118,18 @@ func TestIdleConnectionsCannotStopRestarts(t *testing.T) {
 	t.Logf("master status answered in %v", time.Since(asked).Round(time.Millisecond))
 	if code, _, err := get(metrics, "/healthz"); err != nil && code != 0 {
 		t.Logf("/healthz with the cap reached: %d %v (refusing it is allowed)", code, err)
+	}
+	// The idle connections past the cap were closed, and counted. A
+	// scrape takes the place of one of them too.
+	_, body, err := get(metrics, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evicted := regexp.MustCompile(`(?m)^prefork_connections_refused_total\{endpoint="metrics",reason="evicted"\} (\d+)$`).FindSubmatch(body)
+	if evicted == nil {
+		t.Fatalf("no evicted count of the metrics endpoint in /metrics:\n%s", body)
+	}
+	if n, _ := strconv.Atoi(string(evicted[1])); n < hostile-supervisor.MetricsConnCap {
+		t.Errorf("metrics endpoint: %d connections evicted, want at least %d", n, hostile-supervisor.MetricsConnCap)
 	}
 }

@@ -7,8 +7,11 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // A flood of sd_notify datagrams from a process that is not a child (any
@@ -17,7 +20,8 @@ import (
 // its READY=1 gets through during the flood.
 func TestNotifyFlood(t *testing.T) {
 	t.Parallel()
-	m := startMaster(t, "--workers", "2")
+	metrics := testkit.FreeAddr(t)
+	m := startMaster(t, "--workers", "2", "--metrics", metrics)
 	ready := m.waitReady(2)
 	addr := notifyAddr(t, m.cmd.Process.Pid)
 
@@ -65,6 +69,9 @@ func TestNotifyFlood(t *testing.T) {
 	t.Logf("sent %d datagrams in 4 s; the master dropped %d", n, total)
 	if total <= 0 || total > n {
 		t.Errorf("dropped_total = %d of %d sent", total, n)
+	}
+	if want := fmt.Sprintf("\nprefork_notify_dropped_total %d\n", total); !strings.Contains(scrape(t, metrics), want) {
+		t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
 	}
 }
 

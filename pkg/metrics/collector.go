@@ -25,7 +25,32 @@ type Snapshot struct {
 	// LogDropped counts the master's log lines dropped because its log
 	// output was blocked or failing.
 	LogDropped uint64
+	// NotifyDropped counts the sd_notify datagrams dropped over their
+	// rate limit.
+	NotifyDropped uint64
+	// Refused counts the connections the master's own endpoints refused
+	// or closed, by endpoint and reason (RefusalReasons).
+	Refused []Refusal
 }
+
+// Refusal is a count of prefork_connections_refused_total.
+type Refusal struct {
+	Endpoint string // "control" or "metrics"
+	Reason   string // one of RefusalReasons
+	Count    uint64
+}
+
+// Why a connection to the master's own endpoints was refused: the reason
+// label of prefork_connections_refused_total.
+const (
+	RefusedPeer    = "peer"    // a peer of another user (control socket)
+	RefusedBusy    = "busy"    // at the cap, every open connection busy
+	RefusedEvicted = "evicted" // at the cap, the one idle longest closed
+)
+
+// RefusalReasons are the values of the reason label of
+// prefork_connections_refused_total.
+var RefusalReasons = []string{RefusedPeer, RefusedBusy, RefusedEvicted}
 
 // SlotSnapshot holds the counters of one slot.
 type SlotSnapshot struct {
@@ -93,6 +118,7 @@ type Collector struct {
 
 	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
 	watchdogKills, recycles, steeredAway, steerChanges, logDropped                    *prometheus.Desc
+	notifyDropped, refused                                                            *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -145,13 +171,18 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 			"Times new connections were steered away from the slot.", []string{"slot"}, nil),
 		logDropped: prometheus.NewDesc("prefork_log_dropped_total",
 			"The master's log lines dropped because its log output was blocked or failing.", nil, nil),
+		notifyDropped: prometheus.NewDesc("prefork_notify_dropped_total",
+			"sd_notify datagrams dropped over their rate limit.", nil, nil),
+		refused: prometheus.NewDesc("prefork_connections_refused_total",
+			"Connections to the master's control socket or metrics endpoint refused or closed.", []string{"endpoint", "reason"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation,
-		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped} {
+		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped,
+		c.notifyDropped, c.refused} {
 		ch <- d
 	}
 }
@@ -166,6 +197,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.generation, prometheus.GaugeValue, float64(s.Generation))
 	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(s.Workers))
 	ch <- prometheus.MustNewConstMetric(c.logDropped, prometheus.CounterValue, float64(s.LogDropped))
+	ch <- prometheus.MustNewConstMetric(c.notifyDropped, prometheus.CounterValue, float64(s.NotifyDropped))
+	for _, r := range s.Refused {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(r.Count), r.Endpoint, r.Reason)
+	}
 	for _, sl := range s.Slots {
 		slot := strconv.Itoa(sl.Slot)
 		ch <- prometheus.MustNewConstMetric(c.accepts, prometheus.CounterValue, float64(sl.Accepts), slot)

@@ -29,6 +29,9 @@ func fixedSnapshot() Snapshot {
 		Reloads:        map[string]uint64{"success": 2, "rolled_back": 1},
 		ReloadDuration: h,
 		LogDropped:     5,
+		NotifyDropped:  9,
+		Refused: []Refusal{{Endpoint: "control", Reason: RefusedPeer, Count: 2},
+			{Endpoint: "control", Reason: RefusedBusy}, {Endpoint: "control", Reason: RefusedEvicted, Count: 1}},
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/prefork/prefork/pkg/metrics"
 )
 
 // Caps on the connections the master's own servers keep open at once.
@@ -41,15 +43,16 @@ type guardedListener struct {
 
 	mu      sync.Mutex
 	open    map[*guardedConn]struct{}
-	refused int       // since the last line
-	evicted int       // since the last line
-	logged  time.Time // when the last line was written
+	refused int               // since the last line
+	evicted int               // since the last line
+	logged  time.Time         // when the last line was written
+	total   map[string]uint64 // since the start, by metrics.RefusalReasons
 }
 
 // guard wraps ln with a cap of max open connections and a peer check.
 func guard(ln net.Listener, what string, max int, check func(net.Conn) error, log *slog.Logger) *guardedListener {
 	return &guardedListener{Listener: ln, what: what, max: max, check: check, log: log,
-		open: make(map[*guardedConn]struct{})}
+		open: make(map[*guardedConn]struct{}), total: make(map[string]uint64)}
 }
 
 // guardedConn is an open connection of a guardedListener.
@@ -84,7 +87,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		if l.check != nil {
 			if err := l.check(c); err != nil {
 				c.Close()
-				l.say(func() { l.refused++ }, err.Error())
+				l.say(func() { l.refused++; l.total[metrics.RefusedPeer]++ }, err.Error())
 				continue
 			}
 		}
@@ -92,7 +95,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			return gc, nil
 		}
 		c.Close()
-		l.say(func() { l.refused++ }, "every connection is busy with a request")
+		l.say(func() { l.refused++; l.total[metrics.RefusedBusy]++ }, "every connection is busy with a request")
 	}
 }
 
@@ -118,7 +121,7 @@ func (l *guardedListener) admit(c net.Conn) *guardedConn {
 	l.mu.Unlock()
 	if victim != nil {
 		victim.Close()
-		l.say(func() { l.evicted++ }, "too many open connections: the one idle longest was closed")
+		l.say(func() { l.evicted++; l.total[metrics.RefusedEvicted]++ }, "too many open connections: the one idle longest was closed")
 	}
 	return gc
 }
@@ -154,6 +157,17 @@ func (l *guardedListener) say(count func(), why string) {
 	l.refused, l.evicted, l.logged = 0, 0, now
 	l.mu.Unlock()
 	l.log.Warn("refused connections", "endpoint", l.what, "refused", refused, "evicted", evicted, "reason", why, "cap", l.max)
+}
+
+// refusals returns what l refused since the start, every reason listed.
+func (l *guardedListener) refusals() []metrics.Refusal {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]metrics.Refusal, 0, len(metrics.RefusalReasons))
+	for _, reason := range metrics.RefusalReasons {
+		out = append(out, metrics.Refusal{Endpoint: l.what, Reason: reason, Count: l.total[reason]})
+	}
+	return out
 }
 
 // serve runs srv on l, which follows its connections, until srv is

@@ -23,6 +23,10 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 		Reloads:        make(map[string]uint64, len(s.tally.reloads)),
 		ReloadDuration: s.tally.reloadHist.Clone(),
 	}
+	snap.NotifyDropped = s.gate.dropCount()
+	for _, g := range s.guards {
+		snap.Refused = append(snap.Refused, g.refusals()...)
+	}
 	if s.opts.LogDropped != nil {
 		snap.LogDropped = s.opts.LogDropped()
 	}

@@ -75,9 +75,10 @@ type Supervisor struct {
 	env     env
 	self    string // the master's executable, the exec shim of master socket mode
 	notify  *notifyServer
-	gate    *notifyGate  // which sd_notify datagrams reach the loop
-	control net.Listener // the admin API's socket; nil when off
-	metrics net.Listener // the metrics endpoint's socket; nil when off
+	gate    *notifyGate        // which sd_notify datagrams reach the loop
+	guards  []*guardedListener // of the control socket and the metrics endpoint; set before the loop runs
+	control net.Listener       // the admin API's socket; nil when off
+	metrics net.Listener       // the metrics endpoint's socket; nil when off
 	devnull *os.File
 
 	events chan any      // everything the loop acts on
@@ -289,11 +290,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	var admin, metricsSrv *http.Server
 	if s.control != nil {
 		admin = newServer(s.adminHandler(), s.log, masterServerLimits)
-		go guard(s.control, "control", ControlConnCap, checkControlPeer, s.log).serve(admin)
+		g := guard(s.control, "control", ControlConnCap, checkControlPeer, s.log)
+		s.guards = append(s.guards, g)
+		go g.serve(admin)
 	}
 	if s.metrics != nil {
 		metricsSrv = newServer(s.metricsHandler(), s.log, masterServerLimits)
-		go guard(s.metrics, "metrics", MetricsConnCap, nil, s.log).serve(metricsSrv)
+		g := guard(s.metrics, "metrics", MetricsConnCap, nil, s.log)
+		s.guards = append(s.guards, g)
+		go g.serve(metricsSrv)
 	}
 	s.warnMigrateReq(s.cur.cfg)
 	if s.steering.off != "" && s.cur.cfg.Steer == SteerAuto {

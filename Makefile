@@ -45,7 +45,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'ReloadLatency' -benchtime 20x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'ReloadFailures' -benchtime 1x -count 1 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'Steer' -benchtime 1x -count 1 -timeout 10m ./bench/
-	$(GO) test -run '^$$' -bench 'SocketModes|ExecShim' -benchtime 3x -count 1 -timeout 10m ./bench/
+	$(GO) test -run '^$$' -bench 'SocketModes|ExecShim|NotifyFlood' -benchtime 3x -count 1 -timeout 10m ./bench/
 	$(GO) test -run '^$$' -bench 'Servers' -benchtime 1x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'Accept' -benchtime 3000x -count 5 ./pkg/child/
 	$(GO) test -run '^$$' -bench 'Scrape256' -count 5 ./pkg/metrics/

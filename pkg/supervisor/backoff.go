@@ -57,22 +57,27 @@ type exitFacts struct {
 //
 //   - an exit before READY is a failure, whatever ended it: nothing tells
 //     a start that cannot succeed from one killed on the way;
-//   - a ready child that served (accepted a connection, or was ready for
-//     BackoffReset) is not: the program works;
+//   - a ready child that was ready for BackoffReset is not: the program
+//     stays up;
 //   - a ready child killed by a signal from outside (killedFromOutside) is
 //     not either: the program worked until then;
-//   - a ready child that soon exited on its own (an exit code, a crash
-//     signal such as SIGSEGV or SIGABRT, or the watchdog's kill) before it
-//     served is a failure: the program does not stay up.
+//   - a ready child that served (accepted a connection) and exited 0 is
+//     not: a worker that ends itself after its share of work;
+//   - any other exit soon after READY (an exit code, a crash signal such
+//     as SIGSEGV or SIGABRT, or the watchdog's kill) is a failure, served
+//     or not: a request that crashes every child (a query of death, a bad
+//     deploy) must not fork one per request.
 func judgeExit(f exitFacts) bool {
 	switch {
 	case !f.ready:
 		return true
-	case f.served || f.readyFor >= BackoffReset:
+	case f.readyFor >= BackoffReset:
 		return false
 	case f.hung:
 		return true
 	case f.status.Signaled() && killedFromOutside(f.status.Signal()):
+		return false
+	case f.served && f.status.Exited() && f.status.ExitStatus() == 0:
 		return false
 	}
 	return true

@@ -64,9 +64,11 @@ func TestJudgeExit(t *testing.T) {
 		{name: "ready, hung soon", facts: exitFacts{status: signalled(unix.SIGKILL), ready: true, readyFor: brief, hung: true}, wantFailure: true},
 		{name: "ready, exit 1 just short of the reset", facts: exitFacts{status: exitWith(1), ready: true, readyFor: BackoffReset - time.Millisecond}, wantFailure: true},
 
-		{name: "ready, exit 1 after serving", facts: exitFacts{status: exitWith(1), ready: true, readyFor: brief, served: true}},
-		{name: "ready, SIGSEGV after serving", facts: exitFacts{status: signalled(unix.SIGSEGV), ready: true, served: true}},
-		{name: "ready, hung after serving", facts: exitFacts{status: signalled(unix.SIGKILL), ready: true, served: true, hung: true}},
+		{name: "ready, exit 1 after serving", facts: exitFacts{status: exitWith(1), ready: true, readyFor: brief, served: true}, wantFailure: true},
+		{name: "ready, SIGSEGV after serving", facts: exitFacts{status: signalled(unix.SIGSEGV), ready: true, served: true}, wantFailure: true},
+		{name: "ready, hung after serving", facts: exitFacts{status: signalled(unix.SIGKILL), ready: true, served: true, hung: true}, wantFailure: true},
+		{name: "ready, exit 0 after serving", facts: exitFacts{status: exitWith(0), ready: true, readyFor: brief, served: true}},
+		{name: "ready, SIGKILL after serving", facts: exitFacts{status: signalled(unix.SIGKILL), ready: true, readyFor: brief, served: true}},
 		{name: "ready, exit 1 after the reset", facts: exitFacts{status: exitWith(1), ready: true, readyFor: BackoffReset}},
 		{name: "ready, SIGABRT after the reset", facts: exitFacts{status: signalled(unix.SIGABRT), ready: true, readyFor: time.Hour}},
 	}

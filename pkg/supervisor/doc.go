@@ -53,8 +53,8 @@
 // (exit.go): a planned one ends there; an unplanned exit of a serving
 // child restarts its slot, the first failure at once, then after 100 ms,
 // doubling to 30 s. Only a program that does not get going is a failure
-// (judgeExit): a child that was ready and served, or was ready for
-// BackoffReset, or was killed from outside resets the count.
+// (judgeExit): a child that was ready for BackoffReset, or was killed
+// from outside, or served and exited 0 resets the count.
 //
 // # Reloads
 //

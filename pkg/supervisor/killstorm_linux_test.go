@@ -65,8 +65,8 @@ func TestKillStormNeverBacksOff(t *testing.T) {
 
 // The backoff still holds a program that cannot get going: killed before
 // READY again and again (the OOM killer at start, say), or ready and gone
-// on its own soon after without serving. A child that served, even briefly,
-// wipes the slate.
+// on its own soon after, served or not (a query of death). A child that
+// served and exited 0, or was killed from outside, wipes the slate.
 func TestCrashLoopsStillBackOff(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -106,18 +106,39 @@ func TestCrashLoopsStillBackOff(t *testing.T) {
 					t.Fatalf("failure %d: %d starts after %v, want %d", i+1, got, want, starts+1)
 				}
 			}
-			// One that served, however briefly, ends the crash loop.
+			// A child that served and then ended the same way: a
+			// query of death, or a kill from outside.
 			p := h.newest(0)
 			h.ready(p)
 			inc(t, p, 1)
 			starts := len(h.procs.started())
 			h.exit(p, tt.end)
+			outside := tt.end.Signaled() && killedFromOutside(tt.end.Signal())
+			if outside {
+				if got := len(h.procs.started()); got != starts+1 {
+					t.Fatalf("a child that served and was killed from outside did not restart at once")
+				}
+			} else {
+				if got := len(h.procs.started()); got != starts {
+					t.Fatalf("a child that served and then crashed restarted at once: a query of death would fork one per request")
+				}
+				h.clock.Advance(800 * time.Millisecond)
+				if got := len(h.procs.started()); got != starts+1 {
+					t.Fatalf("no restart after the 800 ms backoff")
+				}
+			}
+			// One that served and ended itself (exit 0) wipes the slate.
+			p = h.newest(0)
+			h.ready(p)
+			inc(t, p, 1)
+			starts = len(h.procs.started())
+			h.exit(p, exitCode(0))
 			if got := len(h.procs.started()); got != starts+1 {
-				t.Errorf("a child that served did not restart at once")
+				t.Errorf("a child that served and exited 0 did not restart at once")
 			}
 			last := h.logs.lines("restarting slot")
 			if n := attr(last[len(last)-1], "failures_in_a_row").Int64(); n != 0 {
-				t.Errorf("failures_in_a_row = %d after a child that served, want 0", n)
+				t.Errorf("failures_in_a_row = %d after a child that served and exited 0, want 0", n)
 			}
 		})
 	}

@@ -46,7 +46,7 @@ func TestNotifyFlood(t *testing.T) {
 	}()
 
 	// The flood is on: a killed child's successor must still be heard.
-	m.waitMsg(10*time.Second, 1, "dropped sd_notify datagrams over the rate limit")
+	m.waitMsg(10*time.Second, 1, "dropped sd_notify datagrams over the rate limit or from another user")
 	before := len(m.lines("child ready"))
 	if err := killPID(ready[0]); err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func TestNotifyFlood(t *testing.T) {
 	n := <-sent
 	// The drops are said again once the flood is over, with the total.
 	last := m.waitLog(20*time.Second, 2, "a second drop report", func(l logLine) bool {
-		return l.msg() == "dropped sd_notify datagrams over the rate limit"
+		return l.msg() == "dropped sd_notify datagrams over the rate limit or from another user"
 	})
 	total := last[len(last)-1].int("dropped_total")
 	t.Logf("sent %d datagrams in 4 s; the master dropped %d", n, total)

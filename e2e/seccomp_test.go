@@ -17,8 +17,10 @@ import (
 
 // hijackScript attaches a classic BPF program that picks socket 0 to the
 // reuseport group of its fd 3 (SO_ATTACH_REUSEPORT_CBPF), writes the
-// outcome ("ok" or the errno's name) to ARGV1.SLOT, then execs ARGV2, the
-// reference child, which serves on the same fd 3.
+// outcome ("ok" or the errno's name) to ARGV1.SLOT, then makes an io_uring
+// (through which it could make the same setsockopt), writes that outcome
+// to ARGV1-uring.SLOT, then execs ARGV2, the reference child, which serves
+// on the same fd 3.
 const hijackScript = `
 import ctypes, errno, os, socket, struct, sys
 s = socket.fromfd(3, socket.AF_INET, socket.SOCK_STREAM)
@@ -32,12 +34,19 @@ except OSError as e:
 s.close()
 with open(sys.argv[1] + "." + os.environ["PREFORK_SLOT"], "w") as f:
     f.write(res)
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)  # struct io_uring_params
+ring = libc.syscall(ctypes.c_long(425), ctypes.c_long(1), params)  # io_uring_setup
+res = "ok" if ring >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+with open(sys.argv[1] + "-uring." + os.environ["PREFORK_SLOT"], "w") as f:
+    f.write(res)
 os.execv(sys.argv[2], [sys.argv[2]])
 `
 
 // A child that tries to take over its group's spread with
 // SO_ATTACH_REUSEPORT_CBPF on its fd 3 gets EPERM (the spawner's seccomp
-// filter), and new connections keep going to every slot: under a root
+// filter), one that makes an io_uring gets ENOSYS, and new connections
+// keep going to every slot: under a root
 // master, with steering, and under an unprivileged one (no steering),
 // whose children also get no_new_privs.
 func TestChildCannotAttachReuseportProgram(t *testing.T) {
@@ -91,6 +100,13 @@ func TestChildCannotAttachReuseportProgram(t *testing.T) {
 				}
 				if got := string(data); got != "EPERM" {
 					t.Errorf("slot %d: SO_ATTACH_REUSEPORT_CBPF: %s, want EPERM", slot, got)
+				}
+				data, err = os.ReadFile(out + "-uring." + strconv.Itoa(slot))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := string(data); got != "ENOSYS" {
+					t.Errorf("slot %d: io_uring_setup: %s, want ENOSYS", slot, got)
 				}
 				st := procStatus(t, pid)
 				if st["Seccomp"] != "2" || st["NoNewPrivs"] != wantNNP {

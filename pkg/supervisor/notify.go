@@ -74,24 +74,42 @@ const (
 	notifyDropSlice = 10 * time.Millisecond
 )
 
-// notifyGate decides which sd_notify datagrams reach the loop: a child's
-// own pid has a budget of its own, every other pid shares one, in windows
-// of a second. The loop tells it the children's pids as they start and
-// go; the notify reader asks it about every datagram.
+// notifyGate decides which sd_notify datagrams reach the loop. Only the
+// uids that may have sent one count: the master's, root's, and those its
+// children run as (--user); another user's datagram is dropped at once,
+// so that no other user can use up a budget. Then a child's own pid has a
+// budget of its own, and every other pid shares one, in windows of a
+// second. The loop tells it the children's pids as they start and go,
+// and their uid before they start; the notify reader asks it about every
+// datagram.
 type notifyGate struct {
 	mu       sync.Mutex
-	children map[int]int // pid -> datagrams in this window
-	others   int         // datagrams of other pids in this window
-	window   time.Time   // start of this window
+	uids     map[int]bool // uids whose datagrams may be heard
+	children map[int]int  // pid -> datagrams in this window
+	others   int          // datagrams of other pids in this window
+	window   time.Time    // start of this window
 	dropped  map[int]uint64
+	period   uint64 // datagrams dropped since the last report
 	total    uint64 // every datagram dropped since the start
 	reported time.Time
 	slice    time.Time // start of this notifyDropSlice
 	inSlice  int       // datagrams dropped in it
 }
 
-func newNotifyGate() *notifyGate {
-	return &notifyGate{children: make(map[int]int), dropped: make(map[int]uint64)}
+// newNotifyGate returns a gate that hears root and uid self (the master's
+// effective uid).
+func newNotifyGate(self int) *notifyGate {
+	return &notifyGate{uids: map[int]bool{0: true, self: true}, children: make(map[int]int),
+		dropped: make(map[int]uint64)}
+}
+
+// allowUID lets datagrams of uid through, from before a child of that uid
+// starts: it may speak at once. The set only grows, with each --user a
+// reload brings.
+func (g *notifyGate) allowUID(uid int) {
+	g.mu.Lock()
+	g.uids[uid] = true
+	g.mu.Unlock()
 }
 
 // add and remove keep the gate's children the loop's.
@@ -107,8 +125,9 @@ func (g *notifyGate) remove(pid int) {
 	g.mu.Unlock()
 }
 
-// admit says whether a datagram from pid, read at now, goes to the loop.
-func (g *notifyGate) admit(pid int, now time.Time) bool {
+// admit says whether a datagram from pid of uid, read at now, goes to
+// the loop.
+func (g *notifyGate) admit(pid, uid int, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if now.Sub(g.window) >= time.Second || now.Before(g.window) {
@@ -117,18 +136,19 @@ func (g *notifyGate) admit(pid int, now time.Time) bool {
 			g.children[p] = 0
 		}
 	}
-	if n, ok := g.children[pid]; ok {
-		if n < notifyPerChild {
-			g.children[pid] = n + 1
-			return true
-		}
-	} else if g.others < notifyOthers {
+	switch n, ok := g.children[pid]; {
+	case !g.uids[uid]:
+	case ok && n < notifyPerChild:
+		g.children[pid] = n + 1
+		return true
+	case !ok && g.others < notifyOthers:
 		g.others++
 		return true
 	}
-	if len(g.dropped) < maxReportedSenders {
+	if _, named := g.dropped[pid]; named || len(g.dropped) < maxReportedSenders {
 		g.dropped[pid]++
 	}
+	g.period++
 	g.total++
 	return false
 }
@@ -153,18 +173,25 @@ func (g *notifyGate) pause(now time.Time) time.Duration {
 // processes is said by its total.
 const maxReportedSenders = 64
 
+// notifyReport is what the gate dropped since its last report.
+type notifyReport struct {
+	senders map[int]uint64 // by pid, for at most maxReportedSenders pids
+	dropped uint64         // since the last report, from every pid
+	total   uint64         // since the start
+}
+
 // report returns what was dropped since the last report, at most once
-// per notifyReportEvery (the first drop is said at once): the pids that
-// sent what was dropped, with their counts, and the total since the
-// start. ok is false when there is nothing to say yet.
-func (g *notifyGate) report(now time.Time) (senders map[int]uint64, total uint64, ok bool) {
+// per notifyReportEvery (the first drop is said at once). ok is false
+// when there is nothing to say yet.
+func (g *notifyGate) report(now time.Time) (r notifyReport, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.dropped) == 0 || !g.reported.IsZero() && now.Sub(g.reported) < notifyReportEvery {
-		return nil, g.total, false
+	if g.period == 0 || !g.reported.IsZero() && now.Sub(g.reported) < notifyReportEvery {
+		return notifyReport{total: g.total}, false
 	}
-	senders, g.dropped, g.reported = g.dropped, make(map[int]uint64), now
-	return senders, g.total, true
+	r = notifyReport{senders: g.dropped, dropped: g.period, total: g.total}
+	g.dropped, g.period, g.reported = make(map[int]uint64), 0, now
+	return r, true
 }
 
 // dropCount is every datagram dropped since the start.

@@ -54,27 +54,29 @@ func listenNotify() (*notifyServer, error) {
 	return &notifyServer{conn: conn, addr: addr}, nil
 }
 
-// read returns the next datagram and the pid of the process that sent it.
-// A datagram without credentials (which SO_PASSCRED rules out) has pid 0.
-func (s *notifyServer) read(buf, oob []byte) (pid int, data []byte, err error) {
+// read returns the next datagram and the pid and uid of the process that
+// sent it, as the kernel stamped them. A datagram without credentials
+// (which SO_PASSCRED rules out) has pid 0 and uid -1.
+func (s *notifyServer) read(buf, oob []byte) (pid, uid int, data []byte, err error) {
 	n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return 0, nil, err
+		return 0, -1, nil, err
 	}
-	return senderPID(oob[:oobn]), buf[:n], nil
+	pid, uid = sender(oob[:oobn])
+	return pid, uid, buf[:n], nil
 }
 
-func senderPID(oob []byte) int {
+func sender(oob []byte) (pid, uid int) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return 0
+		return 0, -1
 	}
 	for i := range msgs {
 		if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
-			return int(cred.Pid)
+			return int(cred.Pid), int(cred.Uid)
 		}
 	}
-	return 0
+	return 0, -1
 }
 
 func (s *notifyServer) close() error { return s.conn.Close() }

@@ -22,12 +22,12 @@ func TestNotifyServerCredentials(t *testing.T) {
 	}
 	buf := make([]byte, notifyMaxDatagram)
 	oob := make([]byte, credentialsSpace)
-	pid, data, err := ns.read(buf, oob)
+	pid, uid, data, err := ns.read(buf, oob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pid != os.Getpid() {
-		t.Errorf("sender pid = %d, want %d", pid, os.Getpid())
+	if pid != os.Getpid() || uid != os.Getuid() {
+		t.Errorf("sender pid %d uid %d, want %d %d", pid, uid, os.Getpid(), os.Getuid())
 	}
 	if got := parseNotify(data); !got.Ready || got.Status != "warming up" {
 		t.Errorf("message = %+v, want READY and STATUS", got)

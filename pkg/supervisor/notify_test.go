@@ -61,12 +61,12 @@ func TestParseStatPPID(t *testing.T) {
 func TestNotifyGate(t *testing.T) {
 	t.Parallel()
 	t0 := time.Unix(1000, 0)
-	g := newNotifyGate()
+	g := newNotifyGate(1000)
 	g.add(10)
 	admitted := func(pid, n int, at time.Time) int {
 		got := 0
 		for range n {
-			if g.admit(pid, at) {
+			if g.admit(pid, 1000, at) {
 				got++
 			}
 		}
@@ -99,20 +99,20 @@ func TestNotifyGate(t *testing.T) {
 		t.Errorf("a removed child's pid admitted %d, want the others' %d", got, notifyOthers-1)
 	}
 
-	senders, total, ok := g.report(t1)
+	r, ok := g.report(t1)
 	wantTotal := uint64(5 + 2*notifyOthers + 1 + 1)
-	if !ok || total != wantTotal || senders[10] != 5+1 || senders[99] != 2*notifyOthers || senders[98] != 1 {
-		t.Errorf("report = %v, %d, %v; want 10:6 99:%d 98:1, total %d", senders, total, ok, 2*notifyOthers, wantTotal)
+	if !ok || r.total != wantTotal || r.dropped != wantTotal || r.senders[10] != 5+1 || r.senders[99] != 2*notifyOthers || r.senders[98] != 1 {
+		t.Errorf("report = %+v, %v; want 10:6 99:%d 98:1, total %d", r, ok, 2*notifyOthers, wantTotal)
 	}
-	if _, _, ok := g.report(t1.Add(time.Second)); ok {
+	if _, ok := g.report(t1.Add(time.Second)); ok {
 		t.Error("a report with nothing dropped since")
 	}
 	admitted(99, notifyOthers+1, t1.Add(2*time.Second)) // one dropped
-	if _, _, ok := g.report(t1.Add(3 * time.Second)); ok {
+	if _, ok := g.report(t1.Add(3 * time.Second)); ok {
 		t.Error("reported again before notifyReportEvery")
 	}
-	if senders, total, ok := g.report(t1.Add(notifyReportEvery)); !ok || senders[99] != 1 || total != wantTotal+1 {
-		t.Errorf("report after notifyReportEvery = %v, %d, %v", senders, total, ok)
+	if r, ok := g.report(t1.Add(notifyReportEvery)); !ok || r.senders[99] != 1 || r.dropped != 1 || r.total != wantTotal+1 {
+		t.Errorf("report after notifyReportEvery = %+v, %v", r, ok)
 	}
 	if g.dropCount() != wantTotal+1 {
 		t.Errorf("dropCount = %d, want %d", g.dropCount(), wantTotal+1)
@@ -123,7 +123,7 @@ func TestNotifyGate(t *testing.T) {
 // end.
 func TestNotifyGatePause(t *testing.T) {
 	t.Parallel()
-	g := newNotifyGate()
+	g := newNotifyGate(1000)
 	t0 := time.Unix(1000, 0)
 	for i := range notifyDropBurst {
 		if d := g.pause(t0.Add(time.Duration(i) * time.Microsecond)); d != 0 {
@@ -139,18 +139,51 @@ func TestNotifyGatePause(t *testing.T) {
 	}
 }
 
+// Another user's datagrams never reach the loop, nor use up a budget: a
+// child's worker of an allowed uid is still heard during their flood.
+func TestNotifyGateOtherUsers(t *testing.T) {
+	t.Parallel()
+	g := newNotifyGate(1000)
+	t0 := time.Unix(1000, 0)
+	g.add(10)
+	for range 10 * notifyOthers {
+		if g.admit(50, 2000, t0) || g.admit(10, 2000, t0) {
+			t.Fatal("a datagram of uid 2000 admitted")
+		}
+	}
+	if !g.admit(11, 1000, t0) {
+		t.Error("a worker of the master's uid starved by another user's flood")
+	}
+	if !g.admit(12, 0, t0) {
+		t.Error("root not heard")
+	}
+	if g.admit(13, 3000, t0) {
+		t.Error("uid 3000 heard before it was allowed")
+	}
+	g.allowUID(3000) // a --user generation
+	if !g.admit(13, 3000, t0) {
+		t.Error("uid 3000 not heard once allowed")
+	}
+	if r, ok := g.report(t0); !ok || r.dropped != 20*notifyOthers+1 || r.senders[50] != 10*notifyOthers {
+		t.Errorf("report = %+v, %v", r, ok)
+	}
+}
+
 // The gate keeps the names of at most maxReportedSenders pids, whatever
 // the number of senders; the total counts them all.
 func TestNotifyGateManySenders(t *testing.T) {
 	t.Parallel()
-	g := newNotifyGate()
+	g := newNotifyGate(1000)
 	t0 := time.Unix(1000, 0)
 	for pid := range notifyOthers + 1000 {
-		g.admit(pid+100, t0)
+		g.admit(pid+100, 1000, t0)
 	}
-	senders, total, ok := g.report(t0)
-	if !ok || len(senders) != maxReportedSenders || total != 1000 {
-		t.Errorf("report: %d senders, total %d, %v; want %d, 1000", len(senders), total, ok, maxReportedSenders)
+	// One of the named pids sends again: still counted under its name.
+	g.admit(100+notifyOthers, 1000, t0)
+	r, ok := g.report(t0)
+	if !ok || len(r.senders) != maxReportedSenders || r.dropped != 1001 || r.total != 1001 || r.senders[100+notifyOthers] != 2 {
+		t.Errorf("report: %d senders, dropped %d, total %d, first named %d, %v; want %d, 1001, 1001, 2",
+			len(r.senders), r.dropped, r.total, r.senders[100+notifyOthers], ok, maxReportedSenders)
 	}
 }
 

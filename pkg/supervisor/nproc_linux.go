@@ -38,6 +38,10 @@ type nprocLimit struct {
 	uid   int    // the real uid whose tasks count
 	soft  uint64 // the master's soft limit
 	child uint64 // the children's: soft less the master's headroom
+	// unrestored is the master's own limit when giving it back after a
+	// fork failed: forkWith gives it back before it forks again. Only
+	// the spawner's thread, which calls forkWith, touches it.
+	unrestored *unix.Rlimit
 }
 
 // nprocHeadroom is how many tasks of the limit the children leave to the
@@ -94,20 +98,39 @@ func initUserNS() bool {
 // the child's hard limit is lowered too. The master's own threads are
 // checked against the lowered limit only during the fork; the reserve
 // (reserveThreads) is what keeps the runtime from making any then.
+//
+// Should the master's limit fail to come back after the fork, the master
+// would run on with the children's: forkWith kills the child it has just
+// forked and returns an error (a failed start of its slot, which the
+// supervisor logs), and tries again before the next fork, which it makes
+// only once the limit is back.
 func (l *nprocLimit) forkWith(uid int, fork func() (int, error)) (int, error) {
 	if l == nil || uid != l.uid {
 		// Another uid's tasks count for that uid: nothing of ours.
 		return fork()
+	}
+	if l.unrestored != nil {
+		if err := unix.Prlimit(0, unix.RLIMIT_NPROC, l.unrestored, nil); err != nil {
+			return 0, restoreError(l.unrestored, err)
+		}
+		l.unrestored = nil
 	}
 	var old unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &old); err != nil {
 		return fork()
 	}
 	limit := min(l.child, old.Cur)
-	restore := unix.Prlimit(0, unix.RLIMIT_NPROC, &unix.Rlimit{Cur: limit, Max: old.Max}, nil) == nil
+	lowered := unix.Prlimit(0, unix.RLIMIT_NPROC, &unix.Rlimit{Cur: limit, Max: old.Max}, nil) == nil
 	pid, err := fork()
-	if restore {
-		unix.Prlimit(0, unix.RLIMIT_NPROC, &old, nil)
+	if lowered {
+		if rerr := unix.Prlimit(0, unix.RLIMIT_NPROC, &old, nil); rerr != nil {
+			l.unrestored = &old
+			if err == nil {
+				// The reaper (wait4 of any child) collects it.
+				unix.Kill(pid, unix.SIGKILL)
+			}
+			return 0, restoreError(&old, rerr)
+		}
 	}
 	if err == nil {
 		// It may have exited already, or made itself unreachable by a
@@ -115,6 +138,14 @@ func (l *nprocLimit) forkWith(uid int, fork func() (int, error)) (int, error) {
 		unix.Prlimit(pid, unix.RLIMIT_NPROC, &unix.Rlimit{Cur: limit, Max: limit}, nil)
 	}
 	return pid, err
+}
+
+// restoreError says that the master's RLIMIT_NPROC could not be set back
+// to old. The errno is in the text only: an EPERM that errors.Is finds
+// would read as clone3 refused (osProcs.start).
+func restoreError(old *unix.Rlimit, err error) error {
+	return fmt.Errorf("the master's RLIMIT_NPROC, lowered for the fork of a child, cannot be set back to %d: %v; no child of its uid is started until it is",
+		old.Cur, err)
 }
 
 // reserveThreads makes n OS threads at once and leaves them idle: each of
@@ -321,7 +352,13 @@ func explainFork(err error, uid int, nproc *nprocLimit) error {
 	if !errors.Is(err, unix.EAGAIN) {
 		return err
 	}
-	for _, l := range pidsLimits() {
+	return explainForkLimits(err, uid, nproc, pidsLimits())
+}
+
+// explainForkLimits is explainFork for an EAGAIN, given the pids limits
+// of the master's cgroups.
+func explainForkLimits(err error, uid int, nproc *nprocLimit, pids []pidsLimit) error {
+	for _, l := range pids {
 		if l.current+2 >= l.max {
 			return &forkLimitError{err: err, cause: fmt.Sprintf("the pids limit of cgroup %s (pids.max %d) is reached", l.dir, l.max)}
 		}

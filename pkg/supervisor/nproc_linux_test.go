@@ -81,13 +81,15 @@ func TestPidsDirs(t *testing.T) {
 	}
 }
 
-// Idle threads stay: the reserve is still there after a GC.
+// reserveThreads makes its threads, more than the process had, and idle
+// threads stay: the reserve is still there after a GC.
 func TestReserveThreadsStay(t *testing.T) {
 	before := threadsNow(t)
-	reserveThreads(12)
+	n := before + 12
+	reserveThreads(n)
 	after := threadsNow(t)
-	if after < 12 {
-		t.Fatalf("%d threads after reserving 12 (%d before)", after, before)
+	if after < n {
+		t.Fatalf("%d threads after reserving %d (%d before)", after, n, before)
 	}
 	for range 3 {
 		runtime.GC()
@@ -154,16 +156,39 @@ func TestForkWithLowersChildLimit(t *testing.T) {
 
 func TestExplainForkNamesTheLimit(t *testing.T) {
 	t.Parallel()
+	const (
+		nprocMsg = "the process limit of uid 4242 (RLIMIT_NPROC 25, of which the children may use 21) is reached"
+		pidsMsg  = "the pids limit of cgroup /sys/fs/cgroup/app.service (pids.max 64) is reached"
+	)
 	l := &nprocLimit{uid: 4242, soft: 25, child: 21}
-	err := explainFork(unix.EAGAIN, 4242, l)
-	var le *forkLimitError
-	if !errors.As(err, &le) || !errors.Is(err, unix.EAGAIN) {
-		t.Fatalf("%v: not a forkLimitError wrapping EAGAIN", err)
-	}
-	if len(pidsLimits()) == 0 && !strings.Contains(err.Error(), "the process limit of uid 4242 (RLIMIT_NPROC 25, of which the children may use 21) is reached") {
-		t.Errorf("error %q", err)
+	for _, tc := range []struct {
+		name string
+		pids []pidsLimit
+		want string
+	}{
+		{"no pids limit", nil, nprocMsg},
+		{"pids limit with room", []pidsLimit{{dir: "/sys/fs/cgroup/app.service", max: 64, current: 20}}, nprocMsg},
+		{"pids limit reached", []pidsLimit{
+			{dir: "/sys/fs/cgroup/app.service", max: 64, current: 62},
+			{dir: "/sys/fs/cgroup", max: 10000, current: 300},
+		}, pidsMsg},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := explainForkLimits(unix.EAGAIN, 4242, l, tc.pids)
+			var le *forkLimitError
+			if !errors.As(err, &le) || !errors.Is(err, unix.EAGAIN) {
+				t.Fatalf("%v: not a forkLimitError wrapping EAGAIN", err)
+			}
+			if want := "resource temporarily unavailable: " + tc.want; err.Error() != want {
+				t.Errorf("error %q, want %q", err, want)
+			}
+		})
 	}
 	if err := explainFork(unix.ENOENT, 4242, l); err != unix.ENOENT {
 		t.Errorf("ENOENT became %v", err)
+	}
+	var le *forkLimitError
+	if err := explainFork(unix.EAGAIN, 4242, l); !errors.As(err, &le) {
+		t.Errorf("EAGAIN became %v, not a forkLimitError", err)
 	}
 }

@@ -15,8 +15,16 @@ import (
 // listener in child mode) can attach a program to the whole group with
 // setsockopt(SO_ATTACH_REUSEPORT_CBPF or _EBPF), replacing the master's
 // steering program, or remove it with SO_DETACH_REUSEPORT_BPF. The filter
-// makes exactly those three calls fail with EPERM; every other system call
-// and every other socket option is allowed.
+// makes exactly those three calls fail with EPERM.
+//
+// io_uring can make the same setsockopt without the system call
+// (IORING_OP_URING_CMD with SOCKET_URING_OP_SETSOCKOPT, Linux 6.7 and
+// later), and a filter never sees what a ring does. So the filter also
+// refuses io_uring_setup, io_uring_enter and io_uring_register, with
+// ENOSYS: a program then falls back as on a kernel without io_uring (as
+// in a container under Docker's default seccomp profile, which blocks
+// io_uring too). Every other system call and every other socket option is
+// allowed.
 //
 // Seccomp filters belong to a thread and pass to whatever it forks and
 // execs. The spawner's thread forks every child and never runs any other
@@ -42,9 +50,10 @@ func guardArches(goarch string) ([]guardArch, error) {
 	case "amd64":
 		return []guardArch{
 			{audit: unix.AUDIT_ARCH_X86_64, setsockopt: []uint32{54, 541}},
-			// i386 also reaches setsockopt through socketcall(2), whose
-			// arguments are in memory a filter cannot read: see
-			// docs/steering.md.
+			// i386 also reaches setsockopt through socketcall(2): a
+			// filter sees its call number, not the level and option,
+			// which are in memory, so refusing it would refuse every
+			// setsockopt. It is allowed: see docs/steering.md.
 			{audit: unix.AUDIT_ARCH_I386, setsockopt: []uint32{366}},
 		}, nil
 	case "arm64":
@@ -69,21 +78,29 @@ const (
 
 func seccompArgLow(i uint32) uint32 { return 16 + 8*i }
 
+// uringCalls are io_uring_setup, io_uring_enter and io_uring_register,
+// which the filter refuses with ENOSYS: the same numbers on every
+// architecture it knows (x32's have the x32 bit, which it clears).
+var uringCalls = []uint32{unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER}
+
 // guardedOptions are the SOL_SOCKET options the filter refuses.
 var guardedOptions = []uint32{unix.SO_ATTACH_REUSEPORT_CBPF, unix.SO_ATTACH_REUSEPORT_EBPF, unix.SO_DETACH_REUSEPORT_BPF}
 
 // reuseportGuard returns the classic BPF program of the filter for goarch:
 //
-//	    ld  arch
-//	    jeq ARCH1, nr1, next        one block per architecture
-//	nr1: ld  nr; (amd64: and ^x32 bit)
-//	    jeq SETSOCKOPT, options, allow
-//	    ...
+//	       ld  arch
+//	arch0: jeq ARCH0, 0, arch1      one block per architecture
+//	       ld  nr; (amd64: and ^x32 bit)
+//	       jeq SETSOCKOPT, options  each number of setsockopt
+//	       jeq IO_URING_*, nosys    each io_uring call, the last
+//	                                jumping to allow if not equal
+//	arch1: ...
 //	options:
-//	    ld  level; jeq SOL_SOCKET, 0, allow
-//	    ld  optname; jeq each guarded option, deny
+//	       ld  level; jeq SOL_SOCKET, 0, allow
+//	       ld  optname; jeq each guarded option, deny
 //	allow: ret ALLOW
 //	deny:  ret ERRNO(EPERM)
+//	nosys: ret ERRNO(ENOSYS)
 func reuseportGuard(goarch string) ([]unix.SockFilter, error) {
 	arches, err := guardArches(goarch)
 	if err != nil {
@@ -97,19 +114,21 @@ func reuseportGuard(goarch string) ([]unix.SockFilter, error) {
 		if i+1 < len(arches) {
 			next = fmt.Sprintf("arch%d", i+1)
 		}
-		a.jeq(arch.audit, fmt.Sprintf("nr%d", i), next, fmt.Sprintf("arch%d", i))
+		a.jeq(arch.audit, "", next, fmt.Sprintf("arch%d", i))
 		ld(seccompNR)
-		a.labels[fmt.Sprintf("nr%d", i)] = len(a.prog) - 1
 		if goarch == "amd64" {
 			// x32 programs call with this bit set, and their own numbers.
 			a.stmt(unix.BPF_ALU|unix.BPF_AND|unix.BPF_K, ^uint32(x32Bit), "")
 		}
-		for j, nr := range arch.setsockopt {
+		for _, nr := range arch.setsockopt {
+			a.jeq(nr, "options", "", "")
+		}
+		for j, nr := range uringCalls {
 			f := ""
-			if j == len(arch.setsockopt)-1 {
+			if j == len(uringCalls)-1 {
 				f = "allow"
 			}
-			a.jeq(nr, "options", f, "")
+			a.jeq(nr, "nosys", f, "")
 		}
 	}
 	ld(seccompArgLow(1))
@@ -125,6 +144,7 @@ func reuseportGuard(goarch string) ([]unix.SockFilter, error) {
 	}
 	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW, "allow")
 	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM), "deny")
+	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ERRNO|uint32(unix.ENOSYS), "nosys")
 	return a.assemble()
 }
 
@@ -180,7 +200,8 @@ var errGuardPermission = errors.New("seccomp needs CAP_SYS_ADMIN or no_new_privs
 // kernel accepts a filter only from a thread with no_new_privs set; then
 // it sets that first, on this thread alone, and reports nnp true: every
 // child inherits it and cannot gain privileges through a setuid or
-// setcap program. A master with CAP_SYS_ADMIN (root) does not set it.
+// setcap program. A master with CAP_SYS_ADMIN does not set it (though
+// it may have it already: systemd's NoNewPrivileges=yes).
 func installGuard() (nnp bool, err error) {
 	prog, err := reuseportGuard(runtime.GOARCH)
 	if err != nil {

@@ -54,6 +54,7 @@ func TestReuseportGuardProgram(t *testing.T) {
 	t.Parallel()
 	const (
 		eperm = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+		nosys = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
 		allow = unix.SECCOMP_RET_ALLOW
 		sol   = unix.SOL_SOCKET
 		cbpf  = unix.SO_ATTACH_REUSEPORT_CBPF
@@ -90,6 +91,21 @@ func TestReuseportGuardProgram(t *testing.T) {
 		{name: "arm64 54 is another call", goarch: "arm64", arch: a64, nr: 54, level: sol, opt: cbpf, want: allow},
 		{name: "arm setsockopt", goarch: "arm64", arch: arm, nr: 294, level: sol, opt: ebpf, want: eperm},
 		{name: "x86-64 call on arm64", goarch: "arm64", arch: x86, nr: 54, level: sol, opt: cbpf, want: allow},
+		{name: "io_uring_setup", goarch: "amd64", arch: x86, nr: 425, want: nosys},
+		{name: "io_uring_enter", goarch: "amd64", arch: x86, nr: 426, want: nosys},
+		{name: "io_uring_register", goarch: "amd64", arch: x86, nr: 427, want: nosys},
+		{name: "call before io_uring", goarch: "amd64", arch: x86, nr: 424, want: allow},
+		{name: "call after io_uring", goarch: "amd64", arch: x86, nr: 428, want: allow},
+		{name: "x32 io_uring_setup", goarch: "amd64", arch: x86, nr: x32Bit | 425, want: nosys},
+		{name: "x32 io_uring_register", goarch: "amd64", arch: x86, nr: x32Bit | 427, want: nosys},
+		{name: "i386 io_uring_setup", goarch: "amd64", arch: i386, nr: 425, want: nosys},
+		{name: "i386 io_uring_enter", goarch: "amd64", arch: i386, nr: 426, want: nosys},
+		{name: "unknown arch io_uring_setup", goarch: "amd64", arch: 0xc0000015, nr: 425, want: allow},
+		{name: "arm64 io_uring_setup", goarch: "arm64", arch: a64, nr: 425, want: nosys},
+		{name: "arm64 io_uring_register", goarch: "arm64", arch: a64, nr: 427, want: nosys},
+		{name: "arm io_uring_enter", goarch: "arm64", arch: arm, nr: 426, want: nosys},
+		{name: "arm io_uring_register", goarch: "arm64", arch: arm, nr: 427, want: nosys},
+		{name: "x86-64 io_uring_setup on arm64", goarch: "arm64", arch: x86, nr: 425, want: allow},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prog, err := reuseportGuard(tc.goarch)
@@ -108,11 +124,15 @@ func TestReuseportGuardProgram(t *testing.T) {
 }
 
 // The guard installed on one thread: setsockopt(SO_ATTACH_REUSEPORT_CBPF)
-// fails there with EPERM, other options work, and the process's other
-// threads are untouched.
+// fails there with EPERM, other options work, io_uring_setup fails with
+// ENOSYS, and the process's other threads are untouched.
 func TestReuseportGuardKernel(t *testing.T) {
 	t.Parallel()
 	fd := reuseportListener(t)
+	uringBefore := uringSetup()
+	if uringBefore == unix.ENOSYS {
+		t.Log("io_uring_setup fails with ENOSYS before the guard: its refusal shows nothing here")
+	}
 	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}} // always socket 0
 	done := make(chan error, 1)
 	go func() {
@@ -133,6 +153,9 @@ func TestReuseportGuardKernel(t *testing.T) {
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 				return fmt.Errorf("SO_REUSEPORT on the guarded thread: %w", err)
 			}
+			if errno := uringSetup(); errno != unix.ENOSYS {
+				return fmt.Errorf("io_uring_setup on the guarded thread: %v, want ENOSYS", errno)
+			}
 			return nil
 		}()
 	}()
@@ -144,6 +167,20 @@ func TestReuseportGuardKernel(t *testing.T) {
 		&unix.SockFprog{Len: 1, Filter: &prog[0]}); err != nil {
 		t.Fatalf("attach cbpf on another thread: %v", err)
 	}
+	if errno := uringSetup(); errno != uringBefore {
+		t.Errorf("io_uring_setup on another thread: %v, want %v as before the guard", errno, uringBefore)
+	}
+}
+
+// uringSetup makes an io_uring of one entry and closes it: 0, or the
+// errno of io_uring_setup.
+func uringSetup() unix.Errno {
+	var params [120]byte // struct io_uring_params, zeroed
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params)), 0)
+	if errno == 0 {
+		unix.Close(int(fd))
+	}
+	return errno
 }
 
 func reuseportListener(t *testing.T) int {

@@ -86,6 +86,11 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 	}
 	spec.env = childEnv(os.Environ(), own)
 	now := s.env.clock.Now()
+	if g.id != nil {
+		// Heard from its first instant: it may say READY=1 before
+		// start returns.
+		s.gate.allowUID(int(g.id.uid))
+	}
 	pid, err := s.env.procs.start(spec)
 	if err != nil {
 		page.Close()

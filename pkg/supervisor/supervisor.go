@@ -181,7 +181,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 			recycles:      make(map[recycleKey]uint64),
 		},
 		steering: newSteering(),
-		gate:     newNotifyGate(),
+		gate:     newNotifyGate(os.Geteuid()),
 	}
 	on, why, err := decideSteering(cfg, e.steerSupported)
 	if err != nil {
@@ -378,7 +378,7 @@ func (s *Supervisor) readNotify() {
 		// The deadline only wakes the reader to say what it dropped
 		// after a flood has ended.
 		s.notify.conn.SetReadDeadline(time.Now().Add(notifyReportEvery))
-		pid, data, err := s.notify.read(buf, oob)
+		pid, uid, data, err := s.notify.read(buf, oob)
 		switch {
 		case errors.Is(err, net.ErrClosed):
 			return // closed by Run
@@ -391,7 +391,7 @@ func (s *Supervisor) readNotify() {
 			continue
 		}
 		now := s.env.clock.Now()
-		if !s.gate.admit(pid, now) {
+		if !s.gate.admit(pid, uid, now) {
 			s.reportNotifyDrops()
 			if d := s.gate.pause(now); d > 0 {
 				time.Sleep(d) // a flood: let it wait in the queue
@@ -404,18 +404,14 @@ func (s *Supervisor) readNotify() {
 
 // reportNotifyDrops says which senders the gate dropped datagrams of.
 func (s *Supervisor) reportNotifyDrops() {
-	senders, total, ok := s.gate.report(s.env.clock.Now())
+	r, ok := s.gate.report(s.env.clock.Now())
 	if !ok {
 		return
 	}
-	pids := slices.SortedFunc(maps.Keys(senders), func(a, b int) int { return cmp.Compare(senders[b], senders[a]) })
-	var dropped uint64
-	for _, n := range senders {
-		dropped += n
-	}
+	pids := slices.SortedFunc(maps.Keys(r.senders), func(a, b int) int { return cmp.Compare(r.senders[b], r.senders[a]) })
 	top := pids[:min(len(pids), 5)]
-	s.log.Warn("dropped sd_notify datagrams over the rate limit", "dropped", dropped, "dropped_total", total,
-		"senders", len(pids), "top_pids", top, "top_count", senders[top[0]],
+	s.log.Warn("dropped sd_notify datagrams over the rate limit or from another user", "dropped", r.dropped,
+		"dropped_total", r.total, "senders", len(pids), "top_pids", top, "top_count", r.senders[top[0]],
 		"limit_per_child_per_s", notifyPerChild, "limit_others_per_s", notifyOthers)
 }
 

@@ -76,7 +76,10 @@ func (*socketSet) steerer(string) *steer.Steerer          { return nil }
 func (*socketSet) renew(string, int) (bool, error)        { return false, nil }
 func (*socketSet) acceptQueue(string, int) (uint32, bool) { return 0, false }
 
-type identity struct{ user, home string }
+type identity struct {
+	user, home string
+	uid        uint32
+}
 
 func resolveIdentity(Config) (*identity, error) { return nil, errUnsupported }
 

@@ -192,3 +192,34 @@ func TestControlOtherUsers(t *testing.T) {
 		t.Errorf("status as root: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// A master run as a service user (systemd's DynamicUser= or User=, with
+// its socket in its RuntimeDirectory=) is one root's client talks to: the
+// socket's directory is the service's own, under directories only root
+// may write, so no one else could have put it there. The same socket in
+// a directory anyone may write to (TestControlSquattedByAnotherUser) is
+// refused.
+func TestControlServiceUser(t *testing.T) {
+	t.Parallel()
+	needRootAndPython(t)
+	run := filepath.Join(sharedDir(t, 0o755), "prefork")
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(run, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(run, "prefork.sock")
+	startHelper(t, fakeMaster, path)
+	if code, out, errOut := runMaster(t, "reload", "--control", path); code != 0 || !strings.Contains(out, "generation 99 serves") {
+		t.Errorf("root's reload of the service user's master: exit %d, stdout %q, stderr %q; want it answered", code, out, errOut)
+	}
+	// The same directory made writable by others: anyone could have put
+	// the socket there.
+	if err := os.Chmod(run, 0o733); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runMaster(t, "reload", "--control", path); code == 0 || !strings.Contains(errOut, "refusing") {
+		t.Errorf("reload through a directory others may write: exit %d, stderr %q; want refused", code, errOut)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,7 +57,8 @@ func (e *dialError) Error() string { return e.msg }
 
 // dialControl connects to the control socket at path and checks who
 // serves it (SO_PEERCRED): only a master of the caller's own user or
-// root is told anything. Another user's socket at the path would
+// root, or of the user whose private directory holds the socket (a
+// service's, servesOwnDir), is told anything. Another user's socket at the path would
 // otherwise take the command and answer what it liked.
 func dialControl(ctx context.Context, path string) (net.Conn, error) {
 	var d net.Dialer
@@ -77,12 +79,57 @@ func dialControl(ctx context.Context, path string) (net.Conn, error) {
 		conn.Close()
 		return nil, &dialError{fmt.Sprintf("control socket %s: %v", path, err)}
 	}
-	if !supervisor.TrustedPeer(uid) {
+	if !supervisor.TrustedPeer(uid) && !servesOwnDir(path, uid) {
 		conn.Close()
 		return nil, &dialError{fmt.Sprintf("the control socket at %s is served by %s (pid %d), not by this user or root: refusing to talk to it",
 			path, userName(uid), pid)}
 	}
 	return conn, nil
+}
+
+// servesOwnDir reports whether the socket at path, and the directory it is
+// in, belong to uid, in a directory only uid may write whose every
+// ancestor is root's or uid's and writable by no one else (or sticky,
+// as /tmp): a service's runtime directory (systemd's RuntimeDirectory=,
+// with DynamicUser= or User=). Only uid could have put a socket there, so
+// the master serving it is the service, not a squatter; root's client
+// talks to it. Checked after connecting, with the peer's uid from the
+// kernel: a path swapped in between would have to be uid's to pass.
+func servesOwnDir(path string, uid int) bool {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	real, err = filepath.Abs(real)
+	if err != nil {
+		return false
+	}
+	owner := func(p string) (*syscall.Stat_t, bool) {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return nil, false
+		}
+		return &st, int(st.Uid) == uid || st.Uid == 0
+	}
+	if st, ok := owner(real); !ok || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK || int(st.Uid) != uid {
+		return false
+	}
+	dir := filepath.Dir(real)
+	if st, ok := owner(dir); !ok || int(st.Uid) != uid || st.Mode&0o022 != 0 {
+		return false
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		st, ok := owner(p)
+		if !ok || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return false
+		}
+		if st.Mode&0o022 != 0 && st.Mode&syscall.S_ISVTX == 0 {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+	}
 }
 
 // ownerName names the owner of the file at path, for a message.

@@ -154,6 +154,89 @@ func TestForkWithLowersChildLimit(t *testing.T) {
 	}
 }
 
+// If the master's limit cannot be set back after the fork (here a seccomp
+// filter that the fork installs on the forking thread refuses every
+// change of RLIMIT_NPROC from then on), forkWith kills the child and
+// fails, and sets the limit back before its next fork.
+func TestForkWithRestoreFails(t *testing.T) {
+	var own unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &own); err != nil {
+		t.Fatal(err)
+	}
+	if own.Cur != unix.RLIM_INFINITY && own.Cur < 1000 {
+		t.Skipf("RLIMIT_NPROC %d is already low", own.Cur)
+	}
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NPROC, &own) })
+	// Lowered a little only: the whole test process lives under it until
+	// the next fork.
+	child := uint64(1 << 20)
+	if own.Cur != unix.RLIM_INFINITY {
+		child = own.Cur - 1
+	}
+	l := &nprocLimit{uid: os.Getuid(), soft: 1 << 21, child: child}
+	sleep := []string{"/bin/sleep", "10"}
+	var forked int
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends filtered
+		_, err := l.forkWith(os.Getuid(), func() (int, error) {
+			if err := refuseNprocChange(); err != nil {
+				return 0, err
+			}
+			pid, err := syscall.ForkExec(sleep[0], sleep, &syscall.ProcAttr{})
+			forked = pid
+			return pid, err
+		})
+		done <- err
+	}()
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "cannot be set back") || errors.Is(err, unix.EPERM) {
+		t.Fatalf("forkWith: %v, want the restore's error, not one that is EPERM", err)
+	}
+	if forked == 0 {
+		t.Fatal("no child was forked")
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(forked, &ws, 0, nil); err != nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the child: %v (%v), want killed", ws, err)
+	}
+	var now unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &now); err != nil || now.Cur != child {
+		t.Errorf("master's soft limit after the failed restore: %d (%v), want %d", now.Cur, err, child)
+	}
+	pid, err := l.forkWith(os.Getuid(), func() (int, error) {
+		return syscall.ForkExec(sleep[0], sleep, &syscall.ProcAttr{})
+	})
+	if err != nil {
+		t.Fatalf("the next fork: %v", err)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	syscall.Wait4(pid, &ws, 0, nil)
+	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &now); err != nil || now != own || l.unrestored != nil {
+		t.Errorf("master's limit after the next fork: %+v (%v, unrestored %v), want %+v", now, err, l.unrestored, own)
+	}
+}
+
+// refuseNprocChange installs, on the calling thread, a seccomp filter that
+// refuses prlimit64 of RLIMIT_NPROC with EPERM.
+func refuseNprocChange() error {
+	var a bpfAsm
+	a.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNR, "")
+	a.jeq(unix.SYS_PRLIMIT64, "", "allow", "")
+	a.stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompArgLow(1), "")
+	a.jeq(unix.RLIMIT_NPROC, "", "allow", "")
+	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM), "")
+	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW, "allow")
+	prog, err := a.assemble()
+	if err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return err
+	}
+	return setFilter(prog)
+}
+
 func TestExplainForkNamesTheLimit(t *testing.T) {
 	t.Parallel()
 	const (

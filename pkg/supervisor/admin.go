@@ -167,24 +167,30 @@ func defaultControlDir(dir string) bool {
 // it first. Any other must exist.
 func prepareControlDir(dir string, ours bool) error {
 	euid := os.Geteuid()
-	fi, err := os.Stat(dir)
+	private := dir == privateControlDir(euid)
+	// The private directory is in /tmp, where anyone may have put a
+	// symbolic link by that name: it must be a directory itself.
+	stat := os.Stat
+	if private {
+		stat = os.Lstat
+	}
+	fi, err := stat(dir)
 	if ours && errors.Is(err, fs.ErrNotExist) {
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("control: make the directory %s: %w", dir, err)
 		}
-		fi, err = os.Stat(dir)
+		fi, err = stat(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("control: %s is not a directory", dir)
+		return fmt.Errorf("control: %s is not a directory (%s)", dir, fi.Mode().Type())
 	}
-	private := dir == privateControlDir(euid)
 	owner, perm := ownerOf(fi), fi.Mode().Perm()
 	switch {
 	case private && (owner != euid || perm&0o077 != 0):
-		return fmt.Errorf("control: %s must be a directory of uid %d with mode 0700, and it is uid %d's with mode %04o: remove it, or give --control another path",
+		return fmt.Errorf("control: %s must be a directory of uid %d with mode 0700, and it is uid %d's with mode %04o: remove it, set XDG_RUNTIME_DIR, or give --control a path in a directory of your own",
 			dir, euid, owner, perm)
 	case owner != euid && owner != 0:
 		return fmt.Errorf("control: the directory %s belongs to uid %d, who could replace the socket: give --control a path in a directory of your own", dir, owner)

@@ -68,6 +68,20 @@ func TestListenControlDirectory(t *testing.T) {
 		if err := prepareControlDir(private, true); err == nil || !strings.Contains(err.Error(), "mode 0700") {
 			t.Errorf("the private directory with mode 0755: %v, want refused", err)
 		}
+		// A symbolic link by that name, to a directory of the user's
+		// with mode 0700: someone else may have put it there.
+		if err := os.Remove(private); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(made, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(made, private); err != nil {
+			t.Fatal(err)
+		}
+		if err := prepareControlDir(private, true); err == nil || !strings.Contains(err.Error(), "not a directory") {
+			t.Errorf("the private directory as a symbolic link: %v, want refused", err)
+		}
 	}
 
 	open := filepath.Join(base, "open")

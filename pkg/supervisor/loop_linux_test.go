@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -285,4 +286,25 @@ func TestContextStops(t *testing.T) {
 	if got := procs.signalsOf(procs.started()[0].pid); !slices.Equal(got, []unix.Signal{unix.SIGTERM}) {
 		t.Errorf("signals = %v, want SIGTERM", got)
 	}
+}
+
+// A fork refused for a process limit (EAGAIN) is a failed start like any,
+// but osProcs says the limit once for every slot: the slots say nothing
+// more than debug lines.
+func TestFailedForkSaidOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testConfig(t, 2))
+	h.procs.mu.Lock()
+	h.procs.failStart = func(spawnSpec) error { return fmt.Errorf("exec /bin/true: %w", unix.EAGAIN) }
+	h.procs.mu.Unlock()
+	h.exit(h.newest(0), exitCode(1))
+	h.exit(h.newest(1), exitCode(1))
+	h.clock.Advance(time.Second)
+	if n := h.logs.count("child failed to start"); n != 0 {
+		t.Errorf("%d \"child failed to start\" lines for a process limit, want 0", n)
+	}
+	if n := h.logs.count("slot still fails to start"); n < 2 {
+		t.Errorf("%d debug lines of failed starts, want one per attempt of each slot", n)
+	}
+	h.wantStates("0/1:backoff", "1/1:backoff")
 }

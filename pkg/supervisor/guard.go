@@ -41,18 +41,18 @@ type guardedListener struct {
 	check func(net.Conn) error // nil: any peer
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	open    map[*guardedConn]struct{}
-	refused int               // since the last line
-	evicted int               // since the last line
-	logged  time.Time         // when the last line was written
-	total   map[string]uint64 // since the start, by metrics.RefusalReasons
+	mu     sync.Mutex
+	open   map[*guardedConn]struct{}
+	since  map[string]int    // since the last line, by metrics.RefusalReasons
+	logged time.Time         // when the last line was written
+	total  map[string]uint64 // since the start, by metrics.RefusalReasons
 }
 
 // guard wraps ln with a cap of max open connections and a peer check.
 func guard(ln net.Listener, what string, max int, check func(net.Conn) error, log *slog.Logger) *guardedListener {
 	return &guardedListener{Listener: ln, what: what, max: max, check: check, log: log,
-		open: make(map[*guardedConn]struct{}), total: make(map[string]uint64)}
+		open:  make(map[*guardedConn]struct{}),
+		since: make(map[string]int), total: make(map[string]uint64)}
 }
 
 // guardedConn is an open connection of a guardedListener.
@@ -87,7 +87,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		if l.check != nil {
 			if err := l.check(c); err != nil {
 				c.Close()
-				l.say(func() { l.refused++; l.total[metrics.RefusedPeer]++ }, err.Error())
+				l.say(metrics.RefusedPeer, err.Error())
 				continue
 			}
 		}
@@ -95,7 +95,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			return gc, nil
 		}
 		c.Close()
-		l.say(func() { l.refused++; l.total[metrics.RefusedBusy]++ }, "every connection is busy with a request")
+		l.say(metrics.RefusedBusy, "every connection is busy with a request")
 	}
 }
 
@@ -121,7 +121,7 @@ func (l *guardedListener) admit(c net.Conn) *guardedConn {
 	l.mu.Unlock()
 	if victim != nil {
 		victim.Close()
-		l.say(func() { l.evicted++; l.total[metrics.RefusedEvicted]++ }, "too many open connections: the one idle longest was closed")
+		l.say(metrics.RefusedEvicted, "too many open connections: the one idle longest was closed")
 	}
 	return gc
 }
@@ -143,20 +143,27 @@ func (l *guardedListener) track(c net.Conn, st http.ConnState) {
 	}
 }
 
-// say counts what count counts and logs, at most once per
-// refusedLogEvery, the counts since the last line.
-func (l *guardedListener) say(count func(), why string) {
+// say counts a connection refused for reason (one of
+// metrics.RefusalReasons), and logs, at most once per refusedLogEvery,
+// the counts by reason since the last line and why the last one was.
+func (l *guardedListener) say(reason, why string) {
 	l.mu.Lock()
-	count()
+	l.since[reason]++
+	l.total[reason]++
 	now := time.Now()
 	if now.Sub(l.logged) < refusedLogEvery {
 		l.mu.Unlock()
 		return
 	}
-	refused, evicted := l.refused, l.evicted
-	l.refused, l.evicted, l.logged = 0, 0, now
+	attrs := []any{"endpoint", l.what}
+	for _, r := range metrics.RefusalReasons {
+		attrs = append(attrs, r, l.since[r])
+	}
+	attrs = append(attrs, "last", reason, "reason", why, "cap", l.max)
+	clear(l.since)
+	l.logged = now
 	l.mu.Unlock()
-	l.log.Warn("refused connections", "endpoint", l.what, "refused", refused, "evicted", evicted, "reason", why, "cap", l.max)
+	l.log.Warn("refused connections", attrs...)
 }
 
 // refusals returns what l refused since the start, every reason listed.

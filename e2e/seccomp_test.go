@@ -113,6 +113,10 @@ func TestChildCannotAttachReuseportProgram(t *testing.T) {
 					t.Errorf("slot %d: Seccomp %q NoNewPrivs %q, want 2 (filter) and %s", slot, st["Seccomp"], st["NoNewPrivs"], wantNNP)
 				}
 			}
+			// Steering (the root master's) takes a newly ready slot in at
+			// its next health check, every 25 ms: until then the other
+			// slot gets every connection.
+			time.Sleep(100 * time.Millisecond)
 			bySlot := map[int]int{}
 			for range 40 {
 				w, err := getWhoami(m.addr)

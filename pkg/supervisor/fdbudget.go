@@ -66,5 +66,7 @@ func fitFDs(need int, limit uint64) error {
 	if limit == unix.RLIM_INFINITY || uint64(need) <= limit {
 		return nil
 	}
-	return fmt.Errorf("needs %d file descriptors, the limit is %d (ulimit -n): raise it (systemd: LimitNOFILE=) or lower --workers", need, limit)
+	return fmt.Errorf("needs %d file descriptors, the limit is %d (ulimit -n): raise it (systemd: LimitNOFILE=), "+
+		"or lower --workers; the connection caps of --metrics and --control count %d and %d of them (\"\" turns either off)",
+		need, limit, MetricsConnCap, ControlConnCap)
 }

@@ -50,6 +50,9 @@ func run(args []string) int {
 // logFlushTimeout: a master whose stderr nobody reads (a stuck log
 // pipeline) must still exit.
 func sayBounded(line string) {
+	if stderrStuck.Load() {
+		return
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -226,8 +227,15 @@ const logFlushTimeout = 2 * time.Second
 func flushLog(w *logwriter.Writer) {
 	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
 	defer cancel()
-	_ = w.Close(ctx)
+	if w.Close(ctx) != nil {
+		stderrStuck.Store(true)
+	}
 }
+
+// stderrStuck is set when the log could not be flushed in time: the last
+// error line is not tried then, so that the exit waits logFlushTimeout
+// once, not twice.
+var stderrStuck atomic.Bool
 
 // exitCode says why the master stopped (see the README's exit status
 // table): a container runtime or systemd shows nothing else.

@@ -182,6 +182,10 @@ func prepareControlDir(dir string, ours bool) error {
 		fi, err = stat(dir)
 	}
 	if err != nil {
+		if xdg := os.Getenv("XDG_RUNTIME_DIR"); xdg != "" && filepath.Clean(xdg) == dir {
+			// Left over by su or sudo, most often.
+			return fmt.Errorf("control: %w (the directory XDG_RUNTIME_DIR names): unset it, or give --control another path", err)
+		}
 		return fmt.Errorf("control: %w", err)
 	}
 	if !fi.IsDir() {

@@ -2,12 +2,11 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"os"
-	"regexp"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/testkit"
 )
 
 // BenchmarkNotifyFlood: the master's CPU while a process that is not a
@@ -20,7 +19,10 @@ func BenchmarkNotifyFlood(b *testing.B) {
 	const flood = 3 * time.Second
 	m := startMaster(b, 2)
 	m.waitReady(30*time.Second, 2)
-	addr := notifySocket(b, m.cmd.Process.Pid)
+	addr, err := testkit.NotifySocket(m.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
 		conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 		if err != nil {
@@ -44,18 +46,4 @@ func BenchmarkNotifyFlood(b *testing.B) {
 		b.ReportMetric(cpu/took.Seconds(), "master-cpu-ms/s")
 		b.ReportMetric(float64(sent)/took.Seconds(), "datagrams/s")
 	}
-}
-
-// notifySocket finds the master's sd_notify socket in /proc/net/unix.
-func notifySocket(tb testing.TB, pid int) string {
-	tb.Helper()
-	data, err := os.ReadFile("/proc/net/unix")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	name := regexp.MustCompile(fmt.Sprintf(`@prefork/%d/[0-9a-f]+`, pid)).Find(data)
-	if name == nil {
-		tb.Fatalf("no notify socket of pid %d in /proc/net/unix", pid)
-	}
-	return string(name)
 }

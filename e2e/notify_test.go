@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +20,10 @@ func TestNotifyFlood(t *testing.T) {
 	metrics := testkit.FreeAddr(t)
 	m := startMaster(t, "--workers", "2", "--metrics", metrics)
 	ready := m.waitReady(2)
-	addr := notifyAddr(t, m.cmd.Process.Pid)
+	addr, err := testkit.NotifySocket(m.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
@@ -73,19 +73,4 @@ func TestNotifyFlood(t *testing.T) {
 	if want := fmt.Sprintf("\nprefork_notify_dropped_total %d\n", total); !strings.Contains(scrape(t, metrics), want) {
 		t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
 	}
-}
-
-// notifyAddr finds the master's sd_notify socket, an abstract unix socket
-// named @prefork/PID/..., in /proc/net/unix.
-func notifyAddr(t *testing.T, pid int) string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/net/unix")
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := regexp.MustCompile(fmt.Sprintf(`@prefork/%d/[0-9a-f]+`, pid)).Find(data)
-	if name == nil {
-		t.Fatalf("no notify socket of pid %d in /proc/net/unix", pid)
-	}
-	return string(bytes.TrimSpace(name))
 }

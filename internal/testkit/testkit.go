@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -249,4 +250,19 @@ func AcceptQueued(port int) (int, error) {
 		n += int(q)
 	}
 	return n, nil
+}
+
+// NotifySocket finds the sd_notify socket of the master pid, an abstract
+// unix socket named @prefork/PID/..., in /proc/net/unix: as any local
+// user can.
+func NotifySocket(pid int) (string, error) {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return "", err
+	}
+	name := regexp.MustCompile(fmt.Sprintf(`@prefork/%d/[0-9a-f]+`, pid)).Find(data)
+	if name == nil {
+		return "", fmt.Errorf("no notify socket of pid %d in /proc/net/unix", pid)
+	}
+	return string(name), nil
 }

@@ -39,6 +39,16 @@ func FuzzConfigFile(f *testing.F) {
 		"command: [/bin/sh, \"{port\"]\n",
 		"max-rss: 1e400GiB\n",
 		"\xff\xfe\x00w\x00o\x00",
+		"workers: 3\nlisten: 127.0.0.1:9000\ncommand: [/bin/echo, hi]\n",
+		"max-rss: 1.5GiB\nmax-accepts: 10\nwatchdog: 1s\n",
+		"wokers: 3\n",
+		"- a\n",
+		"a: &x [*x]\ncommand: *x\n",
+		"workers: 1\n---\nworkers: 2\n",
+		"<<: {workers: 2}\n",
+		"command: [[a]]\n",
+		"? [a]\n: b\n",
+		"workers: [\n",
 	} {
 		f.Add([]byte(seed))
 	}

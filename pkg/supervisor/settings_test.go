@@ -309,35 +309,3 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
-
-// ParseConfigFile never panics, changes cfg only on success, and every
-// error is one line.
-func FuzzParseConfigFile(f *testing.F) {
-	for _, seed := range []string{
-		"",
-		"workers: 3\nlisten: 127.0.0.1:9000\ncommand: [/bin/echo, hi]\n",
-		"max-rss: 1.5GiB\nmax-accepts: 10\nwatchdog: 1s\n",
-		"wokers: 3\n",
-		"- a\n",
-		"a: &x [*x]\ncommand: *x\n",
-		"workers: 1\n---\nworkers: 2\n",
-		"<<: {workers: 2}\n",
-		"command: [[a]]\n",
-		"? [a]\n: b\n",
-		"workers: [\n",
-	} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg := validConfig()
-		err := ParseConfigFile(data, &cfg)
-		if err != nil {
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q spans more than one line", err)
-			}
-			if !reflect.DeepEqual(cfg, validConfig()) {
-				t.Errorf("a rejected file changed the config")
-			}
-		}
-	})
-}

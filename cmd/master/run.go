@@ -42,6 +42,7 @@ func runAction(c *cli.Context) error {
 		Log:        log,
 		Load:       func() (supervisor.Config, error) { return loadConfig(c) },
 		LogDropped: func() uint64 { return logw.Dropped().Lines },
+		LogStalled: logw.Stalled,
 		// Named in the error of a reload whose read of it hangs.
 		ConfigFile: c.String(supervisor.ConfigSetting),
 	})

@@ -64,6 +64,9 @@ type Writer struct {
 	// The totals, for Dropped: every record not written, whatever the
 	// reason.
 	droppedLines, droppedBytes atomic.Uint64
+	// writing is when the write in progress began (unix nanoseconds), 0
+	// between writes: for Stalled.
+	writing atomic.Int64
 }
 
 // record is one Write's bytes, and the records dropped just before it.
@@ -226,7 +229,7 @@ func (w *Writer) write(pend *Dropped, p []byte) {
 		w.count(1, uint64(len(p)))
 		return
 	}
-	if _, err := w.dst.Write(p); err != nil {
+	if _, err := w.timed(p); err != nil {
 		pend.add(1, uint64(len(p)))
 		w.count(1, uint64(len(p)))
 	}
@@ -234,9 +237,26 @@ func (w *Writer) write(pend *Dropped, p []byte) {
 
 // announce writes the notice of pend, and clears it if that worked.
 func (w *Writer) announce(pend *Dropped) bool {
-	if _, err := w.dst.Write(w.notice(*pend)); err != nil {
+	if _, err := w.timed(w.notice(*pend)); err != nil {
 		return false
 	}
 	*pend = Dropped{}
 	return true
+}
+
+// timed writes p to the destination, marking when the write began.
+func (w *Writer) timed(p []byte) (int, error) {
+	w.writing.Store(time.Now().UnixNano())
+	defer w.writing.Store(0)
+	return w.dst.Write(p)
+}
+
+// Stalled returns how long the write in progress has been waiting for the
+// destination (a pipe nobody reads), or 0 when none is in progress.
+func (w *Writer) Stalled() time.Duration {
+	start := w.writing.Load()
+	if start == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, start))
 }

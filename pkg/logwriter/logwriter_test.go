@@ -204,6 +204,22 @@ func TestWriteNeverBlocks(t *testing.T) {
 	if got, want := w.Dropped(), (Dropped{n - 39, (n - 39) * 100}); got != want {
 		t.Errorf("Dropped() = %+v, want %+v", got, want)
 	}
+	// The write in progress has waited since before the loop above.
+	if d := w.Stalled(); d <= 0 {
+		t.Errorf("Stalled() = %v during a blocked write, want > 0", d)
+	}
+}
+
+// Stalled is 0 between writes.
+func TestNotStalled(t *testing.T) {
+	t.Parallel()
+	dst := newFakeDst(false, nil)
+	w := New(dst, Options{Notice: testNotice})
+	w.Write([]byte(rec('a', 10)))
+	closeWithin(t, w, 10*time.Second)
+	if d := w.Stalled(); d != 0 {
+		t.Errorf("Stalled() = %v after every write returned, want 0", d)
+	}
 }
 
 // Close gives up at its deadline on a destination that blocks, says what

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -307,4 +308,30 @@ func TestFailedForkSaidOnce(t *testing.T) {
 		t.Errorf("%d debug lines of failed starts, want one per attempt of each slot", n)
 	}
 	h.wantStates("0/1:backoff", "1/1:backoff")
+}
+
+// A child not ready in time while the master's stderr takes no line is
+// told to be probably blocked writing there, not to ignore its socket.
+func TestReadyTimeoutStalledLog(t *testing.T) {
+	t.Parallel()
+	for _, stalled := range []time.Duration{0, 5 * time.Second} {
+		cfg := testConfig(t, 1)
+		cfg.Sockets = SocketsMaster
+		h := newHarness(t, cfg, func(_ *env, o *Options) { o.LogStalled = func() time.Duration { return stalled } })
+		p := h.child(0, 1)
+		p.lingers = true
+		h.clock.Advance(cfg.ReadyTimeout)
+		lines := h.logs.lines("child not ready in time; killing it")
+		if len(lines) != 1 {
+			t.Fatalf("stalled %v: %d ready-timeout lines, want 1", stalled, len(lines))
+		}
+		hint := attr(lines[0], "hint").String()
+		if got := strings.Contains(hint, "stderr has taken no line for 5s"); got != (stalled > 0) {
+			t.Errorf("stalled %v: hint %q", stalled, hint)
+		}
+		if stalled == 0 && !strings.Contains(hint, "LISTEN_FDS") {
+			t.Errorf("not stalled: hint %q, want the fd 3 one", hint)
+		}
+		h.exit(p, killedBy(unix.SIGKILL))
+	}
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -153,6 +154,14 @@ func (s *Supervisor) becameReady(c *child, by string) {
 	}
 }
 
+// logStalled is Options.LogStalled, or 0.
+func (s *Supervisor) logStalled() time.Duration {
+	if s.opts.LogStalled == nil {
+		return 0
+	}
+	return s.opts.LogStalled()
+}
+
 // readyTimedOut kills a child that was not ready in time; its exit is a
 // failed start. In master socket mode it also says when the child has not
 // waited on the socket it was given, ready or not: such a program binds
@@ -168,6 +177,10 @@ func (s *Supervisor) readyTimedOut(c *child) {
 	case c.seenWaiting && c.life == lifeStarting && cfg.Ready.Mode == ReadyNotify:
 		hint = "it waits for connections but sent no READY=1: it probably does not speak sd_notify; use --ready listen"
 	case c.seenWaiting:
+	case s.logStalled() >= time.Second:
+		hint = fmt.Sprintf("the master's stderr has taken no line for %v, and the children's output goes there too: "+
+			"a child that writes to it before it is ready blocks; see to whatever reads the master's stderr",
+			s.logStalled().Round(time.Second))
 	case cfg.Sockets == SocketsMaster:
 		hint = "no process of it waits on fd 3, the socket it was given: it probably does not read LISTEN_FDS; " +
 			"make it take fd 3 (socket activation), or use --sockets child"

@@ -65,6 +65,11 @@ type Options struct {
 	// (its log output blocked or failing), for prefork_log_dropped_total;
 	// nil reads 0.
 	LogDropped func() uint64
+	// LogStalled returns how long the master's log output has been
+	// blocked in a write (0: it is not); the children's output goes
+	// to the same place, so a child not ready in time may be blocked
+	// there too, which its diagnosis says. Nil reads 0.
+	LogStalled func() time.Duration
 }
 
 // Supervisor runs and watches the children. Create it with New, then call

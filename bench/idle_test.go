@@ -19,24 +19,34 @@ import (
 // 64th child got ready, so `-benchtime 5x` measures a 10 s window. utime
 // and stime count in clock ticks of 10 ms, which over 10 s is a coarse
 // 0.06 s/min per tick; the sum of the threads' schedstat run times
-// (nanoseconds) is reported beside it.
+// (nanoseconds) and the master's context switches per second are
+// reported beside it. The master-mode cases show what steering's health
+// checks cost (they need root, where the program loads).
 func BenchmarkMasterIdle(b *testing.B) {
 	for _, workers := range []int{64, 256} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) { benchIdle(b, workers) })
 	}
+	for _, steer := range []string{"on", "off"} {
+		b.Run("workers=64/sockets=master/steer="+steer, func(b *testing.B) {
+			if steer == "on" && os.Geteuid() != 0 {
+				b.Skip("the steering program loads only as root here")
+			}
+			benchIdle(b, 64, "--sockets", "master", "--steer", steer)
+		})
+	}
 }
 
-func benchIdle(b *testing.B, workers int) {
+func benchIdle(b *testing.B, workers int, args ...string) {
 	const (
 		slice  = 2 * time.Second
 		settle = 2 * time.Second
 	)
-	m := startMaster(b, workers)
+	m := startMaster(b, workers, args...)
 	m.waitReady(2*time.Minute, workers)
 	time.Sleep(settle)
 	pid := m.cmd.Process.Pid
 
-	ticks0, sched0 := cpuTicks(b, pid), schedNS(pid)
+	ticks0, sched0, cs0 := cpuTicks(b, pid), schedNS(pid), switches(b, pid)
 	start := time.Now()
 	var rss int
 	for b.Loop() {
@@ -44,7 +54,7 @@ func benchIdle(b *testing.B, workers int) {
 		rss = max(rss, rssKiB(b, pid))
 	}
 	window := time.Since(start)
-	ticks, sched := cpuTicks(b, pid)-ticks0, schedNS(pid)-sched0
+	ticks, sched, cs := cpuTicks(b, pid)-ticks0, schedNS(pid)-sched0, switches(b, pid)-cs0
 
 	if exits := m.matching(func(l logLine) bool { return strings.HasPrefix(l.Msg, "child exited") }); len(exits) != 0 {
 		b.Errorf("%d children exited during the idle window", len(exits))
@@ -58,8 +68,33 @@ func benchIdle(b *testing.B, workers int) {
 	b.ReportMetric(float64(rss), "KiB-rss")
 	b.ReportMetric(cpu, "cpu-s/min")
 	b.ReportMetric(schedCPU, "sched-cpu-s/min")
-	b.Logf("idle master with %d ready children over %v: VmRSS %d KiB, CPU %.3f s/min (%d ticks; schedstat %.4f s/min, %v in all)",
-		workers, window.Round(time.Millisecond), rss, cpu, ticks, schedCPU, time.Duration(sched))
+	b.ReportMetric(float64(cs)/window.Seconds(), "ctxsw/s")
+	b.Logf("idle master with %d ready children %q over %v: VmRSS %d KiB, CPU %.3f s/min (%d ticks; schedstat %.4f s/min, %v in all), %.0f context switches/s",
+		workers, args, window.Round(time.Millisecond), rss, cpu, ticks, schedCPU, time.Duration(sched), float64(cs)/window.Seconds())
+}
+
+// switches returns the context switches, voluntary and not, of all of
+// pid's threads (/proc/PID/task/*/status).
+func switches(tb testing.TB, pid int) int64 {
+	tb.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread that ended
+		}
+		for line := range strings.Lines(string(data)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
 }
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:

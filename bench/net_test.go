@@ -22,33 +22,40 @@ import (
 // state stays on the server's side and thousands of these do not use up
 // the client's ephemeral ports.
 func whoamiSlot(addr string) (int, error) {
+	slot, _, err := whoami(addr)
+	return slot, err
+}
+
+// whoami is whoamiSlot, with the pid that answered too.
+func whoami(addr string) (slot, pid int, err error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var w struct {
 		Slot int `json:"slot"`
+		PID  int `json:"pid"`
 	}
 	err = json.NewDecoder(resp.Body).Decode(&w)
 	resp.Body.Close()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET /whoami: status %d", resp.StatusCode)
+		return 0, 0, fmt.Errorf("GET /whoami: status %d", resp.StatusCode)
 	}
 	io.Copy(io.Discard, br) // until the server's FIN
-	return w.Slot, nil
+	return w.Slot, w.PID, nil
 }
 
 // loadResult is what one keep-alive load run saw.

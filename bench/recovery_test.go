@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -63,4 +64,59 @@ func BenchmarkCrashRecovery(b *testing.B) {
 	b.ReportMetric(median(reaped), "ms/exit-logged")
 	b.Logf("kill -9 to replacement ready: median %.2f ms, of which the master's overhead %.2f ms (exit logged after %.2f ms); %d runs",
 		median(recovery), median(overhead), median(reaped), len(recovery))
+}
+
+// BenchmarkCrashAnswered: in master socket mode, SIGKILL slot 0's ready
+// child of four and measure until its replacement answers a request
+// (each on a new connection, one after another), with steering on and
+// off. With steering on, the slot takes new connections again only once
+// the master marks it healthy; with it off, the kernel keeps giving the
+// slot its share, and they wait in its socket's queue for the
+// replacement.
+func BenchmarkCrashAnswered(b *testing.B) {
+	for _, steer := range []string{"on", "off"} {
+		b.Run("steer="+steer, func(b *testing.B) {
+			if steer == "on" && os.Geteuid() != 0 {
+				b.Skip("the steering program loads only as root here")
+			}
+			benchCrashAnswered(b, steer)
+		})
+	}
+}
+
+func benchCrashAnswered(b *testing.B, steer string) {
+	const n = 4
+	var answered []float64
+	for b.Loop() {
+		b.StopTimer()
+		m := startMaster(b, n, "--sockets", "master", "--steer", steer)
+		victim := readyBySlot(m.waitReady(time.Minute, n))[0]
+		time.Sleep(200 * time.Millisecond)
+		b.StartTimer()
+
+		killed := time.Now()
+		if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			slot, pid, err := whoami(m.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if slot == 0 && pid != victim {
+				break
+			}
+			if time.Since(killed) > 30*time.Second {
+				b.Fatal("no answer from slot 0's replacement in 30 s")
+			}
+		}
+		answered = append(answered, ms(time.Since(killed)))
+
+		b.StopTimer()
+		m.stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(answered), "ms/answered")
+	b.Logf("kill -9 to the replacement answering, --steer %s: median %.2f ms, %d runs %.1f", steer, median(answered), len(answered), answered)
 }

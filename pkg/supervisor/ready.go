@@ -136,6 +136,7 @@ func (s *Supervisor) becameReady(c *child, by string) {
 	if sl := s.slotOf(c); sl != nil && sl.current == c {
 		sl.note = ""
 	}
+	s.steerReady(c)
 	if c.gen == s.cur {
 		s.syncReservations() // its listener is bound: hold the address beside it
 	}

@@ -8,12 +8,17 @@ const DefaultStuckWindow = 100 * time.Millisecond
 
 // healthInput is what the loop sees of one slot at one steering tick.
 type healthInput struct {
-	ready    bool   // a ready child serves the slot
-	hung     bool   // its child missed its watchdog
-	accepts  uint64 // the slot's accept count, all its children
-	queued   uint32 // connections waiting in its accept queue
-	now      time.Time
-	window   time.Duration
+	ready   bool   // a ready child serves the slot
+	hung    bool   // its child missed its watchdog
+	accepts uint64 // the slot's accept count, all its children
+	queued  uint32 // connections waiting in its accept queue
+	now     time.Time
+	window  time.Duration
+	// interval is the checks' usual period. A queue seen where the check
+	// before saw none is taken to have filled at most one interval ago:
+	// the check before may be longer ago, as the checks back off while
+	// the group is idle. 0: since the check before.
+	interval time.Duration
 	counting bool // the slot's child counts its accepts on its page
 	// cpu is the CPU time its children's cgroups have used, when timed.
 	cpu   time.Duration
@@ -35,6 +40,10 @@ type slotHealth struct {
 
 // update feeds one tick and reports whether the verdict changed.
 func (h *slotHealth) update(in healthInput) (changed bool) {
+	if since := in.now.Add(-in.interval); in.interval > 0 && in.queued > 0 && h.queued == 0 &&
+		!h.progress.IsZero() && since.After(h.progress) {
+		h.progress = since
+	}
 	switch {
 	case in.accepts > h.accepts, in.queued == 0, h.progress.IsZero():
 		h.progress = in.now
@@ -54,4 +63,11 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 	changed = healthy != h.healthy
 	h.healthy = healthy
 	return changed
+}
+
+// restart gives the slot a new stuck window from its next check: a child
+// that just became ready has not had the time to accept what queued for
+// it while it started.
+func (h *slotHealth) restart() {
+	h.progress = time.Time{}
 }

@@ -16,6 +16,10 @@ func TestSlotHealth(t *testing.T) {
 		return healthInput{ready: true, accepts: accepts, queued: queued, now: ms(at), window: 100 * time.Millisecond, counting: true}
 	}
 	with := func(in healthInput, f func(*healthInput)) healthInput { f(&in); return in }
+	// paced: the checks' usual period is 25 ms, though they may back off.
+	paced := func(at int, accepts uint64, queued uint32) healthInput {
+		return with(ready(at, accepts, queued), func(in *healthInput) { in.interval = 25 * time.Millisecond })
+	}
 	tests := []struct {
 		name  string
 		ticks []tick
@@ -34,6 +38,9 @@ func TestSlotHealth(t *testing.T) {
 		}},
 		{name: "healthy again on one accept, queue still long", ticks: []tick{
 			{ready(0, 5, 0), true}, {ready(200, 5, 9), false}, {ready(210, 6, 8), true},
+		}},
+		{name: "backed off: a queue first seen after a quiet gap counts from one interval before", ticks: []tick{
+			{paced(0, 10, 0), true}, {paced(400, 10, 3), true}, {paced(474, 10, 3), true}, {paced(475, 10, 3), false},
 		}},
 		{name: "no ready child", ticks: []tick{
 			{with(ready(0, 0, 0), func(in *healthInput) { in.ready = false }), false},
@@ -80,5 +87,29 @@ func TestSlotHealth(t *testing.T) {
 				was = tk.want
 			}
 		})
+	}
+}
+
+// A child that just got ready gets a whole stuck window for the queue it
+// found, from the check after its READY.
+func TestSlotHealthRestart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	in := func(ms int) healthInput {
+		return healthInput{ready: true, accepts: 10, queued: 5, now: t0.Add(time.Duration(ms) * time.Millisecond),
+			window: 100 * time.Millisecond, interval: 25 * time.Millisecond, counting: true}
+	}
+	var h slotHealth
+	h.update(in(0))
+	if h.update(in(200)); h.healthy {
+		t.Fatal("queue held for 200 ms without an accept: healthy")
+	}
+	h.restart()
+	for _, tk := range []struct {
+		at   int
+		want bool
+	}{{210, true}, {309, true}, {310, false}} {
+		if h.update(in(tk.at)); h.healthy != tk.want {
+			t.Errorf("at %d ms, after a restart: healthy %v, want %v", tk.at, h.healthy, tk.want)
+		}
 	}
 }

@@ -16,11 +16,25 @@ import (
 // socket's accept queue (TCP_INFO). Connections already queued on a stuck
 // slot stay there; the kernel cannot move them (the watchdog is their
 // remedy).
+//
+// While the group is idle (every slot healthy, every queue empty, no new
+// connection since the check before: the program's run count), the checks
+// back off, doubling up to steerIdleMax, so that an idle master costs
+// next to nothing; the first check that sees a connection comes back to
+// steerInterval. An idle stuck child has nothing to steer: a stuck slot
+// is steered away from within about 125 ms under load, and within
+// steerIdleMax more when the load starts on an idle group. Events that
+// change a slot's health judge the slots at once: an exit (steerAfterCrash),
+// READY (steerReady), a missed watchdog.
 
-// steerInterval is how often the loop judges the slots' health: a quarter
-// of the stuck window, so a stuck slot is steered away from within about
-// 125 ms.
+// steerInterval is how often the loop judges the slots' health while the
+// group takes connections: a quarter of the stuck window, so a stuck slot
+// is steered away from within about 125 ms.
 const steerInterval = DefaultStuckWindow / 4
+
+// steerIdleMax is the longest the checks back off to while the group is
+// idle.
+const steerIdleMax = 400 * time.Millisecond
 
 // steering is the loop's view of the slots' health.
 type steering struct {
@@ -30,8 +44,14 @@ type steering struct {
 	changes map[int]uint64 // times steered away
 	slots   int            // the active slots last given to the program
 	ticker  ticker         // the health checks; nil when not steering
-	off     string         // why steering is off, for the log; "" when on
-	watch   programWatch   // whether the program still chooses
+	period  time.Duration  // the ticker's period
+	// interval is the period the checks want: steerInterval, or longer
+	// while the group is idle.
+	interval time.Duration
+	runs     uint64       // the program's runs at the last check
+	runsSeen bool         // runs was read
+	off      string       // why steering is off, for the log; "" when on
+	watch    programWatch // whether the program still chooses
 }
 
 func newSteering() *steering {
@@ -49,6 +69,7 @@ func (st *steering) follow(p *steer.Steerer) {
 	st.health = make(map[int]*slotHealth)
 	st.away = make(map[int]bool)
 	st.watch = programWatch{}
+	st.interval, st.runsSeen = steerInterval, false
 }
 
 // decideSteering settles --steer at start: steering is on in master socket
@@ -70,10 +91,26 @@ func decideSteering(cfg Config, supported func() error) (on bool, why string, er
 	return true, "", nil
 }
 
-// setTicker starts or stops the health checks, and returns the ticker's
-// channel (nil when stopped).
+// setTicker starts or stops the health checks, at the period they want
+// now, and returns the ticker's channel (nil when stopped).
 func (st *steering) setTicker(clk clock, on bool) <-chan time.Time {
-	return toggleTicker(clk, &st.ticker, steerInterval, on)
+	want := max(st.interval, steerInterval)
+	if st.ticker != nil && st.period != want {
+		st.ticker.Stop()
+		st.ticker = nil
+	}
+	st.period = want
+	return toggleTicker(clk, &st.ticker, want, on)
+}
+
+// backOff sets the checks' next period: doubled, up to steerIdleMax, after
+// a check that found the group idle; steerInterval after any other.
+func (st *steering) backOff(idle bool) {
+	if !idle {
+		st.interval = steerInterval
+		return
+	}
+	st.interval = min(max(2*st.interval, steerInterval), steerIdleMax)
 }
 
 // steeringActive reports whether the serving generation's group is steered.
@@ -119,7 +156,7 @@ func (s *Supervisor) syncSteerSlots() {
 // since the exit move to the healthy slots (the program migrates them)
 // instead of waiting for the replacement's start.
 func (s *Supervisor) steerAfterCrash(c *child) {
-	if !s.steeringActive() || c.gen.cfg.Sockets != SocketsMaster || c.gen.cfg.Listen != s.cur.cfg.Listen {
+	if !s.steers(c) {
 		return
 	}
 	s.steerTick()
@@ -141,6 +178,34 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 		s.log.Error("could not renew the socket of a crashed child's slot", "slot", c.slot, "err", err)
 	case renewed:
 		s.log.Info("socket of the slot renewed; its queued connections moved to the group's other sockets", "slot", c.slot)
+	}
+}
+
+// steers reports whether c serves the steered group.
+func (s *Supervisor) steers(c *child) bool {
+	return s.steeringActive() && c.gen.cfg.Sockets == SocketsMaster && c.gen.cfg.Listen == s.cur.cfg.Listen
+}
+
+// steerReady acts on a child that just became ready at once rather than at
+// the next tick: its slot is healthy and takes new connections now. Its
+// stuck window starts now too, so that the connections queued for it
+// while it started (with nobody to accept them) are not held against it.
+func (s *Supervisor) steerReady(c *child) {
+	if !s.steers(c) {
+		return
+	}
+	if h := s.steering.health[c.slot]; h != nil {
+		h.restart()
+	}
+	s.steerTick()
+}
+
+// steerNow judges the slots at once after an event that may have made c's
+// slot unhealthy (a missed watchdog), rather than at the next tick, which
+// may be steerIdleMax away.
+func (s *Supervisor) steerNow(c *child) {
+	if s.steers(c) {
+		s.steerTick()
 	}
 }
 
@@ -177,8 +242,7 @@ func (s *Supervisor) steerTick() {
 	type view struct {
 		ready, hung, counting bool
 		accepts               uint64
-		cpu                   time.Duration
-		timed                 bool // cpu is known
+		quiet                 []int // the children that never counted an accept
 	}
 	views := make([]view, n)
 	for _, c := range s.children {
@@ -195,15 +259,15 @@ func (s *Supervisor) steerTick() {
 			v.ready = v.ready || c.life.serving()
 			v.hung = v.hung || c.life == lifeHung
 		}
-		if n > 0 {
-			continue // counting: its cgroup's CPU is never read
-		}
-		if d, ok := s.env.procs.cpu(c.pid); ok {
-			v.cpu += d
-			v.timed = true
+		if n == 0 {
+			v.quiet = append(v.quiet, c.pid)
 		}
 	}
-	s.watchProgram(prog, addr, n)
+	runs, runsOK := s.watchProgram(prog, addr, n)
+	// Idle: no connection came since the check before, and none waits.
+	idle := n > 0 && runsOK && s.steering.runsSeen && runs == s.steering.runs
+	s.steering.runs, s.steering.runsSeen = runs, runsOK
+	defer func() { s.steering.backOff(idle) }()
 	now := s.env.clock.Now()
 	for i := range n {
 		h := s.steering.health[i]
@@ -213,8 +277,24 @@ func (s *Supervisor) steerTick() {
 		}
 		queued, _ := s.sockets.acceptQueue(addr, i)
 		v := views[i]
-		if !h.update(healthInput{ready: v.ready, hung: v.hung && !v.ready, accepts: s.tally.accepted[i] + v.accepts,
-			queued: queued, now: now, window: DefaultStuckWindow, counting: v.counting, cpu: v.cpu, timed: v.timed}) {
+		var cpu time.Duration
+		var timed bool
+		if queued > 0 && !v.counting {
+			// Its cgroups' CPU, read only when it matters: 64 reads
+			// every check were most of an idle master's cost.
+			for _, pid := range v.quiet {
+				if d, ok := s.env.procs.cpu(pid); ok {
+					cpu += d
+					timed = true
+				}
+			}
+		}
+		accepts := s.tally.accepted[i] + v.accepts
+		idle = idle && queued == 0 && accepts == h.accepts
+		changed := h.update(healthInput{ready: v.ready, hung: v.hung && !v.ready, accepts: accepts,
+			queued: queued, now: now, window: DefaultStuckWindow, interval: steerInterval, counting: v.counting, cpu: cpu, timed: timed})
+		idle = idle && h.healthy
+		if !changed {
 			continue
 		}
 		if err := prog.SetHealthy(i, h.healthy); err != nil {
@@ -274,8 +354,9 @@ type programWatch struct {
 const watchSlack = 128
 
 // watchProgram takes the program's runs and the address's accepts, and
-// attaches the program again when the accepts outrun it.
-func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) {
+// attaches the program again when the accepts outrun it. It returns the
+// program's runs, if they could be read.
+func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) (runs uint64, ok bool) {
 	w := &s.steering.watch
 	seen := make(map[int]uint64)
 	var grew uint64
@@ -293,7 +374,7 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) {
 	// if it did, before it was queued, so before this.
 	runs, err := prog.Runs()
 	if err != nil {
-		return
+		return 0, false
 	}
 	if !w.started {
 		var queued uint64
@@ -302,12 +383,12 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) {
 			queued += uint64(q)
 		}
 		*w = programWatch{started: true, runs: runs, allowed: queued + watchSlack, seen: seen, noticed: w.noticed}
-		return
+		return runs, true
 	}
 	w.seen = seen
 	w.accepted += grew
 	if w.accepted <= runs-w.runs+w.allowed {
-		return
+		return runs, true
 	}
 	w.noticed++
 	s.log.Error("the group's steering program no longer chooses where connections go: a process holding one of its sockets replaced or detached it (SO_ATTACH_REUSEPORT_*, SO_DETACH_REUSEPORT_BPF); attaching it again",
@@ -320,4 +401,5 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) {
 	if err != nil {
 		s.log.Error("could not attach the steering program again", "listen", addr, "err", err)
 	}
+	return runs, false // the program missed connections: not idle
 }

@@ -68,6 +68,7 @@ func (s *Supervisor) watchdogExpired(c *child) {
 		"watchdog_ms", millis(d), "grace_ms", millis(WatchdogGrace))
 	s.kill(c, unix.SIGQUIT)
 	c.graceTimer = s.env.clock.AfterFunc(WatchdogGrace, func() { s.send(watchdogGraceOver{c: c}) })
+	s.steerNow(c)
 }
 
 // watchdogGraceOver kills a hung child that outlived its SIGQUIT.

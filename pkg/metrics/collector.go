@@ -31,6 +31,17 @@ type Snapshot struct {
 	// Refused counts the connections the master's own endpoints refused
 	// or closed, by endpoint and reason (RefusalReasons).
 	Refused []Refusal
+	// Steered is true when the master steers (--steer on in master
+	// socket mode): then every slot's Connections and Unplaced are
+	// exported, from the start and for good; otherwise neither is.
+	Steered bool
+	// Unplaced counts the new connections the steering programs left to
+	// the kernel's hash, in no slot's Connections.
+	Unplaced uint64
+	// ConnectionsErr, when not nil, is why the live counts of a steering
+	// program could not be read: the connection series are then invalid
+	// rather than low.
+	ConnectionsErr error
 }
 
 // Refusal is a count of prefork_connections_refused_total.
@@ -69,6 +80,10 @@ type SlotSnapshot struct {
 	// the slot; SteerChanges counts the times they were.
 	SteeredAway  bool
 	SteerChanges uint64
+	// Connections counts the new connections the steering program placed
+	// in the slot's listener, folded over every program the master
+	// loaded. It never goes down.
+	Connections uint64
 	// ListenInode is the slot's listener when the master holds it (master
 	// socket mode); else PID is the slot's ready child, whose own listener
 	// the collector finds. Both 0: no queue to report.
@@ -118,7 +133,7 @@ type Collector struct {
 
 	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
 	watchdogKills, recycles, steeredAway, steerChanges, logDropped                    *prometheus.Desc
-	notifyDropped, refused                                                            *prometheus.Desc
+	notifyDropped, refused, connections, unplaced                                     *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -149,6 +164,10 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 			"The kernel's ListenOverflows counter of the master's network namespace.", nil, nil),
 		accepts: prometheus.NewDesc("prefork_child_accepts_total",
 			"Connections accepted by every child that held the slot.", []string{"slot"}, nil),
+		connections: prometheus.NewDesc("prefork_child_connections_total",
+			"New connections the steering program placed in the slot's listener.", []string{"slot"}, nil),
+		unplaced: prometheus.NewDesc("prefork_steer_unplaced_connections_total",
+			"New connections the steering program left to the kernel's hash, in no slot's count.", nil, nil),
 		info: prometheus.NewDesc("prefork_child_info",
 			"One series per live child.", []string{"slot", "generation", "pid", "state"}, nil),
 		restarts: prometheus.NewDesc("prefork_child_restarts_total",
@@ -182,7 +201,7 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation,
 		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped,
-		c.notifyDropped, c.refused} {
+		c.notifyDropped, c.refused, c.connections, c.unplaced} {
 		ch <- d
 	}
 }
@@ -201,6 +220,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range s.Refused {
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(r.Count), r.Endpoint, r.Reason)
 	}
+	c.collectConnections(ch, s)
 	for _, sl := range s.Slots {
 		slot := strconv.Itoa(sl.Slot)
 		ch <- prometheus.MustNewConstMetric(c.accepts, prometheus.CounterValue, float64(sl.Accepts), slot)
@@ -229,6 +249,22 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstHistogram(c.duration, s.ReloadDuration.Count, s.ReloadDuration.Sum, buckets)
 	c.collectKernel(ch, s)
+}
+
+// collectConnections reports the steering program's counts, when the
+// master steers.
+func (c *Collector) collectConnections(ch chan<- prometheus.Metric, s Snapshot) {
+	switch {
+	case !s.Steered:
+		return
+	case s.ConnectionsErr != nil:
+		ch <- prometheus.NewInvalidMetric(c.connections, s.ConnectionsErr)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.unplaced, prometheus.CounterValue, float64(s.Unplaced))
+	for _, sl := range s.Slots {
+		ch <- prometheus.MustNewConstMetric(c.connections, prometheus.CounterValue, float64(sl.Connections), strconv.Itoa(sl.Slot))
+	}
 }
 
 // collectKernel reports each slot's accept queue and the namespace's

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"os"
 	"testing"
 
@@ -18,8 +19,8 @@ func fixedSnapshot() Snapshot {
 		ListenPort: 8080,
 		Slots: []SlotSnapshot{
 			{Slot: 0, Accepts: 1200, Restarts: 1, ListenInode: 100, WatchdogKills: 1,
-				Recycles: map[string]uint64{"max_accepts": 4}, SteeredAway: true, SteerChanges: 2},
-			{Slot: 1, Accepts: 1187, PID: 102},
+				Recycles: map[string]uint64{"max_accepts": 4}, SteeredAway: true, SteerChanges: 2, Connections: 1190},
+			{Slot: 1, Accepts: 1187, PID: 102, Connections: 1187},
 		},
 		Children: []ChildSnapshot{
 			{Slot: 0, Generation: 3, PID: 101, State: "ready"},
@@ -30,6 +31,8 @@ func fixedSnapshot() Snapshot {
 		ReloadDuration: h,
 		LogDropped:     5,
 		NotifyDropped:  9,
+		Steered:        true,
+		Unplaced:       12,
 		Refused: []Refusal{{Endpoint: "control", Reason: RefusedPeer, Count: 2},
 			{Endpoint: "control", Reason: RefusedBusy}, {Endpoint: "control", Reason: RefusedEvicted, Count: 1}},
 	}
@@ -91,6 +94,46 @@ func TestCollectorZeroSeries(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(c, "prefork_child_recycles_total"); n != len(RecycleReasons) {
 		t.Errorf("prefork_child_recycles_total has %d series, want %d", n, len(RecycleReasons))
+	}
+}
+
+// prefork_child_connections_total and the unplaced count are exported
+// for every slot, from the start, when the master steers, and not at all
+// when it does not (no program counts: 0 would say "no connections"); a
+// count that cannot be read fails the scrape rather than going down.
+func TestCollectorConnections(t *testing.T) {
+	for _, tt := range []struct {
+		name              string
+		steered           bool
+		err               error
+		series, unplaced  int
+		wantGatherFailure bool
+	}{
+		{name: "not steered"},
+		{name: "steered", steered: true, series: 2, unplaced: 1},
+		{name: "unreadable", steered: true, err: errors.New("read failed"), wantGatherFailure: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewCollector(func() (Snapshot, error) {
+				return Snapshot{Generation: 1, Workers: 2, Slots: []SlotSnapshot{{Slot: 0}, {Slot: 1}},
+					Steered: tt.steered, ConnectionsErr: tt.err}, nil
+			}, fixedKernel)
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(c)
+			_, err := reg.Gather()
+			if (err != nil) != tt.wantGatherFailure {
+				t.Fatalf("gather: %v, want failure %v", err, tt.wantGatherFailure)
+			}
+			if tt.wantGatherFailure {
+				return
+			}
+			if n := testutil.CollectAndCount(c, "prefork_child_connections_total"); n != tt.series {
+				t.Errorf("prefork_child_connections_total has %d series, want %d", n, tt.series)
+			}
+			if n := testutil.CollectAndCount(c, "prefork_steer_unplaced_connections_total"); n != tt.unplaced {
+				t.Errorf("prefork_steer_unplaced_connections_total has %d series, want %d", n, tt.unplaced)
+			}
+		})
 	}
 }
 

@@ -84,6 +84,11 @@
 //   - config, ARRAY of one {n, h uint32}: the number of active slots and the
 //     length of spares.
 //   - runs, PERCPU_ARRAY of one uint64: the program's runs, summed by Runs.
+//   - conns, PERCPU_ARRAY of maxSlots+1 uint64: the new connections the
+//     program placed, by slot (counted when bpf_sk_select_reuseport
+//     accepts the slot's socket), and at key maxSlots those it left to the
+//     kernel (step 4); summed by Connections. A migrating connection
+//     (reuse_md->migrating_sk set) is not counted again.
 //
 // A freshly loaded Steerer has n = 0 and steers nothing; so does a group
 // whose slots are all unhealthy. Updates are single map writes, ordered so

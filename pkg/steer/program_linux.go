@@ -13,6 +13,11 @@ const (
 	// after data and data_end (8 bytes each), len, eth_protocol,
 	// ip_protocol and bind_inany (4 bytes each).
 	mdHash = 32
+	// mdMigratingSk is the offset of migrating_sk (Linux 5.14+): after
+	// hash, 4 bytes of padding and the 8-byte sk pointer. NULL for a new
+	// connection, the moving connection when a closing listener's queue
+	// is handed on.
+	mdMigratingSk = 48
 
 	skPass = 1 // enum sk_action; the program never returns SK_DROP (0)
 )
@@ -33,6 +38,14 @@ const (
 type programMaps struct {
 	sockets, health, spares, config *ebpf.Map
 	runs                            *ebpf.Map // per CPU: times the program ran
+	// conns, per CPU: the new connections the program placed, by slot,
+	// and at key maxSlots those it left to the kernel (Connections).
+	conns *ebpf.Map
+	// migrating: the program is loaded to choose for migrating
+	// connections too, and reads migrating_sk to count only new ones. A
+	// program loaded as select-only must not read it (older kernels
+	// have no such field).
+	migrating bool
 }
 
 // program returns the steering program for at most maxSlots slots; the
@@ -108,11 +121,40 @@ func program(maxSlots int, m programMaps) asm.Instructions {
 		insns = append(insns, trySlot(m, next)...)
 	}
 
-	// 4. select nothing: the kernel's hash decides.
+	// 4. select nothing: the kernel's hash decides. Counted as
+	// unplaced (conns[maxSlots]), a new connection only.
+	insns = append(insns, countNew(m, "pass", "return", limit)...)
 	return append(insns,
-		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
+		asm.Mov.Imm(asm.R0, skPass).WithSymbol("return"),
 		asm.Return(),
 	)
+}
+
+// countNew adds 1 on this CPU to conns[key] (key < 0: the key already on
+// the stack), unless the program runs for a migrating connection, which
+// stays counted where it was first placed; then it goes on. It jumps to
+// done when it counts nothing. Its first instruction carries the label at,
+// if any.
+func countNew(m programMaps, at, done string, key int32) asm.Instructions {
+	var insns asm.Instructions
+	if m.migrating {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, regCtx, mdMigratingSk, asm.DWord),
+			asm.JNE.Imm(asm.R1, 0, done),
+		)
+	}
+	if key >= 0 {
+		insns = append(insns, asm.StoreImm(asm.RFP, stackKey, int64(key), asm.Word))
+	}
+	insns = append(insns, lookup(m.conns, done)...)
+	insns = append(insns,
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+	)
+	if at != "" {
+		insns[0] = insns[0].WithSymbol(at)
+	}
+	return insns
 }
 
 func probeLabel(t int) string { return fmt.Sprintf("probe%d", t) }
@@ -129,12 +171,13 @@ func lookup(m *ebpf.Map, miss string) asm.Instructions {
 	}
 }
 
-// trySlot selects the slot whose number is the key on the stack and returns
-// SK_PASS, if the slot is healthy and bpf_sk_select_reuseport accepts its
-// socket; otherwise it goes on at fail.
+// trySlot selects the slot whose number is the key on the stack, counts
+// the connection for it and returns SK_PASS, if the slot is healthy and
+// bpf_sk_select_reuseport accepts its socket; otherwise it goes on at
+// fail.
 func trySlot(m programMaps, fail string) asm.Instructions {
 	insns := lookup(m.health, fail)
-	return append(insns,
+	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
 		asm.JNE.Imm(asm.R1, 1, fail),
 		asm.Mov.Reg(asm.R1, regCtx),
@@ -144,7 +187,8 @@ func trySlot(m programMaps, fail string) asm.Instructions {
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnSkSelectReuseport.Call(),
 		asm.JNE.Imm(asm.R0, 0, fail),
-		asm.Mov.Imm(asm.R0, skPass),
-		asm.Return(),
 	)
+	// The key on the stack is still the slot: conns[slot] += 1.
+	insns = append(insns, countNew(m, "", "return", -1)...)
+	return append(insns, asm.Ja.Label("return"))
 }

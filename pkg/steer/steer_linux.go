@@ -91,9 +91,11 @@ func (s *Steerer) load() error {
 	s.maps.spares = newMap("steer_spares", ebpf.Array, 4, entries)
 	s.maps.config = newMap("steer_config", ebpf.Array, 8, 1)
 	s.maps.runs = newMap("steer_runs", ebpf.PerCPUArray, 8, 1)
+	s.maps.conns = newMap("steer_conns", ebpf.PerCPUArray, 8, entries+1)
 	if err != nil {
 		return err
 	}
+	s.maps.migrating = true
 	spec := &ebpf.ProgramSpec{
 		Name:         "prefork_steer",
 		Type:         ebpf.SkReuseport,
@@ -108,8 +110,10 @@ func (s *Steerer) load() error {
 	var verr *ebpf.VerifierError
 	if errors.Is(err, unix.EINVAL) && !errors.As(err, &verr) {
 		// A kernel that knows SK_REUSEPORT but refuses the migrating
-		// attach type: select only.
+		// attach type: select only, and no migrating_sk to read.
+		s.maps.migrating = false
 		spec.AttachType = ebpf.AttachSkReuseportSelect
+		spec.Instructions = program(s.maxSlots, s.maps)
 		s.prog, err = ebpf.NewProgram(spec)
 	}
 	if err != nil {
@@ -325,6 +329,47 @@ func (s *Steerer) Runs() (uint64, error) {
 	return n, nil
 }
 
+// Connections returns, for slots 0..slots-1 (at most the maxSlots of
+// Load), how many new connections the program placed in each slot's
+// socket, and how many it left to the kernel's hash (unplaced: no healthy
+// active slot had a socket, or no slot was active). It counts a
+// connection where the program chose for its SYN, once:
+// bpf_sk_select_reuseport accepted the socket, so that listener gets it,
+// unless the kernel then drops the SYN (the listener's accept queue is
+// full: ListenOverflows), and the client's retry is counted again. A
+// connection handed on from a closing listener was counted where it was
+// first placed and is not counted again. The counts never go down while s
+// is open.
+func (s *Steerer) Connections(slots int) (perSlot []uint64, unplaced uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, 0, errClosed
+	}
+	slots = min(max(slots, 0), s.maxSlots)
+	read := func(key int) (uint64, error) {
+		var perCPU []uint64
+		if err := s.maps.conns.Lookup(uint32(key), &perCPU); err != nil {
+			return 0, fmt.Errorf("steer: read connections of key %d: %w", key, err)
+		}
+		var n uint64
+		for _, v := range perCPU {
+			n += v
+		}
+		return n, nil
+	}
+	perSlot = make([]uint64, slots)
+	for i := range perSlot {
+		if perSlot[i], err = read(i); err != nil {
+			return nil, 0, err
+		}
+	}
+	if unplaced, err = read(s.maxSlots); err != nil {
+		return nil, 0, err
+	}
+	return perSlot, unplaced, nil
+}
+
 // Close releases the program and the maps. A group the program is still
 // attached to keeps it (the kernel holds a reference), so Close first sets
 // the active slots to 0: the program left behind selects nothing and the
@@ -346,7 +391,7 @@ func (s *Steerer) release() error {
 	if s.prog != nil {
 		errs = append(errs, s.prog.Close())
 	}
-	for _, m := range []*ebpf.Map{s.maps.sockets, s.maps.health, s.maps.spares, s.maps.config, s.maps.runs} {
+	for _, m := range []*ebpf.Map{s.maps.sockets, s.maps.health, s.maps.spares, s.maps.config, s.maps.runs, s.maps.conns} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}

@@ -43,3 +43,6 @@ func (s *Steerer) Close() error { return nil }
 
 // Migrates reports false: nothing is steered here.
 func (s *Steerer) Migrates() bool { return false }
+
+// Connections returns ErrUnsupported.
+func (s *Steerer) Connections(slots int) ([]uint64, uint64, error) { return nil, 0, ErrUnsupported }

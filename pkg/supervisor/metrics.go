@@ -55,6 +55,7 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 			snap.Slots[i].PID = c.pid
 		}
 	}
+	s.snapshotConnections(&snap)
 	for _, c := range s.children {
 		if c.slot < len(snap.Slots) {
 			snap.Slots[c.slot].Accepts = addAccepts(snap.Slots[c.slot].Accepts, c.accepts())

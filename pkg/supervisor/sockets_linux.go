@@ -28,6 +28,9 @@ type socketSet struct {
 	// with the generations each time listeners are released: a reload's
 	// commit or rollback, a scale. Nil: none.
 	reserve func()
+	// retire, set by the supervisor, is called with a steering program
+	// just before it is closed, to keep its counts. Nil: none.
+	retire func(*steer.Steerer)
 }
 
 type socketKey struct {
@@ -187,6 +190,9 @@ func (s *socketSet) releaseListeners(inUse func(addr string, slot int) bool) {
 	}
 	for addr, st := range s.steerers {
 		if !s.has(addr) {
+			if s.retire != nil {
+				s.retire(st)
+			}
 			st.Close()
 			delete(s.steerers, addr)
 		}

@@ -108,6 +108,8 @@ type Supervisor struct {
 type tally struct {
 	restarts      map[int]int       // unplanned exits restarted, by slot
 	accepted      map[int]uint64    // accepts of the slot's children that are gone
+	connections   map[int]uint64    // new connections placed by steering programs that are gone, by slot
+	unplaced      uint64            // new connections those programs left to the kernel
 	slotsEver     int               // the most slots any generation had
 	reloads       map[string]uint64 // reload outcomes, by result
 	reloadHist    metrics.HistogramSnapshot
@@ -181,6 +183,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 		tally: tally{
 			restarts:      make(map[int]int),
 			accepted:      make(map[int]uint64),
+			connections:   make(map[int]uint64),
 			reloads:       make(map[string]uint64),
 			watchdogKills: make(map[int]uint64),
 			recycles:      make(map[recycleKey]uint64),
@@ -194,6 +197,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 	}
 	s.sockets.steer, s.steering.off = on, why
 	s.followReservations()
+	s.sockets.retire = s.foldConnections
 	if err := s.open(cfg); err != nil {
 		s.release()
 		return nil, err

@@ -46,3 +46,6 @@ func (s *Steerer) Migrates() bool { return false }
 
 // Connections returns ErrUnsupported.
 func (s *Steerer) Connections(slots int) ([]uint64, uint64, error) { return nil, 0, ErrUnsupported }
+
+// Runs is not supported off Linux.
+func (s *Steerer) Runs() (uint64, error) { return 0, ErrUnsupported }

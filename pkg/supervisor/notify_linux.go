@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -80,3 +81,6 @@ func sender(oob []byte) (pid, uid int) {
 }
 
 func (s *notifyServer) close() error { return s.conn.Close() }
+
+// setReadDeadline bounds the next read.
+func (s *notifyServer) setReadDeadline(t time.Time) error { return s.conn.SetReadDeadline(t) }

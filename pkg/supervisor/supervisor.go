@@ -386,7 +386,7 @@ func (s *Supervisor) readNotify() {
 	for {
 		// The deadline only wakes the reader to say what it dropped
 		// after a flood has ended.
-		s.notify.conn.SetReadDeadline(time.Now().Add(notifyReportEvery))
+		s.notify.setReadDeadline(time.Now().Add(notifyReportEvery))
 		pid, uid, data, err := s.notify.read(buf, oob)
 		switch {
 		case errors.Is(err, net.ErrClosed):

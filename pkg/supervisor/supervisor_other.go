@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prefork/prefork/pkg/metrics"
 	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
 )
@@ -25,9 +26,12 @@ var credentialsSpace = 0
 
 type notifyServer struct{ addr string }
 
-func listenNotify() (*notifyServer, error)                  { return nil, errUnsupported }
-func (*notifyServer) read(_, _ []byte) (int, []byte, error) { return 0, nil, errUnsupported }
-func (*notifyServer) close() error                          { return nil }
+func listenNotify() (*notifyServer, error)                       { return nil, errUnsupported }
+func (*notifyServer) read(_, _ []byte) (int, int, []byte, error) { return 0, -1, nil, errUnsupported }
+func (*notifyServer) setReadDeadline(time.Time) error            { return errUnsupported }
+func (*notifyServer) close() error                               { return nil }
+func (*Supervisor) foldConnections(*steer.Steerer)               {}
+func (*Supervisor) snapshotConnections(*metrics.Snapshot)        {}
 
 type spawner struct{}
 
@@ -35,7 +39,10 @@ func startSpawner(*os.File) *spawner          { return &spawner{} }
 func (*spawner) spawn(spawnSpec) (int, error) { return 0, errUnsupported }
 func (*spawner) stop()                        {}
 
-type socketSet struct{ steer bool }
+type socketSet struct {
+	steer  bool
+	retire func(*steer.Steerer)
+}
 
 func newSocketSet() *socketSet                               { return &socketSet{} }
 func (*socketSet) ensure(string, int) error                  { return errUnsupported }

@@ -107,10 +107,11 @@ func (s *Steerer) load() error {
 	}
 	s.prog, err = ebpf.NewProgram(spec)
 	s.migrates = err == nil
-	var verr *ebpf.VerifierError
-	if errors.Is(err, unix.EINVAL) && !errors.As(err, &verr) {
-		// A kernel that knows SK_REUSEPORT but refuses the migrating
-		// attach type: select only, and no migrating_sk to read.
+	if err != nil {
+		// A kernel that refuses the migrating attach type (EINVAL), or
+		// one before 5.14 that does not check it and whose verifier then
+		// refuses migrating_sk, past the end of its context: select
+		// only, and no migrating_sk to read.
 		s.maps.migrating = false
 		spec.AttachType = ebpf.AttachSkReuseportSelect
 		spec.Instructions = program(s.maxSlots, s.maps)
@@ -332,11 +333,13 @@ func (s *Steerer) Runs() (uint64, error) {
 // Connections returns, for slots 0..slots-1 (at most the maxSlots of
 // Load), how many new connections the program placed in each slot's
 // socket, and how many it left to the kernel's hash (unplaced: no healthy
-// active slot had a socket, or no slot was active). It counts a
-// connection where the program chose for its SYN, once:
-// bpf_sk_select_reuseport accepted the socket, so that listener gets it,
-// unless the kernel then drops the SYN (the listener's accept queue is
-// full: ListenOverflows), and the client's retry is counted again. A
+// active slot had a socket, or no slot was active). It counts each run
+// of the program, which is one per SYN of a new connection where
+// bpf_sk_select_reuseport accepted the socket, so that listener gets it;
+// but also a SYN the kernel then drops (the listener's accept queue is
+// full: ListenOverflows), whose retry is counted again, the ACK that
+// completes a SYN-cookie connection, and a stray segment of a connection
+// that is gone: a count above the accepts, never below. A
 // connection handed on from a closing listener was counted where it was
 // first placed and is not counted again. The counts never go down while s
 // is open.

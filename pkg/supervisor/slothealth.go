@@ -34,7 +34,8 @@ type slotHealth struct {
 	healthy  bool
 	accepts  uint64        // at the last tick
 	queued   uint32        // at the last tick
-	cpu      time.Duration // at the last tick
+	cpu      time.Duration // at the last tick that read it
+	timed    bool          // the last tick read the CPU
 	progress time.Time     // the last tick it accepted, or had nothing waiting
 }
 
@@ -51,13 +52,18 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 		// A child that does not count its accepts (a server not built
 		// on pkg/child) shows progress by its queue going down...
 		h.progress = in.now
-	case !in.counting && in.timed && in.cpu > h.cpu:
+	case !in.counting && in.timed && h.timed && in.cpu > h.cpu:
 		// ... or by its processes working: a busy server's queue may
 		// hold steady while it accepts as fast as connections come. A
-		// stopped or deadlocked one uses no CPU.
+		// stopped or deadlocked one uses no CPU. The CPU is read only
+		// while a queue waits: the first reading is a baseline, not
+		// progress since a tick that did not read it.
 		h.progress = in.now
 	}
-	h.accepts, h.queued, h.cpu = in.accepts, in.queued, in.cpu
+	h.accepts, h.queued, h.timed = in.accepts, in.queued, in.timed
+	if in.timed {
+		h.cpu = in.cpu
+	}
 	stuck := in.now.Sub(h.progress) >= in.window
 	healthy := in.ready && !in.hung && !stuck
 	changed = healthy != h.healthy

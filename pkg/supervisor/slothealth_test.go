@@ -64,6 +64,16 @@ func TestSlotHealth(t *testing.T) {
 			{with(ready(260, 0, 5), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 30 }), true},
 			{with(ready(270, 0, 6), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 30 }), false},
 		}},
+		{name: "not counting: the first CPU reading after an empty queue is a baseline", ticks: []tick{
+			// The CPU is read only while a queue waits (steerTick): the
+			// first reading, the total so far, is not progress.
+			{with(ready(0, 0, 0), func(in *healthInput) { in.counting = false }), true},
+			{with(ready(25, 0, 3), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 400 }), true},
+			{with(ready(75, 0, 3), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 400 }), true},
+			// Stopped since the queue appeared: stuck a window after the
+			// last empty queue, not a window after the baseline.
+			{with(ready(100, 0, 3), func(in *healthInput) { in.counting, in.timed, in.cpu = false, true, 400 }), false},
+		}},
 		{name: "counting: CPU used without accepts is not progress", ticks: []tick{
 			{with(ready(0, 7, 5), func(in *healthInput) { in.timed, in.cpu = true, 10 }), true},
 			{with(ready(120, 7, 5), func(in *healthInput) { in.timed, in.cpu = true, 90 }), false},

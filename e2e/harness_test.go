@@ -115,6 +115,17 @@ func startMasterOut(t *testing.T, binary, addr string, env []string, sys *syscal
 	return m
 }
 
+// jsonTail returns the master's JSON record in line: the children share
+// the master's stderr (--child-output inherit), and a child's line cut
+// short (Python writes a traceback in pieces) puts the master's next
+// record after it on the same line.
+func jsonTail(line []byte) []byte {
+	if i := bytes.LastIndex(line, []byte(`{"time":`)); i > 0 {
+		return line[i:]
+	}
+	return line
+}
+
 func (m *master) readLogs(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -123,7 +134,7 @@ func (m *master) readLogs(r io.Reader) {
 		m.mu.Lock()
 		m.raw.Write(line)
 		m.raw.WriteByte('\n')
-		if json.Unmarshal(line, &l) == nil {
+		if json.Unmarshal(jsonTail(line), &l) == nil {
 			m.logs = append(m.logs, l)
 			if l.msg() == "child started" {
 				m.pids[l.int("pid")] = true

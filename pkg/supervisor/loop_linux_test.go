@@ -296,7 +296,9 @@ func TestFailedForkSaidOnce(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testConfig(t, 2))
 	h.procs.mu.Lock()
-	h.procs.failStart = func(spawnSpec) error { return fmt.Errorf("exec /bin/true: %w", unix.EAGAIN) }
+	h.procs.failStart = func(spawnSpec) error {
+		return fmt.Errorf("exec /bin/true: %w", &forkLimitError{cause: "the process limit of uid 1 is reached", err: unix.EAGAIN})
+	}
 	h.procs.mu.Unlock()
 	h.exit(h.newest(0), exitCode(1))
 	h.exit(h.newest(1), exitCode(1))

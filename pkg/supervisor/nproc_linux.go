@@ -345,6 +345,9 @@ type forkLimitError struct {
 func (e *forkLimitError) Error() string { return e.err.Error() + ": " + e.cause }
 func (e *forkLimitError) Unwrap() error { return e.err }
 
+// saidOnce marks an error osProcs has said once for every slot.
+func (e *forkLimitError) saidOnce() {}
+
 // explainFork returns err, or for EAGAIN a forkLimitError that says which
 // limit was reached: a pids limit of the master's cgroups that is full,
 // else the RLIMIT_NPROC of uid when it applies, else the system's.

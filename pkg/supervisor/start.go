@@ -6,7 +6,6 @@ import (
 	"strconv"
 
 	"github.com/prefork/prefork/pkg/counters"
-	"golang.org/x/sys/unix"
 )
 
 // startServing starts the child of a slot of the serving generation; a
@@ -16,10 +15,11 @@ func (s *Supervisor) startServing(slotIndex int) {
 	c, err := s.startChild(s.cur, slotIndex)
 	if err != nil {
 		why := "failed to start: " + err.Error()
-		if sl.lastExit == why || errors.Is(err, unix.EAGAIN) {
+		var said interface{ saidOnce() }
+		if sl.lastExit == why || errors.As(err, &said) {
 			// A slot that cannot start (a binary gone) says so once,
 			// not at every retry; a fork refused for a process limit
-			// (EAGAIN) was said once for every slot (osProcs).
+			// was said once for every slot (osProcs.sayLimit).
 			s.log.Debug("slot still fails to start", "slot", slotIndex, "generation", s.cur.number, "err", err)
 		} else {
 			s.log.Error("child failed to start", "slot", slotIndex, "generation", s.cur.number, "err", err)

@@ -30,27 +30,47 @@ var inspections = make(chan struct{}, maxInspections)
 // error wrapping os.ErrDeadlineExceeded if fn has not returned within
 // timeout, counting the wait for a free inspection slot.
 func bounded(timeout time.Duration, fn func() (bool, error)) (bool, error) {
+	return boundedCall(timeout, fn, nil)
+}
+
+// boundedCall is bounded for a result of any type. A result that fn
+// returns without error after the caller has given up is passed to
+// discard, if not nil, to release what it holds (a descriptor): nobody
+// else will.
+func boundedCall[T any](timeout time.Duration, fn func() (T, error), discard func(T)) (T, error) {
+	var zero T
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
 	case inspections <- struct{}{}:
 	case <-timer.C:
-		return false, fmt.Errorf("no free inspection slot in %v: %w", timeout, os.ErrDeadlineExceeded)
+		return zero, fmt.Errorf("no free inspection slot in %v: %w", timeout, os.ErrDeadlineExceeded)
 	}
 	type result struct {
-		ok  bool
+		v   T
 		err error
 	}
-	done := make(chan result, 1) // buffered: a late fn must not block
+	// Unbuffered, with gaveUp as the way out: a result is either received
+	// by the caller or discarded by fn's goroutine, never both, never
+	// neither, and the goroutine never blocks for good.
+	done := make(chan result)
+	gaveUp := make(chan struct{})
 	go func() {
-		ok, err := fn()
+		v, err := fn()
 		<-inspections // before answering: the caller's next call may need it
-		done <- result{ok, err}
+		select {
+		case done <- result{v, err}:
+		case <-gaveUp:
+			if err == nil && discard != nil {
+				discard(v)
+			}
+		}
 	}()
 	select {
 	case r := <-done:
-		return r.ok, r.err
+		return r.v, r.err
 	case <-timer.C:
-		return false, fmt.Errorf("no answer in %v: %w", timeout, os.ErrDeadlineExceeded)
+		close(gaveUp)
+		return zero, fmt.Errorf("no answer in %v: %w", timeout, os.ErrDeadlineExceeded)
 	}
 }

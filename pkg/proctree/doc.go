@@ -46,6 +46,19 @@
 // kind. Nothing is cached between calls: each call sees the kernel as it
 // is.
 //
+// TakeListener goes one step further and takes a child's listener: in
+// child socket mode each child binds its own SO_REUSEPORT socket, and a
+// master that steers connections needs a descriptor of each one (to put it
+// in the group's socket array, read its accept queue, move its queue). It
+// finds the socket with sock_diag and /proc/PID/fd, as above, and copies
+// it with pidfd_open and pidfd_getfd (Linux 5.6), which the kernel allows
+// under ptrace's rule (PTRACE_MODE_ATTACH_REALCREDS): root or
+// CAP_SYS_PTRACE, or the child's real uid and a dumpable child, and under
+// YAMA's ptrace_scope 1 only for a descendant. The copy shares the child's
+// open file description, flags included, and keeps the socket listening
+// after the child exits until the master closes it. The whole call runs
+// with a deadline, as pidfd_getfd waits for the child's exec lock.
+//
 // The package works on Linux only; elsewhere every function returns an
 // error wrapping errors.ErrUnsupported.
 package proctree

@@ -34,3 +34,8 @@ func Holders(inodes []uint64) ([]int, error) { return nil, errUnsupported }
 func AddressInUse(addr netip.AddrPort) (holders []int, blocked bool, err error) {
 	return nil, false, errUnsupported
 }
+
+// TakeListener is Linux-only; elsewhere it always fails.
+func TakeListener(pids []int, addr netip.AddrPort) (fd int, inode uint64, err error) {
+	return -1, 0, errUnsupported
+}

@@ -56,6 +56,7 @@ type group struct {
 	closed []bool
 	counts [maxGroup]atomic.Int64
 	abort  bool     // close accepted connections with a RST (no TIME_WAIT); set before serve
+	echo   bool     // write the client's byte back before closing; set before serve
 	slotOf sync.Map // client port -> slot
 	wg     sync.WaitGroup
 }
@@ -130,7 +131,8 @@ func (g *group) serve(slots ...int) {
 }
 
 // acceptLoop accepts on ln, counts, reads the client's byte (so that the
-// client's connect has returned before a RST could arrive) and closes.
+// client's connect has returned before a RST could arrive), echoes it if
+// g.echo, and closes.
 func (g *group) acceptLoop(ln *net.TCPListener, slot int) {
 	for {
 		c, err := ln.AcceptTCP()
@@ -140,7 +142,10 @@ func (g *group) acceptLoop(ln *net.TCPListener, slot int) {
 		g.slotOf.Store(c.RemoteAddr().(*net.TCPAddr).Port, slot)
 		g.counts[slot].Add(1)
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		c.Read(make([]byte, 1))
+		b := make([]byte, 1)
+		if n, _ := c.Read(b); n == 1 && g.echo {
+			c.Write(b)
+		}
 		if g.abort {
 			c.SetLinger(0)
 		}
@@ -225,7 +230,7 @@ func (g *group) roundTrip(localPort int) (port, slot int, err error) {
 	if err := hello(c); err != nil {
 		return port, -1, fmt.Errorf("connection from port %d: %w", port, err)
 	}
-	if err := waitServerClose(c, g.abort); err != nil {
+	if err := g.answered(c); err != nil {
 		return port, -1, fmt.Errorf("connection from port %d: %w", port, err)
 	}
 	s, ok := g.slotOf.Load(port)
@@ -233,6 +238,22 @@ func (g *group) roundTrip(localPort int) (port, slot int, err error) {
 		return port, -1, fmt.Errorf("connection from port %d: closed before any slot accepted it", port)
 	}
 	return port, s.(int), nil
+}
+
+// answered waits for the server's answer to hello on c: the byte back if
+// g.echo, then the close.
+func (g *group) answered(c net.Conn) error {
+	if g.echo {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return fmt.Errorf("read the echo: %w", err)
+		}
+		if b[0] != 1 {
+			return fmt.Errorf("echo %d, want 1", b[0])
+		}
+	}
+	return waitServerClose(c, g.abort)
 }
 
 // hello sends the byte the server reads before it closes.

@@ -15,6 +15,18 @@ const MaxSlots = 4096
 // verifier's last lines).
 var ErrUnsupported = errors.New("steer: unsupported")
 
+// ErrNotMigrating is wrapped by the error of Requeue when the program was
+// not loaded to choose for migrating connections (Linux before 5.14):
+// shutting the listener down would then reset its queue, so Requeue does
+// nothing.
+var ErrNotMigrating = errors.New("steer: the program does not choose for migrating connections (Linux 5.14+ needed)")
+
+// ErrListenerLost is wrapped by the error of Requeue when the listener was
+// shut down but could not rejoin its group on the same port: it no longer
+// takes the group's connections. Close it and give the slot a new
+// listener.
+var ErrListenerLost = errors.New("steer: the listener left its reuseport group")
+
 // checkMax validates the maxSlots argument of Load.
 func checkMax(maxSlots int) error {
 	if maxSlots < 1 || maxSlots > MaxSlots {

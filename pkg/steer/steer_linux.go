@@ -96,16 +96,7 @@ func (s *Steerer) load() error {
 		return err
 	}
 	s.maps.migrating = true
-	spec := &ebpf.ProgramSpec{
-		Name:         "prefork_steer",
-		Type:         ebpf.SkReuseport,
-		AttachType:   ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: program(s.maxSlots, s.maps),
-		// The kernel reads the license only to allow GPL-only helpers;
-		// the program calls none.
-		License: "Proprietary",
-	}
-	s.prog, err = ebpf.NewProgram(spec)
+	s.prog, err = ebpf.NewProgram(s.programSpec())
 	s.migrates = err == nil
 	if err != nil {
 		// A kernel that refuses the migrating attach type (EINVAL), or
@@ -113,14 +104,30 @@ func (s *Steerer) load() error {
 		// refuses migrating_sk, past the end of its context: select
 		// only, and no migrating_sk to read.
 		s.maps.migrating = false
-		spec.AttachType = ebpf.AttachSkReuseportSelect
-		spec.Instructions = program(s.maxSlots, s.maps)
-		s.prog, err = ebpf.NewProgram(spec)
+		s.prog, err = ebpf.NewProgram(s.programSpec())
 	}
 	if err != nil {
 		return fmt.Errorf("load program: %w", err)
 	}
 	return nil
+}
+
+// programSpec is the program for s's maps, loaded to choose for migrating
+// connections too if s.maps.migrating.
+func (s *Steerer) programSpec() *ebpf.ProgramSpec {
+	attach := ebpf.AttachSkReuseportSelect
+	if s.maps.migrating {
+		attach = ebpf.AttachSkReuseportSelectOrMigrate
+	}
+	return &ebpf.ProgramSpec{
+		Name:         "prefork_steer",
+		Type:         ebpf.SkReuseport,
+		AttachType:   attach,
+		Instructions: program(s.maxSlots, s.maps),
+		// The kernel reads the license only to allow GPL-only helpers;
+		// the program calls none.
+		License: "Proprietary",
+	}
 }
 
 // loadError turns an error of load into one that says what is missing.
@@ -208,6 +215,11 @@ func (s *Steerer) SetSocket(slot int, fd int) error {
 	if err := s.check(slot); err != nil {
 		return err
 	}
+	return s.putSocket(slot, fd)
+}
+
+// putSocket is SetSocket with s.mu held.
+func (s *Steerer) putSocket(slot int, fd int) error {
 	err := s.maps.sockets.Put(uint32(slot), uint64(fd))
 	switch {
 	case err == nil:

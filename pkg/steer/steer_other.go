@@ -49,3 +49,6 @@ func (s *Steerer) Connections(slots int) ([]uint64, uint64, error) { return nil,
 
 // Runs is not supported off Linux.
 func (s *Steerer) Runs() (uint64, error) { return 0, ErrUnsupported }
+
+// Requeue returns ErrUnsupported.
+func (s *Steerer) Requeue(slot, fd int) (uint32, error) { return 0, ErrUnsupported }

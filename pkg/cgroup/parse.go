@@ -153,19 +153,40 @@ func roots(ms []mount) string {
 
 // parseEvents returns the "populated" key of cgroup.events: whether the
 // group or a group below it holds a live process.
-func parseEvents(data []byte) (bool, error) {
+func parseEvents(data []byte) (bool, error) { return parseEventsFlag(data, "populated") }
+
+// parseFrozen returns the "frozen" key of cgroup.events: whether every
+// process of the group and of the groups below it is frozen (an empty
+// group whose freeze was asked for counts as frozen).
+func parseFrozen(data []byte) (bool, error) { return parseEventsFlag(data, "frozen") }
+
+// parseEventsFlag returns a key of cgroup.events whose value is 0 or 1.
+func parseEventsFlag(data []byte, key string) (bool, error) {
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "populated "); ok {
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
 			switch v {
 			case "0":
 				return false, nil
 			case "1":
 				return true, nil
 			}
-			return false, fmt.Errorf("parse cgroup.events: populated %q", v)
+			return false, fmt.Errorf("parse cgroup.events: %s %q", key, v)
 		}
 	}
-	return false, fmt.Errorf("parse cgroup.events: no populated key in %q", data)
+	return false, fmt.Errorf("parse cgroup.events: no %s key in %q", key, data)
+}
+
+// parseFreeze parses cgroup.freeze: "1" when a freeze of the group was
+// asked for (by anyone), "0" otherwise.
+func parseFreeze(data []byte) (bool, error) {
+	switch v := strings.TrimSpace(string(data)); v {
+	case "0":
+		return false, nil
+	case "1":
+		return true, nil
+	default:
+		return false, fmt.Errorf("parse cgroup.freeze: %q", v)
+	}
 }
 
 // parsePids parses cgroup.procs, one pid a line.

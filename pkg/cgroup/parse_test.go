@@ -229,6 +229,47 @@ func TestParseEvents(t *testing.T) {
 	}
 }
 
+func TestParseFrozen(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    bool
+		wantErr bool
+	}{
+		{in: "populated 1\nfrozen 1\n", want: true},
+		{in: "populated 1\nfrozen 0\n", want: false},
+		{in: "populated 0\nfrozen 1", want: true},
+		{in: "populated 1\n", wantErr: true}, // kernel < 5.2: no freezer
+		{in: "frozen 2\n", wantErr: true},
+		{in: "unfrozen 1\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseFrozen([]byte(tt.in))
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("parseFrozen(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestParseFreeze(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    bool
+		wantErr bool
+	}{
+		{in: "0\n", want: false},
+		{in: "1\n", want: true},
+		{in: "1", want: true},
+		{in: "", wantErr: true},
+		{in: "frozen\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseFreeze([]byte(tt.in))
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("parseFreeze(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
 func TestParsePids(t *testing.T) {
 	got, err := parsePids([]byte("12\n345\n"))
 	if err != nil || !reflect.DeepEqual(got, []int{12, 345}) {

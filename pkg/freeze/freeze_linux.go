@@ -28,9 +28,9 @@ var errGone = errors.New("process gone")
 
 // Freeze stops every target; it returns once all are stopped or ctx ends.
 // It always returns a *Frozen (never nil, even with an error) that the
-// caller must Thaw. It asks for every stop first (a write to each
-// cgroup.freeze, a SIGSTOP to each process), so that the children stop
-// together, then waits for each.
+// caller must Thaw. It sends every SIGSTOP first, so that those processes
+// stop while it freezes the groups one after another (each Group.Freeze
+// waits for its group), then waits for the processes.
 //
 // A target that is gone (its group removed, its processes exited) is
 // skipped without an error. The error joins one per target that was not

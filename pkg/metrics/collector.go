@@ -84,6 +84,9 @@ type SlotSnapshot struct {
 	// in the slot's listener, folded over every program the master
 	// loaded. It never goes down.
 	Connections uint64
+	// Rescued counts the connections moved out of the slot's accept
+	// queue, while it was steered away from, to the healthy slots.
+	Rescued uint64
 	// ListenInode is the slot's listener when the master holds it (master
 	// socket mode); else PID is the slot's ready child, whose own listener
 	// the collector finds. Both 0: no queue to report.
@@ -133,7 +136,7 @@ type Collector struct {
 
 	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
 	watchdogKills, recycles, steeredAway, steerChanges, logDropped                    *prometheus.Desc
-	notifyDropped, refused, connections, unplaced                                     *prometheus.Desc
+	notifyDropped, refused, connections, unplaced, rescued                            *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -166,6 +169,8 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 			"Connections accepted by every child that held the slot.", []string{"slot"}, nil),
 		connections: prometheus.NewDesc("prefork_child_connections_total",
 			"New connections the steering program placed in the slot's listener.", []string{"slot"}, nil),
+		rescued: prometheus.NewDesc("prefork_child_rescued_connections_total",
+			"Connections moved out of the slot's accept queue to the healthy slots while it was steered away from.", []string{"slot"}, nil),
 		unplaced: prometheus.NewDesc("prefork_steer_unplaced_connections_total",
 			"New connections the steering program left to the kernel's hash, in no slot's count.", nil, nil),
 		info: prometheus.NewDesc("prefork_child_info",
@@ -201,7 +206,7 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation,
 		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped,
-		c.notifyDropped, c.refused, c.connections, c.unplaced} {
+		c.notifyDropped, c.refused, c.connections, c.unplaced, c.rescued} {
 		ch <- d
 	}
 }
@@ -257,6 +262,11 @@ func (c *Collector) collectConnections(ch chan<- prometheus.Metric, s Snapshot) 
 	switch {
 	case !s.Steered:
 		return
+	}
+	for _, sl := range s.Slots {
+		ch <- prometheus.MustNewConstMetric(c.rescued, prometheus.CounterValue, float64(sl.Rescued), strconv.Itoa(sl.Slot))
+	}
+	switch {
 	case s.ConnectionsErr != nil:
 		ch <- prometheus.NewInvalidMetric(c.connections, s.ConnectionsErr)
 		return

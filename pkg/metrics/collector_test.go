@@ -19,7 +19,7 @@ func fixedSnapshot() Snapshot {
 		ListenPort: 8080,
 		Slots: []SlotSnapshot{
 			{Slot: 0, Accepts: 1200, Restarts: 1, ListenInode: 100, WatchdogKills: 1,
-				Recycles: map[string]uint64{"max_accepts": 4}, SteeredAway: true, SteerChanges: 2, Connections: 1190},
+				Recycles: map[string]uint64{"max_accepts": 4}, SteeredAway: true, SteerChanges: 2, Connections: 1190, Rescued: 40},
 			{Slot: 1, Accepts: 1187, PID: 102, Connections: 1187},
 		},
 		Children: []ChildSnapshot{

@@ -1,0 +1,95 @@
+package supervisor
+
+import (
+	"context"
+	"time"
+)
+
+// Steering in child socket mode (issue 13): each child binds its own
+// listener, so the master takes a copy of it once the child is ready
+// (pidfd_getfd, matched by sock_diag: proctree.TakeListener) and steers
+// the group with it as it steers its own sockets in master socket mode
+// (takenSet). Where a child's listener cannot be taken (a non-dumpable
+// child under another uid, a master without the privilege, a server
+// whose processes hold more than one listener on the address), the
+// group is not steered: said once, with why.
+
+// takeTimeout bounds the search for a child's listener: it reads /proc
+// and sock_diag, which a hostile child can make slow.
+const takeTimeout = 2 * time.Second
+
+// took: the search for a ready child's listener ended.
+type took struct {
+	c     *child
+	fd    int // the copy, owned by the event; -1 on error
+	inode uint64
+	err   error
+}
+
+// takeListener starts the search for c's listener, if the group is to be
+// steered in child socket mode.
+func (s *Supervisor) takeListener(c *child) {
+	addr := c.gen.cfg.Listen
+	if !s.taken.on || c.gen.cfg.Sockets == SocketsMaster || s.taken.off[addr] != "" || s.stopping != 0 {
+		return
+	}
+	pid := c.pid
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), takeTimeout)
+		defer cancel()
+		fd, inode, err := s.env.observe.take(ctx, pid, addr)
+		if !s.sendOr(took{c: c, fd: fd, inode: inode, err: err}) && err == nil {
+			closeFD(fd)
+		}
+	}()
+}
+
+// tookListener steers c's slot with the copy of its listener, or turns
+// steering off for the group, saying why.
+func (s *Supervisor) tookListener(ev took) {
+	c, addr := ev.c, ev.c.gen.cfg.Listen
+	if ev.err != nil {
+		if s.live(c) {
+			s.steerOff(addr, ev.err.Error())
+		}
+		return
+	}
+	if !s.live(c) || c.life == lifeDraining || s.stopping != 0 {
+		closeFD(ev.fd) // it exited or drains meanwhile: nothing to steer
+		return
+	}
+	kept, err := s.taken.add(addr, c.slot, c.pid, ev.fd, ev.inode)
+	if !kept {
+		closeFD(ev.fd)
+	}
+	if err != nil {
+		s.steerOff(addr, err.Error())
+		return
+	}
+	if kept && s.steers(c) {
+		s.syncSteerSlots()
+		s.steerReady(c)
+	}
+}
+
+// steerOff stops steering addr's group in child socket mode, and says so
+// once.
+func (s *Supervisor) steerOff(addr, why string) {
+	if !s.taken.turnOff(addr, why) {
+		return
+	}
+	s.steering.follow(nil)
+	s.log.Warn("steering is off in child socket mode: the master cannot hold the children's listeners; the kernel's hash alone spreads connections, and a stuck child keeps its share (--sockets master steers without taking them)",
+		"listen", addr, "reason", why)
+}
+
+// takenInUse reports whether a generation of child socket mode serves
+// addr: its steering program is kept for the children to come.
+func (s *Supervisor) takenInUse(addr string) bool {
+	for _, g := range []*generation{s.cur, s.reload.next} {
+		if g != nil && g.cfg.Sockets != SocketsMaster && g.cfg.Listen == addr {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,197 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"net"
+	"testing"
+
+	"github.com/prefork/prefork/pkg/sockopt"
+	"github.com/prefork/prefork/pkg/steer"
+	"golang.org/x/sys/unix"
+)
+
+// newChildSteeredHarness starts n children in child socket mode with
+// steering on, each given a listener of its own on the address (what the
+// fake observer's take finds), all ready; or skips where the program
+// does not load or cannot move queues.
+func newChildSteeredHarness(t *testing.T, n int) (*harness, Config, []int) {
+	t.Helper()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := testConfig(t, n)
+	cfg.Sockets = SocketsChild
+	cfg.Steer = SteerOn
+	h := newHarnessSteering(t, cfg)
+	fds := make([]int, n)
+	for i := range n {
+		fd, err := sockopt.ListenFD(cfg.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		fds[i] = fd
+		h.observe.listen(h.child(i, 1).pid, fd)
+	}
+	h.readyAll(1)
+	h.waitFor("every child's listener taken", func() bool {
+		var held int
+		h.onLoop(func() { held = len(h.s.taken.bySlot) })
+		return held == n
+	})
+	return h, cfg, fds
+}
+
+// acceptFD accepts what fd's queue holds now.
+func acceptFD(t *testing.T, fd int) []int {
+	t.Helper()
+	var conns []int
+	for {
+		nfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+		if errors.Is(err, unix.EAGAIN) {
+			return conns
+		}
+		if err != nil {
+			t.Fatalf("accept: %v", err)
+		}
+		t.Cleanup(func() { unix.Close(nfd) })
+		conns = append(conns, nfd)
+	}
+}
+
+// queueOf returns how many connections wait on fd.
+func queueOf(t *testing.T, fd int) uint32 {
+	t.Helper()
+	q, _, err := sockopt.AcceptQueue(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// dialUntil dials addr until fd's queue holds want connections, at most
+// 200 times.
+func dialUntil(t *testing.T, addr string, fd int, want uint32, accept func()) []net.Conn {
+	t.Helper()
+	var clients []net.Conn
+	t.Cleanup(func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	})
+	for len(clients) < 200 && queueOf(t, fd) < want {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+		accept()
+	}
+	if q := queueOf(t, fd); q < want {
+		t.Fatalf("%d connections queued after %d dials, want %d", q, len(clients), want)
+	}
+	return clients
+}
+
+// In child socket mode the master takes each ready child's listener and
+// steers the group with the copies: a stuck child's queue is rescued as in
+// master socket mode; a child that exits has its copy dropped, so its
+// listener closes and its queue moves to the others instead of being
+// reset.
+func TestChildModeSteered(t *testing.T) {
+	t.Parallel()
+	h, cfg, fds := newChildSteeredHarness(t, 2)
+	var migrates bool
+	h.onLoop(func() { migrates = h.s.taken.steerer(cfg.Listen).Migrates() })
+	if !migrates {
+		t.Skip("the steering program cannot choose for migrating connections here (Linux 5.14+)")
+	}
+	p0, p1 := h.child(0, 1), h.child(1, 1)
+	accept0 := func() {
+		for range acceptFD(t, fds[0]) {
+			p0.counter.Inc()
+		}
+	}
+	dialUntil(t, cfg.Listen, fds[1], 3, accept0)
+	stuck := queueOf(t, fds[1])
+	for range 5 {
+		h.clock.Advance(steerInterval)
+		p0.counter.Inc()
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, h)
+		}
+	})
+	h.waitFor("the rescue", func() bool { return h.logs.count("moved the connections queued on a stuck slot") == 1 })
+	if q := queueOf(t, fds[1]); q != 0 {
+		t.Errorf("slot 1's listener still holds %d connections after the rescue", q)
+	}
+	if got := acceptFD(t, fds[0]); uint32(len(got)) != stuck {
+		t.Errorf("slot 0 accepted %d after the rescue, want slot 1's %d", len(got), stuck)
+	}
+	if snap, _ := h.s.Snapshot(); snap.Slots[1].Rescued != uint64(stuck) {
+		t.Errorf("slot 1 rescued %d, want %d", snap.Slots[1].Rescued, stuck)
+	}
+
+	// Slot 1 accepts again; then its child exits with connections
+	// queued: they move to slot 0 when the master drops its copy.
+	p1.counter.Inc()
+	h.clock.Advance(steerInterval)
+	if snap, _ := h.s.Snapshot(); snap.Slots[1].SteeredAway {
+		t.Fatalf("slot 1 accepted, still steered away from: %+v", snap.Slots)
+	}
+	dialUntil(t, cfg.Listen, fds[1], 2, accept0)
+	queued := queueOf(t, fds[1])
+	unix.Close(fds[1]) // the child's own descriptor goes with it
+	fds[1] = -1
+	h.exit(p1, exitCode(0))
+	var held bool
+	h.onLoop(func() { _, held = h.s.taken.byPid[p1.pid] })
+	if held {
+		t.Fatal("the exited child's listener is still held")
+	}
+	if got := acceptFD(t, fds[0]); uint32(len(got)) != queued {
+		t.Errorf("slot 0 accepted %d after slot 1's child exited, want its %d queued", len(got), queued)
+	}
+}
+
+// Where a child's listener cannot be taken, steering in child socket mode
+// is off, said once, and the children serve as without it.
+func TestChildModeSteerRefused(t *testing.T) {
+	t.Parallel()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := testConfig(t, 2)
+	cfg.Sockets = SocketsChild
+	cfg.Steer = SteerOn
+	h := newHarnessSteering(t, cfg)
+	h.observe.mu.Lock()
+	h.observe.takeErr = errors.New("not allowed to take the child's socket")
+	h.observe.mu.Unlock()
+	h.readyAll(1)
+	h.waitFor("steering off", func() bool { return h.logs.count("steering is off in child socket mode") == 1 })
+	h.exit(h.child(1, 1), exitCode(1))
+	h.ready(h.newest(1))
+	h.clock.Advance(steerInterval)
+	if n := h.logs.count("steering is off in child socket mode"); n != 1 {
+		t.Errorf("said %d times, want once", n)
+	}
+	if snap, _ := h.s.Snapshot(); snap.Slots[0].SteeredAway || snap.Slots[1].SteeredAway {
+		t.Errorf("slots steered away from with steering off: %+v", snap.Slots)
+	}
+}
+
+func dumpLogs(t *testing.T, h *harness) {
+	h.logs.mu.Lock()
+	defer h.logs.mu.Unlock()
+	for _, r := range h.logs.records {
+		var b strings.Builder
+		r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
+		t.Logf("%s%s", r.Message, b.String())
+	}
+}

@@ -108,11 +108,11 @@ func childConfig(workers int, extra string) string {
 // reloadUnderLoad runs 20 reloads with `master reload` under continuous
 // load, keep-alive and one request per connection at once, and returns the
 // two load results.
-func reloadUnderLoad(t *testing.T, sockets string, reloads int) (keep, perConn *loadResult) {
+func reloadUnderLoad(t *testing.T, sockets string, reloads int, extra ...string) (keep, perConn *loadResult) {
 	const n = 4
 	cfg := filepath.Join(t.TempDir(), "prefork.yaml")
 	writeConfig(t, cfg, childConfig(n, ""))
-	args := []string{"--config", cfg, "--sockets", sockets, "--drain-timeout", "10s"}
+	args := append([]string{"--config", cfg, "--sockets", sockets, "--drain-timeout", "10s"}, extra...)
 	if sockets == "master" {
 		// Reloads must lose nothing with steering on, as it is by
 		// default in master mode where the program loads.
@@ -194,6 +194,18 @@ func TestReloadUnderLoadChildMode(t *testing.T) {
 	}
 	keep, perConn := reloadUnderLoad(t, "child", 20)
 	assertNoFailures(t, "20 reloads, --sockets child, tcp_migrate_req=1", keep, perConn)
+}
+
+// Child socket mode with steering needs no sysctl either: the steering
+// program, attached through the master's copies of the children's
+// listeners, moves the queue of each closing listener. 20 reloads under
+// load with tcp_migrate_req=0 lose nothing.
+func TestReloadUnderLoadChildModeSteered(t *testing.T) {
+	if !inNetns(t, 0) {
+		return
+	}
+	keep, perConn := reloadUnderLoad(t, "child", 20, "--steer", "on")
+	assertNoFailures(t, "20 reloads, --sockets child --steer on, tcp_migrate_req=0", keep, perConn)
 }
 
 // Master socket mode needs no sysctl: 20 reloads under load with

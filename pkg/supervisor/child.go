@@ -215,6 +215,10 @@ func (s *Supervisor) drain(c *child) {
 		return
 	}
 	c.life = lifeDraining
+	// Out of the steering program's array before it closes its
+	// listener, and the master's copy closed, so that the listener's
+	// queue moves to the others when it does.
+	s.taken.drop(c.pid)
 	stopTimer(c.readyTimer)
 	stopTimer(c.watchdogTimer)
 	stopTimer(c.delayTimer)

@@ -58,6 +58,7 @@ func (s *Supervisor) tookListener(ev took) {
 		closeFD(ev.fd) // it exited or drains meanwhile: nothing to steer
 		return
 	}
+	first := s.taken.steerers[addr] == nil
 	kept, err := s.taken.add(addr, c.slot, c.pid, ev.fd, ev.inode)
 	if !kept {
 		closeFD(ev.fd)
@@ -65,6 +66,9 @@ func (s *Supervisor) tookListener(ev took) {
 	if err != nil {
 		s.steerOff(addr, err.Error())
 		return
+	}
+	if first && kept {
+		s.log.Info("steering in child socket mode: the master holds a copy of each ready child's listener", "listen", addr)
 	}
 	if kept && s.steers(c) {
 		s.syncSteerSlots()

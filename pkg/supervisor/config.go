@@ -176,12 +176,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("watchdog: %v is below the minimum of %v", c.Watchdog, MinWatchdog)
 	}
 	switch c.Steer {
-	case SteerAuto, SteerOff:
-	case SteerOn:
-		if c.Sockets != SocketsMaster {
-			// The master must hold the group's sockets to steer them.
-			return fmt.Errorf("steer: on needs --sockets master (the master holds the sockets it steers)")
-		}
+	case SteerAuto, SteerOff, SteerOn:
 	default:
 		return fmt.Errorf("steer: %q is not auto, on or off", c.Steer)
 	}

@@ -47,7 +47,6 @@ func TestValidate(t *testing.T) {
 		{name: "tiny watchdog", mutate: func(c *Config) { c.Watchdog = time.Millisecond }, wantErr: "watchdog"},
 		{name: "steer off", mutate: func(c *Config) { c.Steer = SteerOff }},
 		{name: "steer on in master mode", mutate: func(c *Config) { c.Steer, c.Sockets = SteerOn, SocketsMaster }},
-		{name: "steer on in child mode", mutate: func(c *Config) { c.Steer = SteerOn }, wantErr: "steer"},
 		{name: "unknown steer", mutate: func(c *Config) { c.Steer = "maybe" }, wantErr: "steer"},
 		{name: "no command", mutate: func(c *Config) { c.Command = nil }, wantErr: "command"},
 		{name: "missing command", mutate: func(c *Config) { c.Command = []string{filepath.Join(dir, "absent")} }, wantErr: "command"},

@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"errors"
+	"maps"
+	"slices"
 
 	"github.com/prefork/prefork/pkg/metrics"
 	"github.com/prefork/prefork/pkg/steer"
@@ -43,7 +45,7 @@ func (s *Supervisor) foldConnections(p *steer.Steerer) {
 // snapshotConnections fills the connection counts of snap, whose Slots
 // are set: the tally plus the live programs' counts.
 func (s *Supervisor) snapshotConnections(snap *metrics.Snapshot) {
-	if !s.sockets.steer {
+	if !s.sockets.steer && !s.taken.on {
 		return
 	}
 	snap.Steered = true
@@ -52,7 +54,8 @@ func (s *Supervisor) snapshotConnections(snap *metrics.Snapshot) {
 		snap.Slots[i].Connections = s.tally.connections[snap.Slots[i].Slot]
 	}
 	var errs []error
-	for _, p := range s.sockets.steerers {
+	progs := slices.Collect(maps.Values(s.sockets.steerers))
+	for _, p := range append(progs, slices.Collect(maps.Values(s.taken.steerers))...) {
 		per, unplaced, err := p.Connections(len(snap.Slots))
 		if err != nil {
 			errs = append(errs, err)

@@ -54,6 +54,17 @@ type observer interface {
 	// would: blocked when the bind fails because a socket on it does not
 	// share, with the pids holding the address's listeners.
 	addressInUse(addr string) (holders []int, blocked bool)
+	// freeze stops the processes of the children pids (each one's
+	// cgroup, or its process tree) until the returned thaw, which undoes
+	// exactly what it did and must be called once. It returns when all
+	// are stopped (whole) or ctx ends (an error saying which did not
+	// stop); a process stopped before stays stopped after thaw.
+	freeze(ctx context.Context, pids []int) (thaw func() error, whole bool, err error)
+	// take returns a copy of the listener on addr that a process of the
+	// child pid holds (child socket mode), owned by the caller, and its
+	// inode; an error when there is none, more than one, or the master
+	// may not take it.
+	take(ctx context.Context, pid int, addr string) (fd int, inode uint64, err error)
 }
 
 // waitSpec is what a child must be seen waiting on to be ready by

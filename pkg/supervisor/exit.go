@@ -98,6 +98,7 @@ func (s *Supervisor) exited(e exitStatus) {
 func (s *Supervisor) forget(c *child) {
 	delete(s.children, c.pid)
 	s.gate.remove(c.pid)
+	s.taken.drop(c.pid) // its listener closes now, and its queue moves
 	s.tally.accepted[c.slot] = addAccepts(s.tally.accepted[c.slot], c.accepts())
 	c.page.Close()
 	c.stopTimers()

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -405,10 +406,20 @@ type fakeObserver struct {
 	holders []int
 	probes  int
 	broken  error // what every watch fails with, if set
+	// frozen counts, by pid, the freezes in force: freeze adds one to
+	// each pid it is given, its thaw takes it back.
+	frozen  map[int]int
+	freezes int   // freezes asked for
+	ever    []int // every pid frozen, in order
+	// listeners are the sockets take finds, by pid (dup'ed for the
+	// caller); takeErr, if set, is what take fails with instead.
+	listeners map[int]int
+	takeErr   error
+	takes     int
 }
 
 func newFakeObserver() *fakeObserver {
-	return &fakeObserver{seen: make(map[int]chan struct{}), watched: make(map[int]waitSpec)}
+	return &fakeObserver{seen: make(map[int]chan struct{}), watched: make(map[int]waitSpec), frozen: make(map[int]int)}
 }
 
 func (o *fakeObserver) chanOf(pid int) chan struct{} {
@@ -464,4 +475,77 @@ func (o *fakeObserver) blockAddress(holders ...int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.blocked, o.holders = true, holders
+}
+
+func (o *fakeObserver) freeze(_ context.Context, pids []int) (func() error, bool, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.freezes++
+	for _, pid := range pids {
+		o.frozen[pid]++
+	}
+	o.ever = append(o.ever, pids...)
+	var once sync.Once
+	return func() error {
+		once.Do(func() {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			for _, pid := range pids {
+				o.frozen[pid]--
+			}
+		})
+		return nil
+	}, true, nil
+}
+
+// freezeState returns the freezes asked for and the pids frozen now.
+func (o *fakeObserver) freezeState() (freezes int, now []int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for pid, n := range o.frozen {
+		if n > 0 {
+			now = append(now, pid)
+		}
+	}
+	return o.freezes, now
+}
+
+// frozenEver returns every pid frozen so far.
+func (o *fakeObserver) frozenEver() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.ever)
+}
+
+func (o *fakeObserver) take(_ context.Context, pid int, _ string) (int, uint64, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.takes++
+	if o.takeErr != nil {
+		return -1, 0, o.takeErr
+	}
+	fd, ok := o.listeners[pid]
+	if !ok {
+		return -1, 0, fmt.Errorf("fake: no listener for pid %d", pid)
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(dup, &st); err != nil {
+		unix.Close(dup)
+		return -1, 0, err
+	}
+	return dup, st.Ino, nil
+}
+
+// listen makes fd the listener take finds for pid.
+func (o *fakeObserver) listen(pid, fd int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.listeners == nil {
+		o.listeners = make(map[int]int)
+	}
+	o.listeners[pid] = fd
 }

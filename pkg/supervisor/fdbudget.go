@@ -22,7 +22,8 @@ const (
 	// fdPerChildPrefix is the read ends of its stdout and stderr with
 	// --child-output prefix.
 	fdPerChildPrefix = 2
-	// fdPerSlotMaster is a slot's listener in master socket mode.
+	// fdPerSlotMaster is a slot's listener in master socket mode, or the
+	// copy of its child's (child socket mode, steered).
 	fdPerSlotMaster = 1
 	// fdGenerations is how many generations run at once: during a
 	// reload, the serving one and the new one.
@@ -37,7 +38,9 @@ func fdsNeeded(cfg Config) int {
 	if cfg.ChildOutput == OutputPrefix {
 		perSlot += fdPerChildPrefix
 	}
-	if cfg.Sockets == SocketsMaster {
+	// A slot's listener in master socket mode; in child socket mode
+	// with steering, the master's copy of its child's.
+	if cfg.Sockets == SocketsMaster || cfg.Steer != SteerOff {
 		perSlot += fdPerSlotMaster
 	}
 	n := fdBase + fdGenerations*cfg.Workers*perSlot

@@ -10,7 +10,7 @@ import (
 func TestFDBudget(t *testing.T) {
 	t.Parallel()
 	base := validConfig()
-	base.Metrics, base.Control = "", ""
+	base.Metrics, base.Control, base.Steer = "", "", SteerOff
 	tests := []struct {
 		name   string
 		mutate func(*Config)
@@ -19,6 +19,8 @@ func TestFDBudget(t *testing.T) {
 		{name: "one child", mutate: func(c *Config) { c.Workers = 1 }, want: fdBase + 2*fdPerChild},
 		{name: "32 in master mode", mutate: func(c *Config) { c.Workers, c.Sockets = 32, SocketsMaster },
 			want: fdBase + 2*32*(fdPerChild+fdPerSlotMaster)},
+		{name: "child mode, steered: a copy of each child's listener", mutate: func(c *Config) { c.Workers, c.Steer = 4, SteerAuto },
+			want: fdBase + 2*4*(fdPerChild+fdPerSlotMaster)},
 		{name: "prefix output", mutate: func(c *Config) { c.Workers, c.ChildOutput = 4, OutputPrefix },
 			want: fdBase + 2*4*(fdPerChild+fdPerChildPrefix)},
 		{name: "with both servers", mutate: func(c *Config) { c.Workers, c.Metrics, c.Control = 1, "127.0.0.1:9090", "/x" },

@@ -102,6 +102,10 @@ func (s *Supervisor) handle(ev any) {
 		s.watchBroke(ev)
 	case diagnosed:
 		s.diagnose(ev)
+	case frozen:
+		s.rescueFrozen(ev)
+	case took:
+		s.tookListener(ev)
 	case call:
 		ev()
 	}

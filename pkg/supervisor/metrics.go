@@ -42,7 +42,7 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	for i := range snap.Slots {
 		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.tally.accepted[i], Restarts: uint64(s.tally.restarts[i]),
 			WatchdogKills: s.tally.watchdogKills[i], Recycles: make(map[string]uint64, len(metrics.RecycleReasons)),
-			SteeredAway: i < len(away) && away[i], SteerChanges: s.steering.changes[i]}
+			SteeredAway: i < len(away) && away[i], SteerChanges: s.steering.changes[i], Rescued: s.tally.rescued[i]}
 		for _, reason := range metrics.RecycleReasons {
 			snap.Slots[i].Recycles[reason] = s.tally.recycles[recycleKey{slot: i, reason: reason}]
 		}

@@ -2,11 +2,14 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
 
+	"github.com/prefork/prefork/pkg/freeze"
 	"github.com/prefork/prefork/pkg/proctree"
+	"golang.org/x/sys/unix"
 )
 
 // kernelObserver is observer on Linux: /proc and sock_diag, through
@@ -111,3 +114,48 @@ func resolveListen(listen string) (netip.AddrPort, error) {
 }
 
 func newObserver(p *osProcs) observer { return kernelObserver{procs: p} }
+
+// freeze freezes each child's cgroup where it has one of its own, and
+// otherwise the processes of its tree (proctree.Members), through
+// pkg/freeze.
+func (o kernelObserver) freeze(ctx context.Context, pids []int) (func() error, bool, error) {
+	targets := make([]freeze.Target, 0, len(pids))
+	var errs []error
+	for _, pid := range pids {
+		o.procs.mu.Lock()
+		g := o.procs.groups[pid]
+		o.procs.mu.Unlock()
+		if g != nil {
+			targets = append(targets, freeze.Target{Cgroup: g})
+			continue
+		}
+		members, err := proctree.Members(pid, "")
+		if err != nil {
+			errs = append(errs, err)
+			members = []int{pid}
+		}
+		targets = append(targets, freeze.Target{Pids: members})
+	}
+	f, err := freeze.Freeze(ctx, targets)
+	return f.Thaw, f.Complete() && len(errs) == 0, errors.Join(append(errs, err)...)
+}
+
+// take finds the listener on listen among the processes of the child pid
+// and takes a copy of it (proctree.TakeListener), within ctx's deadline.
+func (o kernelObserver) take(ctx context.Context, pid int, listen string) (int, uint64, error) {
+	addr, err := resolveListen(listen)
+	if err != nil {
+		return -1, 0, err
+	}
+	pids, err := proctree.Members(pid, o.procs.cgroupDir(pid))
+	if err != nil {
+		return -1, 0, err
+	}
+	if ctx.Err() != nil {
+		return -1, 0, ctx.Err()
+	}
+	return proctree.TakeListener(pids, addr)
+}
+
+// closeFD closes a descriptor the loop owns alone.
+func closeFD(fd int) { unix.Close(fd) }

@@ -137,6 +137,7 @@ func (s *Supervisor) becameReady(c *child, by string) {
 		sl.note = ""
 	}
 	s.steerReady(c)
+	s.takeListener(c)
 	if c.gen == s.cur {
 		s.syncReservations() // its listener is bound: hold the address beside it
 	}

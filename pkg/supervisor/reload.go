@@ -294,6 +294,7 @@ func (s *Supervisor) commitReload() {
 	s.notifySystemd("READY=1")
 	s.syncSteerSlots() // before a slot's socket closes: its queue migrates by the new count
 	s.sockets.release(s.inUse)
+	s.taken.release(s.takenInUse)
 	if old.cfg.Sockets != s.cur.cfg.Sockets {
 		s.warnMigrateReq(s.cur.cfg)
 	}
@@ -321,6 +322,7 @@ func (s *Supervisor) rollbackReload() {
 	s.reportReloadEnd()
 	s.syncSteerSlots()
 	s.sockets.release(s.inUse)
+	s.taken.release(s.takenInUse)
 }
 
 // rejectReload reports a configuration refused before anything started.

@@ -115,11 +115,17 @@ func (s *Supervisor) holdersOf(slot int) []int {
 // rescueFrozen moves the queue of ev's slot, if it is still steered away
 // from, and thaws what the freeze stopped.
 func (s *Supervisor) rescueFrozen(ev frozen) {
-	defer func() {
+	thawed := false
+	thaw := func() {
+		if thawed {
+			return
+		}
+		thawed = true
 		if err := ev.thaw(); err != nil {
 			s.log.Error("could not thaw the processes of a rescued slot", "slot", ev.slot, "err", err)
 		}
-	}()
+	}
+	defer thaw()
 	r := &s.steering.rescue
 	if r.inFlight[ev.slot] != ev.seq {
 		return
@@ -129,10 +135,11 @@ func (s *Supervisor) rescueFrozen(ev frozen) {
 	if ev.slot >= len(away) || !away[ev.slot] || s.steering.of == nil {
 		return // it resumed, or steering changed, meanwhile
 	}
-	if ev.err != nil && !ev.whole {
-		s.log.Debug("moving a stuck slot's queue with some of its processes not frozen", "slot", ev.slot, "err", ev.err)
+	if ev.err != nil {
+		s.log.Debug("moving a stuck slot's queue with some of its processes not seen stopped", "slot", ev.slot, "err", ev.err)
 	}
 	moved, err := s.requeue(ev.slot)
+	thaw()
 	if err != nil {
 		s.log.Error("could not move the connections queued on a stuck slot", "slot", ev.slot, "err", err)
 		return
@@ -145,7 +152,7 @@ func (s *Supervisor) rescueFrozen(ev frozen) {
 	}
 	s.tally.rescued[ev.slot] += uint64(moved)
 	s.log.Warn("moved the connections queued on a stuck slot to the healthy slots", "slot", ev.slot,
-		"connections", moved, "frozen", ev.whole)
+		"connections", moved, "all_frozen", ev.whole)
 }
 
 // requeue moves the queue of slot's socket of the serving address.

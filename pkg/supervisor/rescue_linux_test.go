@@ -78,7 +78,12 @@ func TestRescueMovesStuckQueue(t *testing.T) {
 	}
 	// Slot 1's child accepts nothing for a window: steered away, then
 	// rescued.
-	for range 5 {
+	// The checks may have backed off while the group was idle: up to
+	// steerIdleMax for the first to see the queue, then the window.
+	for i := 0; h.logs.count("steering new connections away from slot") == 0; i++ {
+		if i > 40 {
+			t.Fatalf("slot 1 held %d connections for %v: not steered away from", stuck, time.Duration(i)*steerInterval)
+		}
 		h.clock.Advance(steerInterval)
 		p0.counter.Inc() // slot 0 keeps showing progress
 	}
@@ -134,7 +139,8 @@ func mustFD(t *testing.T, h *harness, addr string, slot int) int {
 }
 
 // A rescued slot whose child shows no progress is given connections again
-// after the probe, to see whether it resumed.
+// after a probe, to see whether it resumed: 1 s after the rescue with no
+// CPU used, 100 ms with; each doubles with every rescue in a row.
 func TestSlotHealthRescueProbe(t *testing.T) {
 	t.Parallel()
 	t0 := time.Unix(1000, 0)
@@ -142,54 +148,69 @@ func TestSlotHealthRescueProbe(t *testing.T) {
 		return healthInput{ready: true, accepts: accepts, queued: queued, now: t0.Add(time.Duration(ms) * time.Millisecond),
 			window: 100 * time.Millisecond, counting: true}
 	}
-	var h slotHealth
-	h.update(in(0, 5, 0))
-	h.update(in(50, 5, 3))
-	if h.update(in(150, 5, 3)); h.healthy {
-		t.Fatal("queue held a window: healthy")
-	}
-	h.rescued(t0.Add(160 * time.Millisecond))
-	for _, ms := range []int{175, 500, 1100} {
-		if h.update(in(ms, 5, 0)); h.healthy {
-			t.Fatalf("%d ms: healthy with an empty queue right after the rescue", ms)
-		}
-	}
-	if h.update(in(1160, 5, 0)); !h.healthy {
-		t.Fatal("probe due after 1 s: not healthy")
-	}
-	// Stuck again at once: rescued again, and the probe doubles.
-	h.update(in(1170, 5, 2))
-	h.update(in(1270, 5, 2))
-	h.rescued(t0.Add(1280 * time.Millisecond))
-	if h.update(in(2290, 5, 0)); h.healthy {
-		t.Fatal("second probe after 1 s, want 2 s")
-	}
-	if h.update(in(3280, 5, 0)); !h.healthy {
-		t.Fatal("second probe due after 2 s: not healthy")
-	}
-	// An accept ends the probation at once.
-	h.update(in(3300, 5, 2))
-	h.update(in(3400, 5, 2))
-	h.rescued(t0.Add(3400 * time.Millisecond))
-	if h.update(in(3425, 6, 0)); !h.healthy {
-		t.Fatal("accepted after the rescue: not healthy")
-	}
-	// So does CPU used, for a child that has nothing to accept.
-	h.update(in(3500, 6, 2))
-	h.update(in(3600, 6, 2))
-	h.rescued(t0.Add(3600 * time.Millisecond))
-	cpu := func(ms int, d time.Duration) healthInput {
-		i := in(ms, 6, 0)
+	cpu := func(ms int, accepts uint64, d time.Duration) healthInput {
+		i := in(ms, accepts, 0)
 		i.timed, i.cpu = true, d
 		return i
 	}
-	if h.update(cpu(3625, 10)); h.healthy {
+	var h slotHealth
+	stick := func(ms int, accepts uint64) {
+		t.Helper()
+		h.update(in(ms, accepts, 3))
+		if h.update(in(ms+100, accepts, 3)); h.healthy {
+			t.Fatalf("%d ms: queue held a window, healthy", ms+100)
+		}
+		h.rescued(t0.Add(time.Duration(ms+100) * time.Millisecond))
+	}
+	h.update(in(0, 5, 0))
+	stick(50, 5) // rescued at 150
+	for _, ms := range []int{175, 500, 1149} {
+		if h.update(in(ms, 5, 0)); h.healthy {
+			t.Fatalf("%d ms: healthy with an empty queue, no CPU known, before the 1 s probe", ms)
+		}
+	}
+	if h.update(in(1150, 5, 0)); !h.healthy {
+		t.Fatal("blind probe due 1 s after the rescue: not healthy")
+	}
+	stick(1160, 5) // rescued at 1260: the second in a row
+	if h.update(in(3259, 5, 0)); h.healthy {
+		t.Fatal("second blind probe before 2 s")
+	}
+	if h.update(in(3260, 5, 0)); !h.healthy {
+		t.Fatal("second blind probe due after 2 s: not healthy")
+	}
+	// An accept ends it at once, and the next probes start afresh.
+	stick(3300, 5) // rescued at 3400, the third
+	if h.update(in(3425, 6, 0)); !h.healthy {
+		t.Fatal("accepted after the rescue: not healthy")
+	}
+	stick(3500, 6) // rescued at 3600, the first again
+	if h.update(cpu(3625, 6, 10)); h.healthy {
 		t.Fatal("a first CPU reading is a baseline, not progress")
 	}
-	if h.update(cpu(3650, 10)); h.healthy {
-		t.Fatal("no CPU used: healthy")
+	if h.update(cpu(3650, 6, 20)); h.healthy {
+		t.Fatal("CPU used, but before the 100 ms probe")
 	}
-	if h.update(cpu(3675, 20)); !h.healthy {
-		t.Fatal("CPU used after the rescue: not healthy")
+	if h.update(cpu(3700, 6, 20)); !h.healthy {
+		t.Fatal("CPU used after the rescue, 100 ms probe due: not healthy")
+	}
+	// Stopped for good, probed and rescued again and again: the blind
+	// probe stops growing at 8 s.
+	at := 3700
+	for range 6 {
+		stick(at+10, 6)
+		at += 110
+		for h.update(in(at, 6, 0)); !h.healthy; h.update(in(at, 6, 0)) {
+			at += 100
+		}
+	}
+	stick(at+10, 6)
+	rescuedAt := at + 110
+	at = rescuedAt
+	for h.update(in(at, 6, 0)); !h.healthy; h.update(in(at, 6, 0)) {
+		at += 100
+	}
+	if d := time.Duration(at-rescuedAt) * time.Millisecond; d != rescueBlindProbeMax {
+		t.Errorf("the 8th rescue in a row probed after %v, want %v", d, rescueBlindProbeMax)
 	}
 }

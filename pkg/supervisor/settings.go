@@ -103,7 +103,7 @@ var settings = []Setting{
 		Usage: "run the children with group G (name or gid)",
 		bind:  field(func(c *Config) *string { return &c.Group }, verbatim)},
 	{Name: "steer", Env: "PREFORK_STEER", Metavar: "MODE", Default: DefaultSteer, Key: true,
-		Usage: "auto, on or off: steer new connections away from a stuck or missing child (master socket mode)",
+		Usage: "auto, on or off: steer new connections, and those queued, away from a stuck or missing child",
 		bind:  field(func(c *Config) *string { return &c.Steer }, verbatim)},
 	{Name: "ready", Env: "PREFORK_READY", Metavar: "MODE", Default: ReadyNotify, Reload: true, Key: true,
 		Usage: "notify (READY=1), listen (the kernel shows it waiting for connections) or delay:D (alive after D)",

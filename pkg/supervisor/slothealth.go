@@ -37,6 +37,45 @@ type slotHealth struct {
 	cpu      time.Duration // at the last tick that read it
 	timed    bool          // the last tick read the CPU
 	progress time.Time     // the last tick it accepted, or had nothing waiting
+	// rescuedAt is when its queue was last moved to the healthy slots
+	// (rescue.go); zero when it has shown progress since. An empty queue
+	// is then no sign of health: the rescue emptied it.
+	rescuedAt time.Time
+	// rescues counts the rescues since the slot last showed progress:
+	// the probes after each wait twice as long.
+	rescues int
+	// ran: its processes used CPU since the rescue.
+	ran bool
+	// probed is when the last probe gave it connections again.
+	probed time.Time
+}
+
+// A rescued slot stays steered away from until its child accepts, or a
+// probe gives it new connections again to see whether it resumed: a
+// child still stuck then holds the connections of one stuck window, and
+// is rescued again. The probe comes after rescueProbe if its processes
+// used CPU since the rescue (a stopped child uses none: one that did may
+// have resumed, or may be stuck in a loop), after 10 times that if the
+// CPU is not known or was not used; each doubles with every rescue in a
+// row, the first up to rescueProbeMax, the second up to
+// rescueBlindProbeMax. A stopped child that is resumed after many
+// rescues is thus back within rescueProbeMax of its first CPU use; one
+// stopped for good holds connections for 100 ms every 8 s.
+const (
+	rescueProbe         = 100 * time.Millisecond
+	rescueProbeMax      = 800 * time.Millisecond
+	rescueBlindProbeMax = 8 * time.Second
+)
+
+// probeDue reports whether a rescued slot is to be given new connections
+// again at now.
+func (h *slotHealth) probeDue(now time.Time) bool {
+	shift := min(h.rescues-1, 8)
+	wait := min(rescueProbe<<shift, rescueProbeMax)
+	if !h.ran {
+		wait = min(10*rescueProbe<<shift, rescueBlindProbeMax)
+	}
+	return now.Sub(h.rescuedAt) >= wait
 }
 
 // update feeds one tick and reports whether the verdict changed.
@@ -45,7 +84,22 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 		!h.progress.IsZero() && since.After(h.progress) {
 		h.progress = since
 	}
+	if !h.rescuedAt.IsZero() {
+		h.ran = h.ran || in.timed && h.timed && in.cpu > h.cpu
+		switch {
+		case in.accepts > h.accepts:
+			// It accepted: it resumed.
+			h.rescuedAt, h.rescues = time.Time{}, 0
+		case h.probeDue(in.now):
+			h.rescuedAt, h.probed = time.Time{}, in.now
+		}
+		if h.rescuedAt.IsZero() {
+			h.progress = in.now
+		}
+	}
 	switch {
+	case !h.rescuedAt.IsZero():
+		// Steered away until it shows progress or the probe is due.
 	case in.accepts > h.accepts, in.queued == 0, h.progress.IsZero():
 		h.progress = in.now
 	case !in.counting && in.queued < h.queued:
@@ -65,7 +119,10 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 		h.cpu = in.cpu
 	}
 	stuck := in.now.Sub(h.progress) >= in.window
-	healthy := in.ready && !in.hung && !stuck
+	healthy := in.ready && !in.hung && !stuck && h.rescuedAt.IsZero()
+	if healthy && h.rescues > 0 && in.now.Sub(h.probed) >= 10*in.window {
+		h.rescues = 0 // the probe found it serving: a later stop starts afresh
+	}
 	changed = healthy != h.healthy
 	h.healthy = healthy
 	return changed
@@ -77,3 +134,16 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 func (h *slotHealth) restart() {
 	h.progress = time.Time{}
 }
+
+// rescued records that the slot's queue was just moved away: it stays
+// unhealthy until it shows progress (an accept, or CPU used by its
+// processes) or its probe is due.
+func (h *slotHealth) rescued(now time.Time) {
+	h.rescuedAt, h.ran = now, false
+	h.rescues++
+}
+
+// wantsCPU reports whether the next tick should read the CPU of the
+// slot's processes though its children count their accepts: after a
+// rescue, CPU is how a resumed child that has nothing to accept shows it.
+func (h *slotHealth) wantsCPU() bool { return !h.rescuedAt.IsZero() }

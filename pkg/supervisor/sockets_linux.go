@@ -218,3 +218,15 @@ func (s *socketSet) inode(addr string, slot int) uint64 {
 	}
 	return st.Ino
 }
+
+// requeue moves the connections queued on the listener of slot on addr
+// to the group's other listeners, and puts it back in the group
+// (steer.Steerer.Requeue). It reports how many were queued.
+func (s *socketSet) requeue(addr string, slot int) (uint32, error) {
+	h, ok := s.m[socketKey{addr: addr, slot: slot}]
+	st := s.steerers[addr]
+	if !ok || st == nil {
+		return 0, fmt.Errorf("requeue slot %d on %s: no steered listener", slot, addr)
+	}
+	return st.Requeue(slot, h.fd)
+}

@@ -54,6 +54,7 @@ type steering struct {
 	runsSeen bool         // runs was read
 	off      string       // why steering is off, for the log; "" when on
 	watch    programWatch // whether the program still chooses
+	rescue   rescue       // the rescues of stuck slots' queues (rescue.go)
 }
 
 func newSteering() *steering {
@@ -71,18 +72,18 @@ func (st *steering) follow(p *steer.Steerer) {
 	st.health = make(map[int]*slotHealth)
 	st.away = make(map[int]bool)
 	st.watch = programWatch{}
+	st.rescue.inFlight = nil // their events come back stale, and only thaw
 	st.interval, st.runsSeen = steerInterval, false
 }
 
-// decideSteering settles --steer at start: steering is on in master socket
-// mode where the program loads. "on" where it cannot is the operator's
-// error; "auto" says once why it is off.
+// decideSteering settles --steer at start: steering is on where the
+// program loads, in both socket modes (in child socket mode, for the
+// children whose listeners the master may take: childsteer.go). "on"
+// where it cannot is the operator's error; "auto" says once why it is
+// off.
 func decideSteering(cfg Config, supported func() error) (on bool, why string, err error) {
-	switch {
-	case cfg.Steer == SteerOff:
+	if cfg.Steer == SteerOff {
 		return false, "--steer off", nil
-	case cfg.Sockets != SocketsMaster:
-		return false, "it needs --sockets master, where the master holds the sockets", nil
 	}
 	if err := supported(); err != nil {
 		if cfg.Steer == SteerOn {
@@ -117,21 +118,46 @@ func (st *steering) backOff(idle bool) {
 
 // steeringActive reports whether the serving generation's group is steered.
 func (s *Supervisor) steeringActive() bool {
-	return s.stopping == 0 && s.cur.cfg.Sockets == SocketsMaster && s.sockets.steerer(s.cur.cfg.Listen) != nil
+	return s.stopping == 0 && s.steerProgram() != nil
+}
+
+// steerProgram returns the program that steers the serving address's
+// group in the serving generation's socket mode, or nil.
+func (s *Supervisor) steerProgram() *steer.Steerer {
+	addr := s.cur.cfg.Listen
+	if s.cur.cfg.Sockets == SocketsMaster {
+		return s.sockets.steerer(addr)
+	}
+	return s.taken.steerer(addr)
+}
+
+// steeredSocket reports whether children of generation g share the
+// sockets the serving generation's program steers.
+func (s *Supervisor) steeredSocket(g *generation) bool {
+	return g.cfg.Sockets == s.cur.cfg.Sockets && g.cfg.Listen == s.cur.cfg.Listen
+}
+
+// slotQueue returns how many connections wait on slot's socket of the
+// serving address: the master's own in master socket mode, its copy of
+// the slot's child's in child socket mode.
+func (s *Supervisor) slotQueue(slot int) (uint32, bool) {
+	if s.cur.cfg.Sockets == SocketsMaster {
+		return s.sockets.acceptQueue(s.cur.cfg.Listen, slot)
+	}
+	return s.taken.acceptQueue(s.cur.cfg.Listen, slot)
 }
 
 // syncSteerSlots tells the program how many slots the address has: as
 // many as the generation using it with the most.
 func (s *Supervisor) syncSteerSlots() {
-	addr := s.cur.cfg.Listen
-	prog := s.sockets.steerer(addr)
+	prog := s.steerProgram()
 	if prog == nil {
 		return
 	}
 	s.steering.follow(prog)
 	n := 0
 	for _, g := range []*generation{s.cur, s.reload.next} {
-		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen == addr {
+		if g != nil && s.steeredSocket(g) {
 			n = max(n, len(g.slots))
 		}
 	}
@@ -162,6 +188,9 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 		return
 	}
 	s.steerTick()
+	if c.gen.cfg.Sockets != SocketsMaster {
+		return // its listener closed with it, and its queue moved
+	}
 	if h := s.steering.health[c.slot]; h == nil || h.healthy {
 		return // another ready child (of a reload) serves the slot
 	}
@@ -185,7 +214,7 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 
 // steers reports whether c serves the steered group.
 func (s *Supervisor) steers(c *child) bool {
-	return s.steeringActive() && c.gen.cfg.Sockets == SocketsMaster && c.gen.cfg.Listen == s.cur.cfg.Listen
+	return s.steeringActive() && s.steeredSocket(c.gen)
 }
 
 // steerReady acts on a child that just became ready at once rather than at
@@ -235,7 +264,7 @@ func (s *Supervisor) steeredAway() []bool {
 // what changed.
 func (s *Supervisor) steerTick() {
 	addr := s.cur.cfg.Listen
-	prog := s.sockets.steerer(addr)
+	prog := s.steerProgram()
 	if prog == nil {
 		return
 	}
@@ -245,10 +274,11 @@ func (s *Supervisor) steerTick() {
 		ready, hung, counting bool
 		accepts               uint64
 		quiet                 []int // the children that never counted an accept
+		pids                  []int // all its children
 	}
 	views := make([]view, n)
 	for _, c := range s.children {
-		if c.slot >= n || c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster || c.life == lifeDraining {
+		if c.slot >= n || !s.steeredSocket(c.gen) || c.life == lifeDraining {
 			continue
 		}
 		v := &views[c.slot]
@@ -264,6 +294,7 @@ func (s *Supervisor) steerTick() {
 		if n == 0 {
 			v.quiet = append(v.quiet, c.pid)
 		}
+		v.pids = append(v.pids, c.pid)
 	}
 	runs, runsOK := s.watchProgram(prog, addr, n)
 	// Idle: no connection came since the check before, and none waits.
@@ -271,20 +302,28 @@ func (s *Supervisor) steerTick() {
 	s.steering.runs, s.steering.runsSeen = runs, runsOK
 	defer func() { s.steering.backOff(idle) }()
 	now := s.env.clock.Now()
+	queues := make([]uint32, n)
+	defer func() { s.startRescues(queues) }()
 	for i := range n {
 		h := s.steering.health[i]
 		if h == nil {
 			h = &slotHealth{}
 			s.steering.health[i] = h
 		}
-		queued, _ := s.sockets.acceptQueue(addr, i)
+		queued, _ := s.slotQueue(i)
+		queues[i] = queued
 		v := views[i]
 		var cpu time.Duration
 		var timed bool
-		if queued > 0 && !v.counting {
+		if timeOf := v.quiet; queued > 0 && !v.counting || h.wantsCPU() {
 			// Its cgroups' CPU, read only when it matters: 64 reads
-			// every check were most of an idle master's cost.
-			for _, pid := range v.quiet {
+			// every check were most of an idle master's cost. After a
+			// rescue, every child's: CPU used is how one that resumed
+			// shows it, with nothing to accept.
+			if h.wantsCPU() {
+				timeOf = v.pids
+			}
+			for _, pid := range timeOf {
 				if d, ok := s.env.procs.cpu(pid); ok {
 					cpu += d
 					timed = true
@@ -363,7 +402,7 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) (
 	seen := make(map[int]uint64)
 	var grew uint64
 	for pid, c := range s.children {
-		if c.gen.cfg.Listen != addr || c.gen.cfg.Sockets != SocketsMaster {
+		if !s.steeredSocket(c.gen) {
 			continue
 		}
 		n := c.accepts()
@@ -381,7 +420,7 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) (
 	if !w.started {
 		var queued uint64
 		for i := range slots {
-			q, _ := s.sockets.acceptQueue(addr, i)
+			q, _ := s.slotQueue(i)
 			queued += uint64(q)
 		}
 		*w = programWatch{started: true, runs: runs, allowed: queued + watchSlack, seen: seen, noticed: w.noticed}
@@ -397,6 +436,11 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) (
 		"listen", addr, "accepted", w.accepted, "program_saw", runs-w.runs, "times", w.noticed)
 	w.started = false
 	fd, err := s.sockets.fd(addr, 0)
+	if s.cur.cfg.Sockets != SocketsMaster {
+		if fd, err = s.taken.anyFD(addr), nil; fd < 0 {
+			err = fmt.Errorf("no listener of the group held")
+		}
+	}
 	if err == nil {
 		err = prog.Attach(fd)
 	}

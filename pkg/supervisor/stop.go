@@ -34,6 +34,7 @@ func (s *Supervisor) stop(mode StopMode) {
 	// left open would only queue connections that nobody will accept,
 	// where a closed one refuses them at once.
 	s.sockets.closeAll()
+	s.taken.closeAll()
 }
 
 // drainTimedOut kills a child still draining at the drain timeout.

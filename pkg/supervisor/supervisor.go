@@ -97,6 +97,7 @@ type Supervisor struct {
 	tally         tally
 	recycleChecks recycleChecks
 	steering      *steering
+	taken         *takenSet       // copies of the children's listeners, child socket mode
 	announced     bool            // READY=1 sent to systemd
 	stopping      StopMode        // 0 while running
 	drainCut      bool            // a child was killed at the drain timeout
@@ -109,6 +110,7 @@ type tally struct {
 	restarts      map[int]int       // unplanned exits restarted, by slot
 	accepted      map[int]uint64    // accepts of the slot's children that are gone
 	connections   map[int]uint64    // new connections placed by steering programs that are gone, by slot
+	rescued       map[int]uint64    // connections moved out of stuck slots' queues, by slot
 	unplaced      uint64            // new connections those programs left to the kernel
 	slotsEver     int               // the most slots any generation had
 	reloads       map[string]uint64 // reload outcomes, by result
@@ -184,11 +186,13 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 			restarts:      make(map[int]int),
 			accepted:      make(map[int]uint64),
 			connections:   make(map[int]uint64),
+			rescued:       make(map[int]uint64),
 			reloads:       make(map[string]uint64),
 			watchdogKills: make(map[int]uint64),
 			recycles:      make(map[recycleKey]uint64),
 		},
 		steering: newSteering(),
+		taken:    newTakenSet(),
 		gate:     newNotifyGate(os.Geteuid()),
 	}
 	on, why, err := decideSteering(cfg, e.steerSupported)
@@ -196,6 +200,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 		return nil, err
 	}
 	s.sockets.steer, s.steering.off = on, why
+	s.taken.on, s.taken.retire = on, s.foldConnections
 	s.followReservations()
 	s.sockets.retire = s.foldConnections
 	if err := s.open(cfg); err != nil {
@@ -281,6 +286,7 @@ func (s *Supervisor) release() {
 		s.devnull.Close()
 	}
 	s.sockets.closeAll()
+	s.taken.closeAll()
 }
 
 // Run starts the children and supervises them until a stop, requested by
@@ -425,9 +431,14 @@ func (s *Supervisor) reportNotifyDrops() {
 }
 
 // warnMigrateReq warns, in child socket mode, when the kernel will reset
-// the connections queued on an exiting child's listener.
+// the connections queued on an exiting child's listener: when the
+// steering program cannot move them instead.
 func (s *Supervisor) warnMigrateReq(cfg Config) {
 	if cfg.Sockets != SocketsChild {
+		return
+	}
+	if s.taken.on {
+		s.log.Info("child socket mode: the steering program moves the connections queued on an exiting child's listener to the others, whatever net.ipv4.tcp_migrate_req says, once the master holds a copy of the children's listeners")
 		return
 	}
 	on, err := sockopt.MigrateReq()

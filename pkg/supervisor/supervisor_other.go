@@ -98,3 +98,32 @@ type noObserver struct{}
 func newObserver(*osProcs) observer                        { return noObserver{} }
 func (noObserver) waiting(context.Context, waitSpec) error { return errUnsupported }
 func (noObserver) addressInUse(string) ([]int, bool)       { return nil, false }
+func (noObserver) freeze(context.Context, []int) (func() error, bool, error) {
+	return func() error { return nil }, false, errUnsupported
+}
+func (noObserver) take(context.Context, int, string) (int, uint64, error) {
+	return -1, 0, errUnsupported
+}
+func closeFD(int) {}
+
+// takenSet holds nothing off Linux.
+type takenSet struct {
+	on       bool
+	off      map[string]string
+	steerers map[string]*steer.Steerer
+	retire   func(*steer.Steerer)
+}
+
+func newTakenSet() *takenSet                                      { return &takenSet{} }
+func (*takenSet) steerer(string) *steer.Steerer                   { return nil }
+func (*takenSet) add(string, int, int, int, uint64) (bool, error) { return false, errUnsupported }
+func (*takenSet) drop(int)                                        {}
+func (*takenSet) turnOff(string, string) bool                     { return false }
+func (*takenSet) acceptQueue(string, int) (uint32, bool)          { return 0, false }
+func (*takenSet) holder(string, int) int                          { return 0 }
+func (*takenSet) requeue(string, int) (uint32, error)             { return 0, errUnsupported }
+func (*takenSet) anyFD(string) int                                { return -1 }
+func (*takenSet) release(func(string) bool)                       {}
+func (*takenSet) closeAll()                                       {}
+
+func (*socketSet) requeue(string, int) (uint32, error) { return 0, errUnsupported }

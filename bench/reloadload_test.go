@@ -86,8 +86,9 @@ type reloadable struct {
 // skipped otherwise.
 func BenchmarkReloadFailures(b *testing.B) {
 	setups := []reloadSetup{
-		{name: "sockets=child,migrate=0", migrate: 0, start: preforkSetup("child")},
-		{name: "sockets=child,migrate=1", migrate: 1, start: preforkSetup("child")},
+		{name: "sockets=child,migrate=0,steer=off", migrate: 0, start: preforkSetup("child", "--steer", "off")},
+		{name: "sockets=child,migrate=0,steer=on", migrate: 0, start: preforkSetup("child", "--steer", "on")},
+		{name: "sockets=child,migrate=1,steer=off", migrate: 1, start: preforkSetup("child", "--steer", "off")},
 		{name: "sockets=master,migrate=0", migrate: 0, start: preforkSetup("master")},
 		{name: "nginx,reuseport=off,migrate=0", migrate: 0, start: nginxSetup(false)},
 		{name: "nginx,reuseport=on,migrate=0", migrate: 0, start: nginxSetup(true)},
@@ -157,10 +158,10 @@ func reloadsUnderLoad(b *testing.B, s reloadSetup, reloads int, limit time.Durat
 // preforkSetup starts `master run --workers 4 --sockets MODE` and reloads
 // it with `master reload`. After the last reload it waits (up to 30 s)
 // until every child of the old generations has exited.
-func preforkSetup(sockets string) func(*testing.B) reloadable {
+func preforkSetup(sockets string, extra ...string) func(*testing.B) reloadable {
 	return func(b *testing.B) reloadable {
 		const n = 4
-		m := startMaster(b, n, "--sockets", sockets, "--drain-timeout", "10s")
+		m := startMaster(b, n, append([]string{"--sockets", sockets, "--drain-timeout", "10s"}, extra...)...)
 		m.waitReady(time.Minute, n)
 		reloads := 0
 		return reloadable{

@@ -68,7 +68,15 @@ func (s *Supervisor) tookListener(ev took) {
 		return
 	}
 	if first && kept {
-		s.log.Info("steering in child socket mode: the master holds a copy of each ready child's listener", "listen", addr)
+		prog := s.taken.steerers[addr]
+		s.log.Info("steering in child socket mode: the master holds a copy of each ready child's listener", "listen", addr,
+			"moves_closing_queues", prog.Migrates())
+		if !prog.Migrates() {
+			// A kernel before 5.14: the program cannot choose for
+			// migrating connections, and the sysctl decides again.
+			s.taken.noMigrate = true
+			s.warnMigrateReq(c.gen.cfg)
+		}
 	}
 	if kept && s.steers(c) {
 		s.syncSteerSlots()

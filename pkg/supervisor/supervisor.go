@@ -437,7 +437,7 @@ func (s *Supervisor) warnMigrateReq(cfg Config) {
 	if cfg.Sockets != SocketsChild {
 		return
 	}
-	if s.taken.on {
+	if s.taken.on && !s.taken.noMigrate {
 		s.log.Info("child socket mode: the steering program moves the connections queued on an exiting child's listener to the others, whatever net.ipv4.tcp_migrate_req says, once the master holds a copy of the children's listeners")
 		return
 	}

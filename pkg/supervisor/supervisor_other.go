@@ -108,10 +108,11 @@ func closeFD(int) {}
 
 // takenSet holds nothing off Linux.
 type takenSet struct {
-	on       bool
-	off      map[string]string
-	steerers map[string]*steer.Steerer
-	retire   func(*steer.Steerer)
+	on        bool
+	noMigrate bool
+	off       map[string]string
+	steerers  map[string]*steer.Steerer
+	retire    func(*steer.Steerer)
 }
 
 func newTakenSet() *takenSet                                      { return &takenSet{} }

@@ -32,6 +32,9 @@ type takenSet struct {
 	// kernel's hash) but still moving the queues of closing listeners.
 	off    map[string]string
 	retire func(*steer.Steerer) // called with a program about to close
+	// noMigrate: the program loaded select-only (before Linux 5.14),
+	// so closing listeners' queues move only with tcp_migrate_req.
+	noMigrate bool
 }
 
 // takenSocket is the copy of one child's listener.

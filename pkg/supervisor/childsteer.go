@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/prefork/prefork/pkg/proctree"
 )
 
 // Steering in child socket mode (issue 13): each child binds its own
@@ -18,17 +21,37 @@ import (
 // and sock_diag, which a hostile child can make slow.
 const takeTimeout = 2 * time.Second
 
-// took: the search for a ready child's listener ended.
-type took struct {
-	c     *child
-	fd    int // the copy, owned by the event; -1 on error
-	inode uint64
-	err   error
-}
+// A search that fails for a reason that may pass (no listener found yet:
+// a child ready by --ready delay before it binds, one that is exiting; a
+// /proc slow under load) is tried again, takeRetries times, after
+// takeRetryDelay, doubling, before the group is left unsteered.
+const (
+	takeRetries    = 3
+	takeRetryDelay = 100 * time.Millisecond
+)
+
+type (
+	// took: the search for a ready child's listener ended.
+	took struct {
+		c       *child
+		fd      int // the copy, owned by the event; -1 on error
+		inode   uint64
+		err     error
+		attempt int // 0 for the first search
+	}
+	// retake: the search for c's listener is due again.
+	retake struct {
+		c       *child
+		attempt int
+	}
+)
 
 // takeListener starts the search for c's listener, if the group is to be
 // steered in child socket mode.
-func (s *Supervisor) takeListener(c *child) {
+func (s *Supervisor) takeListener(c *child) { s.takeAgain(c, 0) }
+
+// takeAgain starts search number attempt for c's listener.
+func (s *Supervisor) takeAgain(c *child, attempt int) {
 	addr := c.gen.cfg.Listen
 	if !s.taken.on || c.gen.cfg.Sockets == SocketsMaster || s.taken.off[addr] != "" || s.stopping != 0 {
 		return
@@ -38,7 +61,7 @@ func (s *Supervisor) takeListener(c *child) {
 		ctx, cancel := context.WithTimeout(context.Background(), takeTimeout)
 		defer cancel()
 		fd, inode, err := s.env.observe.take(ctx, pid, addr)
-		if !s.sendOr(took{c: c, fd: fd, inode: inode, err: err}) && err == nil {
+		if !s.sendOr(took{c: c, fd: fd, inode: inode, err: err, attempt: attempt}) && err == nil {
 			closeFD(fd)
 		}
 	}()
@@ -49,7 +72,11 @@ func (s *Supervisor) takeListener(c *child) {
 func (s *Supervisor) tookListener(ev took) {
 	c, addr := ev.c, ev.c.gen.cfg.Listen
 	if ev.err != nil {
-		if s.live(c) {
+		switch {
+		case !s.live(c) || c.life == lifeDraining:
+		case ev.attempt < takeRetries && !errors.Is(ev.err, proctree.ErrNotAllowed) && !errors.Is(ev.err, proctree.ErrManyListeners):
+			s.env.clock.AfterFunc(takeRetryDelay<<ev.attempt, func() { s.send(retake{c: c, attempt: ev.attempt + 1}) })
+		default:
 			s.steerOff(addr, ev.err.Error())
 		}
 		return
@@ -84,11 +111,27 @@ func (s *Supervisor) tookListener(ev took) {
 	}
 }
 
+// retook starts a search again, if its child still serves.
+func (s *Supervisor) retook(ev retake) {
+	if s.live(ev.c) && ev.c.life != lifeDraining {
+		s.takeAgain(ev.c, ev.attempt)
+	}
+}
+
 // steerOff stops steering addr's group in child socket mode, and says so
 // once.
 func (s *Supervisor) steerOff(addr, why string) {
+	attached := s.taken.steerers[addr] != nil
 	if !s.taken.turnOff(addr, why) {
 		return
+	}
+	if !attached && !s.taken.noMigrate {
+		// Never attached: the program moves no closing listener's
+		// queue, which the start said it would; the sysctl decides.
+		defer func() {
+			s.taken.noMigrate = true
+			s.warnMigrateReq(s.cur.cfg)
+		}()
 	}
 	s.steering.follow(nil)
 	s.log.Warn("steering is off in child socket mode: the master cannot hold the children's listeners; the kernel's hash alone spreads connections, and a stuck child keeps its share (--sockets master steers without taking them)",

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prefork/prefork/pkg/proctree"
 	"github.com/prefork/prefork/pkg/sockopt"
 	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
@@ -177,7 +178,7 @@ func TestChildModeSteerRefused(t *testing.T) {
 	cfg.Steer = SteerOn
 	h := newHarnessSteering(t, cfg)
 	h.observe.mu.Lock()
-	h.observe.takeErr = errors.New("not allowed to take the child's socket")
+	h.observe.takeErr = fmt.Errorf("fake: %w", proctree.ErrNotAllowed)
 	h.observe.mu.Unlock()
 	h.readyAll(1)
 	h.waitFor("steering off", func() bool { return h.logs.count("steering is off in child socket mode") == 1 })
@@ -199,5 +200,100 @@ func dumpLogs(t *testing.T, h *harness) {
 		var b strings.Builder
 		r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
 		t.Logf("%s%s", r.Message, b.String())
+	}
+}
+
+// A search for a child's listener that fails for a reason that may pass
+// (none found yet) is tried again, with back-off; steering stays on.
+func TestChildModeTakeRetried(t *testing.T) {
+	t.Parallel()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := testConfig(t, 2)
+	cfg.Sockets = SocketsChild
+	cfg.Steer = SteerOn
+	h := newHarnessSteering(t, cfg)
+	h.observe.mu.Lock()
+	h.observe.takeFails = 3 // both first tries and one retry
+	h.observe.mu.Unlock()
+	for i := range 2 {
+		fd, err := sockopt.ListenFD(cfg.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		h.observe.listen(h.child(i, 1).pid, fd)
+	}
+	h.readyAll(1)
+	for i := 0; ; i++ {
+		var held int
+		h.onLoop(func() { held = len(h.s.taken.bySlot) })
+		if held == 2 {
+			break
+		}
+		if i > 100 {
+			t.Fatalf("%d of 2 listeners held after %v of retries", held, time.Duration(i)*10*time.Millisecond)
+		}
+		h.clock.Advance(10 * time.Millisecond)
+		time.Sleep(time.Millisecond) // the retried search runs off the loop
+	}
+	if n := h.logs.count("steering is off"); n != 0 {
+		t.Errorf("steering turned off over a failure that passed")
+	}
+}
+
+// A stuck slot's child is replaced: the replacement's READY makes the slot
+// healthy at once, whatever the rescues of the child before it.
+func TestRescuedSlotHealthyAtReplacementReady(t *testing.T) {
+	t.Parallel()
+	var h slotHealth
+	t0 := time.Unix(1000, 0)
+	in := healthInput{ready: true, queued: 3, now: t0, window: 100 * time.Millisecond, counting: true}
+	h.update(in)
+	in.now = t0.Add(100 * time.Millisecond)
+	h.update(in)
+	h.rescued(in.now)
+	h.rescued(in.now) // twice in a row: the blind probe is 2 s away
+	h.restart()       // the replacement's READY
+	in.now, in.queued = in.now.Add(time.Millisecond), 0
+	if h.update(in); !h.healthy {
+		t.Error("the replacement is ready: its slot is still steered away from")
+	}
+}
+
+// In child socket mode a reload's new child takes its slot's place in the
+// program's array once ready; when the reload rolls back and it drains,
+// the old child, which still serves, takes the place back.
+func TestChildModeRollbackRestoresOldCopy(t *testing.T) {
+	t.Parallel()
+	h, cfg, _ := newChildSteeredHarness(t, 2)
+	old := h.child(0, 1)
+	res := h.reloadAsync()
+	fresh := h.child(0, 2)
+	fd, err := sockopt.ListenFD(cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	h.observe.listen(fresh.pid, fd)
+	h.ready(fresh)
+	holder := func() int {
+		var pid int
+		h.onLoop(func() { pid = h.s.taken.holder(cfg.Listen, 0) })
+		return pid
+	}
+	h.waitFor("the new child's listener in the array", func() bool { return holder() == fresh.pid })
+	h.exit(h.child(1, 2), exitCode(7))
+	if r := h.result(res); !errors.Is(r.Err, ErrRolledBack) {
+		t.Fatalf("reload = %+v, want rolled back", r)
+	}
+	if got := holder(); got != old.pid {
+		t.Errorf("slot 0's socket in the array is child %d's, want the old child %d's, which still serves", got, old.pid)
+	}
+	var held bool
+	h.onLoop(func() { _, held = h.s.taken.byPid[fresh.pid] })
+	if held {
+		t.Error("the drained new child's copy is still held")
 	}
 }

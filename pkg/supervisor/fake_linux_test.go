@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/pkg/counters"
+	"github.com/prefork/prefork/pkg/proctree"
 	"golang.org/x/sys/unix"
 )
 
@@ -416,6 +417,11 @@ type fakeObserver struct {
 	listeners map[int]int
 	takeErr   error
 	takes     int
+	// takeFails is how many takes fail, before the others succeed, with
+	// an error that may pass (no listener found yet).
+	takeFails int
+	// gate, if set, holds every freeze until it is closed.
+	gate chan struct{}
 }
 
 func newFakeObserver() *fakeObserver {
@@ -479,12 +485,16 @@ func (o *fakeObserver) blockAddress(holders ...int) {
 
 func (o *fakeObserver) freeze(_ context.Context, pids []int) (func() error, bool, error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	gate := o.gate
 	o.freezes++
 	for _, pid := range pids {
 		o.frozen[pid]++
 	}
 	o.ever = append(o.ever, pids...)
+	o.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	var once sync.Once
 	return func() error {
 		once.Do(func() {
@@ -523,6 +533,10 @@ func (o *fakeObserver) take(_ context.Context, pid int, _ string) (int, uint64, 
 	o.takes++
 	if o.takeErr != nil {
 		return -1, 0, o.takeErr
+	}
+	if o.takeFails > 0 {
+		o.takeFails--
+		return -1, 0, fmt.Errorf("fake: %w", proctree.ErrNoListener)
 	}
 	fd, ok := o.listeners[pid]
 	if !ok {

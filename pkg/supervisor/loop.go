@@ -106,6 +106,8 @@ func (s *Supervisor) handle(ev any) {
 		s.rescueFrozen(ev)
 	case took:
 		s.tookListener(ev)
+	case retake:
+		s.retook(ev)
 	case call:
 		ev()
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -36,8 +37,14 @@ const rescueFreezeTimeout = 50 * time.Millisecond
 
 // frozen is what the loop learns when a rescue's freeze has ended.
 type frozen struct {
-	slot  int
-	seq   uint64 // the rescue it ends; the loop ignores a stale one
+	slot int
+	seq  uint64 // the rescue it ends; the loop ignores a stale one
+	// inode and pids are the slot's socket and its holders when the
+	// freeze began: if either changed since (a renewed socket, a new
+	// child, a copy taken of another), the processes now holding the
+	// socket were not all frozen, and nothing moves.
+	inode uint64
+	pids  []int
 	thaw  func() error
 	whole bool  // every process was seen stopped
 	err   error // why not
@@ -80,10 +87,11 @@ func (s *Supervisor) startRescue(slot int) {
 	seq := r.seq
 	r.inFlight[slot] = seq
 	pids := s.holdersOf(slot)
+	inode := s.slotInode(slot)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), rescueFreezeTimeout)
 		defer cancel()
-		ev := frozen{slot: slot, seq: seq}
+		ev := frozen{slot: slot, seq: seq, inode: inode, pids: pids}
 		ev.thaw, ev.whole, ev.err = s.env.observe.freeze(ctx, pids)
 		if !s.sendOr(ev) {
 			ev.thaw() // the loop is gone: nothing to move
@@ -135,17 +143,22 @@ func (s *Supervisor) rescueFrozen(ev frozen) {
 	if ev.slot >= len(away) || !away[ev.slot] || s.steering.of == nil {
 		return // it resumed, or steering changed, meanwhile
 	}
+	if s.slotInode(ev.slot) != ev.inode || !subset(s.holdersOf(ev.slot), ev.pids) {
+		return // another socket, or another holder: the next check starts again
+	}
 	if ev.err != nil {
 		s.log.Debug("moving a stuck slot's queue with some of its processes not seen stopped", "slot", ev.slot, "err", ev.err)
 	}
 	moved, err := s.requeue(ev.slot)
 	thaw()
+	if h := s.steering.health[ev.slot]; h != nil {
+		// After a failure too: the slot waits for its probe rather than
+		// being frozen again at every check.
+		h.rescued(s.env.clock.Now())
+	}
 	if err != nil {
 		s.log.Error("could not move the connections queued on a stuck slot", "slot", ev.slot, "err", err)
 		return
-	}
-	if h := s.steering.health[ev.slot]; h != nil {
-		h.rescued(s.env.clock.Now())
 	}
 	if moved == 0 {
 		return
@@ -155,12 +168,52 @@ func (s *Supervisor) rescueFrozen(ev frozen) {
 		"connections", moved, "all_frozen", ev.whole)
 }
 
+// slotInode returns the inode of slot's socket of the serving address (the
+// master's own, or its copy of the slot's child's), or 0.
+func (s *Supervisor) slotInode(slot int) uint64 {
+	if s.cur.cfg.Sockets != SocketsMaster {
+		return s.taken.inode(s.cur.cfg.Listen, slot)
+	}
+	return s.sockets.inode(s.cur.cfg.Listen, slot)
+}
+
+// subset reports whether every pid of a is in b.
+func subset(a, b []int) bool {
+	for _, pid := range a {
+		if !slices.Contains(b, pid) {
+			return false
+		}
+	}
+	return true
+}
+
 // requeue moves the queue of slot's socket of the serving address.
 func (s *Supervisor) requeue(slot int) (uint32, error) {
 	if s.cur.cfg.Sockets != SocketsMaster {
 		return s.taken.requeue(s.cur.cfg.Listen, slot)
 	}
 	return s.sockets.requeue(s.cur.cfg.Listen, slot)
+}
+
+// undoPending undoes what the events still buffered when the loop ended
+// carry: a freeze to thaw, a copy of a listener to close. Their senders
+// saw the loop take them.
+func (s *Supervisor) undoPending() {
+	for {
+		select {
+		case ev := <-s.events:
+			switch ev := ev.(type) {
+			case frozen:
+				ev.thaw()
+			case took:
+				if ev.err == nil {
+					closeFD(ev.fd)
+				}
+			}
+		default:
+			return
+		}
+	}
 }
 
 // sendOr delivers an event to the loop and reports true, or reports false

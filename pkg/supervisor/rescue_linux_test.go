@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,5 +213,61 @@ func TestSlotHealthRescueProbe(t *testing.T) {
 	}
 	if d := time.Duration(at-rescuedAt) * time.Millisecond; d != rescueBlindProbeMax {
 		t.Errorf("the 8th rescue in a row probed after %v, want %v", d, rescueBlindProbeMax)
+	}
+}
+
+// A rescue whose slot changed while its holders were being frozen (the
+// child crashed and the slot's socket was renewed) moves nothing: the
+// processes now holding the socket were not frozen. It thaws what it
+// froze.
+func TestRescueStaleAfterCrash(t *testing.T) {
+	t.Parallel()
+	h, cfg := newSteeredHarness(t, 2)
+	var migrates bool
+	h.onLoop(func() { migrates = h.s.sockets.steerer(cfg.Listen).Migrates() })
+	if !migrates {
+		t.Skip("the steering program cannot choose for migrating connections here (Linux 5.14+)")
+	}
+	gate := make(chan struct{})
+	h.observe.mu.Lock()
+	h.observe.gate = gate
+	h.observe.mu.Unlock()
+	released := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(released)
+	p0, p1 := h.child(0, 1), h.child(1, 1)
+	var clients []net.Conn
+	t.Cleanup(func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	})
+	for len(clients) < 200 && slotQueue(h, cfg.Listen, 1) < 2 {
+		c, err := net.Dial("tcp", cfg.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+		acceptAll(t, h, cfg.Listen, 0, p0)
+	}
+	for i := 0; ; i++ {
+		if freezes, _ := h.observe.freezeState(); freezes > 0 {
+			break
+		}
+		if i > 40 {
+			t.Fatal("no rescue began")
+		}
+		h.clock.Advance(steerInterval)
+		p0.counter.Inc()
+	}
+	h.exit(p1, killedBy(unix.SIGKILL)) // renews slot 1's socket
+	released()
+	h.waitFor("the freeze thawed", func() bool {
+		_, now := h.observe.freezeState()
+		var busy bool
+		h.onLoop(func() { _, busy = h.s.steering.rescue.inFlight[1] })
+		return len(now) == 0 && !busy
+	})
+	if n := h.logs.count("moved the connections queued on a stuck slot"); n != 0 {
+		t.Errorf("%d rescues of a slot whose socket was renewed during the freeze", n)
 	}
 }

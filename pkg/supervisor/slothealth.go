@@ -133,6 +133,8 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 // it while it started.
 func (h *slotHealth) restart() {
 	h.progress = time.Time{}
+	// Its rescues were of the child before: a new child starts afresh.
+	h.rescuedAt, h.rescues, h.ran = time.Time{}, 0, false
 }
 
 // rescued records that the slot's queue was just moved away: it stays

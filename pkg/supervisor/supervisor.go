@@ -326,6 +326,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.loop(ctx)
 
 	close(s.quit)
+	s.undoPending()
 	if admin != nil {
 		os.Remove(s.cur.cfg.Control)
 		admin.Close()

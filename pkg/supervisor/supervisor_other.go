@@ -122,6 +122,7 @@ func (*takenSet) drop(int)                                        {}
 func (*takenSet) turnOff(string, string) bool                     { return false }
 func (*takenSet) acceptQueue(string, int) (uint32, bool)          { return 0, false }
 func (*takenSet) holder(string, int) int                          { return 0 }
+func (*takenSet) inode(string, int) uint64                        { return 0 }
 func (*takenSet) requeue(string, int) (uint32, error)             { return 0, errUnsupported }
 func (*takenSet) anyFD(string) int                                { return -1 }
 func (*takenSet) release(func(string) bool)                       {}

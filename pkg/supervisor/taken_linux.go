@@ -105,8 +105,18 @@ func (t *takenSet) drop(pid int) {
 	delete(t.byPid, pid)
 	if t.bySlot[ts.key] == ts {
 		delete(t.bySlot, ts.key)
-		if st := t.steerers[ts.key.addr]; st != nil {
+		st := t.steerers[ts.key.addr]
+		if st != nil {
 			st.ClearSocket(ts.key.slot)
+		}
+		// An older child of the slot that still serves (a reload rolled
+		// back, a recycling successor that crashed: a draining one has
+		// no copy any more) takes its place back in the array.
+		for _, other := range t.byPid {
+			if other.key == ts.key && st != nil && t.off[ts.key.addr] == "" && st.SetSocket(ts.key.slot, other.fd) == nil {
+				t.bySlot[ts.key] = other
+				break
+			}
 		}
 	}
 	unix.Close(ts.fd)
@@ -139,6 +149,14 @@ func (t *takenSet) acceptQueue(addr string, slot int) (uint32, bool) {
 	}
 	q, _, err := sockopt.AcceptQueue(ts.fd)
 	return q, err == nil
+}
+
+// inode returns the inode of slot's copy, or 0.
+func (t *takenSet) inode(addr string, slot int) uint64 {
+	if ts := t.bySlot[socketKey{addr: addr, slot: slot}]; ts != nil {
+		return ts.inode
+	}
+	return 0
 }
 
 // holder returns the pid of the child whose copy is slot's socket, or 0.

@@ -68,7 +68,8 @@ var rescueWrkArgs = []string{"-t2", "-c32", "-d5s", "--timeout", "2s", "-H", "Co
 //     with sock_diag, the number prefork_child_listen_queue_length
 //     reports: a scrape of the master's metrics under this load took 0.7
 //     to 7 s (the collector reads /proc/net/tcp, which then lists tens of
-//     thousands of TIME_WAIT sockets) and cost the run its throughput.
+//     thousands of TIME_WAIT sockets), and runs with slow scrapes had a
+//     lower throughput (the cause was not isolated).
 //  3. The latency, from dial to the whole answer, of connections that
 //     were queued on the stopped child: right after the SIGSTOP, 128
 //     GETs are dialed at once; those that sit in the stopped child's

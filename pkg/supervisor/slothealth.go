@@ -46,8 +46,10 @@ type slotHealth struct {
 	rescues int
 	// ran: its processes used CPU since the rescue.
 	ran bool
-	// probed is when the last probe gave it connections again.
-	probed time.Time
+	// probed is when the last probe gave it connections again, and
+	// probedAccepts its accepts then.
+	probed        time.Time
+	probedAccepts uint64
 }
 
 // A rescued slot stays steered away from until its child accepts, or a
@@ -91,7 +93,7 @@ func (h *slotHealth) update(in healthInput) (changed bool) {
 			// It accepted: it resumed.
 			h.rescuedAt, h.rescues = time.Time{}, 0
 		case h.probeDue(in.now):
-			h.rescuedAt, h.probed = time.Time{}, in.now
+			h.rescuedAt, h.probed, h.probedAccepts = time.Time{}, in.now, in.accepts
 		}
 		if h.rescuedAt.IsZero() {
 			h.progress = in.now
@@ -143,6 +145,12 @@ func (h *slotHealth) restart() {
 func (h *slotHealth) rescued(now time.Time) {
 	h.rescuedAt, h.ran = now, false
 	h.rescues++
+}
+
+// probing reports whether the slot is healthy only because its probe
+// came due after a rescue, with no progress seen since.
+func (h *slotHealth) probing() bool {
+	return h.rescues > 0 && !h.probed.IsZero() && h.accepts == h.probedAccepts
 }
 
 // wantsCPU reports whether the next tick should read the CPU of the

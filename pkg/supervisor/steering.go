@@ -364,7 +364,9 @@ func (s *Supervisor) steerTick() {
 			s.log.Warn("steering new connections away from slot", "slot", i, "reason", why)
 		case wasAway:
 			s.steering.away[i] = false
-			s.log.Info("slot takes new connections again", "slot", i)
+			// probe: the slot shows no progress since its rescue; it
+			// is given connections to see whether its child resumed.
+			s.log.Info("slot takes new connections again", "slot", i, "probe", h.probing())
 		}
 	}
 }

@@ -316,8 +316,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		go g.serve(metricsSrv)
 	}
 	s.warnMigrateReq(s.cur.cfg)
-	if s.steering.off != "" && s.cur.cfg.Steer == SteerAuto {
+	switch {
+	case s.steering.off != "" && s.cur.cfg.Steer == SteerAuto:
 		s.log.Info("steering is off", "reason", s.steering.off)
+	case s.steering.off == "" && s.cur.cfg.Sockets == SocketsMaster:
+		s.log.Info("steering is on: new connections, and those queued, are steered away from a stuck or missing child")
 	}
 
 	for i := range s.cur.slots {

@@ -21,13 +21,7 @@ import (
 // does not load or cannot move queues.
 func newChildSteeredHarness(t *testing.T, n int) (*harness, Config, []int) {
 	t.Helper()
-	if err := steer.Supported(); err != nil {
-		t.Skipf("the steering program does not load here: %v", err)
-	}
-	cfg := testConfig(t, n)
-	cfg.Sockets = SocketsChild
-	cfg.Steer = SteerOn
-	h := newHarnessSteering(t, cfg)
+	h, cfg := newChildModeHarness(t, n)
 	fds := make([]int, n)
 	for i := range n {
 		fd, err := sockopt.ListenFD(cfg.Listen)
@@ -45,6 +39,19 @@ func newChildSteeredHarness(t *testing.T, n int) (*harness, Config, []int) {
 		return held == n
 	})
 	return h, cfg, fds
+}
+
+// newChildModeHarness starts n children in child socket mode with
+// steering on, none ready yet, or skips where the program does not load.
+func newChildModeHarness(t *testing.T, n int) (*harness, Config) {
+	t.Helper()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := testConfig(t, n)
+	cfg.Sockets = SocketsChild
+	cfg.Steer = SteerOn
+	return newHarnessSteering(t, cfg), cfg
 }
 
 // acceptFD accepts what fd's queue holds now.
@@ -170,13 +177,7 @@ func TestChildModeSteered(t *testing.T) {
 // is off, said once, and the children serve as without it.
 func TestChildModeSteerRefused(t *testing.T) {
 	t.Parallel()
-	if err := steer.Supported(); err != nil {
-		t.Skipf("the steering program does not load here: %v", err)
-	}
-	cfg := testConfig(t, 2)
-	cfg.Sockets = SocketsChild
-	cfg.Steer = SteerOn
-	h := newHarnessSteering(t, cfg)
+	h, _ := newChildModeHarness(t, 2)
 	h.observe.mu.Lock()
 	h.observe.takeErr = fmt.Errorf("fake: %w", proctree.ErrNotAllowed)
 	h.observe.mu.Unlock()
@@ -207,13 +208,7 @@ func dumpLogs(t *testing.T, h *harness) {
 // (none found yet) is tried again, with back-off; steering stays on.
 func TestChildModeTakeRetried(t *testing.T) {
 	t.Parallel()
-	if err := steer.Supported(); err != nil {
-		t.Skipf("the steering program does not load here: %v", err)
-	}
-	cfg := testConfig(t, 2)
-	cfg.Sockets = SocketsChild
-	cfg.Steer = SteerOn
-	h := newHarnessSteering(t, cfg)
+	h, cfg := newChildModeHarness(t, 2)
 	h.observe.mu.Lock()
 	h.observe.takeFails = 3 // both first tries and one retry
 	h.observe.mu.Unlock()

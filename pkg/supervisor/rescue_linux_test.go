@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"errors"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -45,6 +44,13 @@ func acceptAll(t *testing.T, h *harness, addr string, slot int, p *fakeProc) []i
 	}
 }
 
+// queueOnSlot1 dials addr until slot 1's socket holds want connections
+// (at most 200 dials), slot 0's child p0 accepting its own as it goes.
+func queueOnSlot1(t *testing.T, h *harness, addr string, want uint32, p0 *fakeProc) {
+	t.Helper()
+	dialUntil(t, addr, mustFD(t, h, addr, 1), want, func() { acceptAll(t, h, addr, 0, p0) })
+}
+
 // A slot whose child stops accepting with connections queued is steered
 // away from, then its processes are frozen, its queue moves to the
 // healthy slot, and they are thawed; it stays steered away from until
@@ -59,24 +65,8 @@ func TestRescueMovesStuckQueue(t *testing.T) {
 	}
 	p0, p1 := h.child(0, 1), h.child(1, 1)
 	// Connections until slot 1 holds 4; slot 0's child accepts its own.
-	var clients []net.Conn
-	t.Cleanup(func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	})
-	for len(clients) < 200 && slotQueue(h, cfg.Listen, 1) < 4 {
-		c, err := net.Dial("tcp", cfg.Listen)
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-		acceptAll(t, h, cfg.Listen, 0, p0)
-	}
+	queueOnSlot1(t, h, cfg.Listen, 4, p0)
 	stuck := slotQueue(h, cfg.Listen, 1)
-	if stuck < 4 {
-		t.Fatalf("slot 1 holds %d connections after %d dials", stuck, len(clients))
-	}
 	// Slot 1's child accepts nothing for a window: steered away, then
 	// rescued.
 	// The checks may have backed off while the group was idle: up to
@@ -235,20 +225,7 @@ func TestRescueStaleAfterCrash(t *testing.T) {
 	released := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(released)
 	p0, p1 := h.child(0, 1), h.child(1, 1)
-	var clients []net.Conn
-	t.Cleanup(func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	})
-	for len(clients) < 200 && slotQueue(h, cfg.Listen, 1) < 2 {
-		c, err := net.Dial("tcp", cfg.Listen)
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-		acceptAll(t, h, cfg.Listen, 0, p0)
-	}
+	queueOnSlot1(t, h, cfg.Listen, 2, p0)
 	for i := 0; ; i++ {
 		if freezes, _ := h.observe.freezeState(); freezes > 0 {
 			break

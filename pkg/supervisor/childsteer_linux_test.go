@@ -113,11 +113,7 @@ func dialUntil(t *testing.T, addr string, fd int, want uint32, accept func()) []
 func TestChildModeSteered(t *testing.T) {
 	t.Parallel()
 	h, cfg, fds := newChildSteeredHarness(t, 2)
-	var migrates bool
-	h.onLoop(func() { migrates = h.s.taken.steerer(cfg.Listen).Migrates() })
-	if !migrates {
-		t.Skip("the steering program cannot choose for migrating connections here (Linux 5.14+)")
-	}
+	skipUnlessMigrates(t, h)
 	p0, p1 := h.child(0, 1), h.child(1, 1)
 	accept0 := func() {
 		for range acceptFD(t, fds[0]) {

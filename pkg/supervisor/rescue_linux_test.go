@@ -44,6 +44,18 @@ func acceptAll(t *testing.T, h *harness, addr string, slot int, p *fakeProc) []i
 	}
 }
 
+// skipUnlessMigrates skips where the serving group's steering program
+// cannot choose for migrating connections (before Linux 5.14): there
+// nothing is rescued.
+func skipUnlessMigrates(t *testing.T, h *harness) {
+	t.Helper()
+	var migrates bool
+	h.onLoop(func() { migrates = h.s.steerProgram().Migrates() })
+	if !migrates {
+		t.Skip("the steering program cannot choose for migrating connections here (Linux 5.14+)")
+	}
+}
+
 // queueOnSlot1 dials addr until slot 1's socket holds want connections
 // (at most 200 dials), slot 0's child p0 accepting its own as it goes.
 func queueOnSlot1(t *testing.T, h *harness, addr string, want uint32, p0 *fakeProc) {
@@ -58,11 +70,7 @@ func queueOnSlot1(t *testing.T, h *harness, addr string, want uint32, p0 *fakePr
 func TestRescueMovesStuckQueue(t *testing.T) {
 	t.Parallel()
 	h, cfg := newSteeredHarness(t, 2)
-	var migrates bool
-	h.onLoop(func() { migrates = h.s.sockets.steerer(cfg.Listen).Migrates() })
-	if !migrates {
-		t.Skip("the steering program cannot choose for migrating connections here (Linux 5.14+)")
-	}
+	skipUnlessMigrates(t, h)
 	p0, p1 := h.child(0, 1), h.child(1, 1)
 	// Connections until slot 1 holds 4; slot 0's child accepts its own.
 	queueOnSlot1(t, h, cfg.Listen, 4, p0)
@@ -213,11 +221,7 @@ func TestSlotHealthRescueProbe(t *testing.T) {
 func TestRescueStaleAfterCrash(t *testing.T) {
 	t.Parallel()
 	h, cfg := newSteeredHarness(t, 2)
-	var migrates bool
-	h.onLoop(func() { migrates = h.s.sockets.steerer(cfg.Listen).Migrates() })
-	if !migrates {
-		t.Skip("the steering program cannot choose for migrating connections here (Linux 5.14+)")
-	}
+	skipUnlessMigrates(t, h)
 	gate := make(chan struct{})
 	h.observe.mu.Lock()
 	h.observe.gate = gate

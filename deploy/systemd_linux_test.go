@@ -210,6 +210,12 @@ func checkUnit(u unit, cfg supervisor.Config) []error {
 	if r := u.get("Service", "Restart"); r != "on-failure" && r != "always" {
 		fail("Restart=%q: a failed master would stay down", r)
 	}
+	// Master socket mode stores a listener per slot; a reload to another
+	// address holds two sets.
+	if n, err := strconv.Atoi(u.get("Service", "FileDescriptorStoreMax")); err != nil || n < 2*cfg.Workers {
+		fail("FileDescriptorStoreMax=%q: want at least %d, twice the workers of prefork.yaml, for the listeners to outlive a crash of the master",
+			u.get("Service", "FileDescriptorStoreMax"), 2*cfg.Workers)
+	}
 	return errs
 }
 
@@ -223,6 +229,8 @@ func TestSystemdCheckFails(t *testing.T) {
 		{"notify access", "NotifyAccess", "all", "NotifyAccess"},
 		{"reload elsewhere", "ExecReload", "/usr/local/bin/prefork reload --control /tmp/x.sock", "ExecReload --control"},
 		{"control outside the runtime directory", "RuntimeDirectory", "other", "RuntimeDirectory"},
+		{"fd store too small", "FileDescriptorStoreMax", "1", "FileDescriptorStoreMax"},
+		{"no fd store", "FileDescriptorStoreMax", "", "FileDescriptorStoreMax"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u, err := parseUnit(readFile(t, unitFile))

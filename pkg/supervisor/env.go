@@ -171,4 +171,7 @@ type env struct {
 	// shim is the program that starts a child of master socket mode
 	// (execShimPath).
 	shim string
+	// fdstore is systemd's file descriptor store for master socket
+	// mode's listeners (fdstore_linux.go); nil when there is none.
+	fdstore *fdStore
 }

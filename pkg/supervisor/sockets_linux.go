@@ -31,6 +31,11 @@ type socketSet struct {
 	// retire, set by the supervisor, is called with a steering program
 	// just before it is closed, to keep its counts. Nil: none.
 	retire func(*steer.Steerer)
+	// store, set by the supervisor, is systemd's file descriptor store
+	// (fdstore_linux.go): every listener bound goes to it, every one
+	// closed for good leaves it, and the listeners it passed at start
+	// are taken instead of bound. Nil: none.
+	store *fdStore
 }
 
 type socketKey struct {
@@ -95,18 +100,27 @@ func (s *socketSet) fd(addr string, slot int) (int, error) {
 	// reload to master mode) would refuse the master's own listener; the
 	// master's listeners hold the address from now on.
 	s.unreserveOthers(addr)
-	fd, err := sockopt.ListenFD(addr)
-	if err != nil {
-		return -1, fmt.Errorf("bind slot %d on %s: %w", slot, addr, err)
-	}
-	h := &heldSocket{fd: fd}
-	if s.steer {
-		if err := s.steerSocket(addr, slot, fd); err != nil {
-			h.close()
-			return -1, err
+	fd, stored := s.store.take(key)
+	if !stored {
+		var err error
+		if fd, err = sockopt.ListenFD(addr); err != nil {
+			return -1, fmt.Errorf("bind slot %d on %s: %w", slot, addr, err)
 		}
 	}
+	h := &heldSocket{fd: fd}
+	var err error
+	switch {
+	case stored:
+		err = s.steerAdopted(addr, slot, fd)
+	case s.steer:
+		err = s.steerSocket(addr, slot, fd)
+	}
+	if err != nil {
+		h.close()
+		return -1, err
+	}
 	s.m[key] = h
+	s.store.put(key, fd)
 	return fd, nil
 }
 
@@ -145,10 +159,14 @@ func (s *socketSet) renew(addr string, slot int) (bool, error) {
 	}
 	// The new socket joins the group before the old one leaves it: with
 	// no other socket, the old queue would have nowhere to go, and the
-	// group (with its program) would end.
+	// group (with its program) would end. In the fd store, which keeps
+	// one listener per name, the old one gives the name up first; it
+	// leaves the group once systemd has closed its copy too.
 	delete(s.m, key)
+	s.store.remove(key)
 	if _, err := s.fd(addr, slot); err != nil {
 		s.m[key] = old
+		s.store.put(key, old.fd)
 		return false, err
 	}
 	old.close()
@@ -184,6 +202,7 @@ func (s *socketSet) releaseListeners(inUse func(addr string, slot int) bool) {
 			if st := s.steerers[k.addr]; st != nil {
 				st.ClearSocket(k.slot)
 			}
+			s.store.remove(k)
 			h.close()
 			delete(s.m, k)
 		}
@@ -199,10 +218,12 @@ func (s *socketSet) releaseListeners(inUse func(addr string, slot int) bool) {
 	}
 }
 
-// closeAll closes every listener and reservation.
+// closeAll closes every listener and reservation, and removes the
+// listeners from the fd store: the master closes them for good (a stop).
 func (s *socketSet) closeAll() {
 	s.releaseListeners(func(string, int) bool { return false })
 	s.keepReserved(nil)
+	s.store.closeKept()
 }
 
 // inode returns the inode of the listener of slot on addr, if the set

@@ -135,7 +135,7 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 	// waits for a process of its own, which the loop must not reap.
 	procs := &osProcs{stdin: devnull, log: logger(opts)}
 	e := env{procs: procs, clock: wallClock{}, observe: newObserver(procs), steerSupported: steer.Supported,
-		shim: execShimPath()}
+		shim: execShimPath(), fdstore: openFDStore(cfg, logger(opts))}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		e.notifySystemd = func(state string) error {
 			_, err := daemon.SdNotify(false, state)
@@ -149,6 +149,7 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 	s, err := newSupervisor(cfg, opts, e)
 	if err != nil {
 		devnull.Close()
+		e.fdstore.closeKept()
 		return nil, err
 	}
 	s.devnull = devnull
@@ -165,7 +166,8 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := sockopt.CheckFree(cfg.Listen); err != nil {
+	// Listeners passed back by systemd's fd store hold the address.
+	if err := sockopt.CheckFree(cfg.Listen); err != nil && !e.fdstore.holds(cfg.Listen) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	self, err := os.Executable()
@@ -203,6 +205,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 	s.taken.on, s.taken.retire = on, s.foldConnections
 	s.followReservations()
 	s.sockets.retire = s.foldConnections
+	s.sockets.store = e.fdstore
 	if err := s.open(cfg); err != nil {
 		s.release()
 		return nil, err
@@ -285,6 +288,7 @@ func (s *Supervisor) release() {
 	if s.devnull != nil {
 		s.devnull.Close()
 	}
+	s.sockets.keepStored() // a stop removed them already; a failed start keeps them
 	s.sockets.closeAll()
 	s.taken.closeAll()
 }

@@ -42,7 +42,16 @@ func (*spawner) stop()                        {}
 type socketSet struct {
 	steer  bool
 	retire func(*steer.Steerer)
+	store  *fdStore
 }
+
+// fdStore holds nothing off Linux.
+type fdStore struct{}
+
+func openFDStore(Config, *slog.Logger) *fdStore { return nil }
+func (*fdStore) holds(string) bool              { return false }
+func (*fdStore) closeKept()                     {}
+func (*socketSet) keepStored()                  {}
 
 func newSocketSet() *socketSet                               { return &socketSet{} }
 func (*socketSet) ensure(string, int) error                  { return errUnsupported }

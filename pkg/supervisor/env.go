@@ -171,4 +171,7 @@ type env struct {
 	// shim is the program that starts a child of master socket mode
 	// (execShimPath).
 	shim string
+	// upgrade checks and execs a new master binary; nil: the master
+	// cannot upgrade in place.
+	upgrade upgrader
 }

@@ -41,6 +41,14 @@ type osProcs struct {
 	groups  map[int]*cgroup.Group // by child pid, until released
 	made    int                   // cgroups made, for their names
 	removal sync.WaitGroup        // cgroups being removed
+
+	// adopted is what an old master's procs handed on (an upgrade in
+	// place); nil for a master that started afresh.
+	adopted *procsFile
+	// helpers are the master's own processes (an upgrade's check), whose
+	// exits go to their waiters rather than to the loop.
+	helperMu sync.Mutex
+	helpers  map[int]chan<- unix.WaitStatus
 }
 
 func (p *osProcs) run(exited func()) (stop func()) {
@@ -57,9 +65,17 @@ func (p *osProcs) run(exited func()) (stop func()) {
 	} else {
 		p.log.Info("each child runs in a cgroup of its own", "under", p.cgroups.Dir)
 		p.token = strconv.FormatInt(time.Now().UnixNano(), 36)
+		if p.adopted != nil && p.adopted.CgroupToken != "" {
+			p.token, p.made = p.adopted.CgroupToken, p.adopted.CgroupsMade
+		}
 		p.sweepGroups(staleGroupAge)
 	}
 	p.groups = make(map[int]*cgroup.Group)
+	if p.adopted != nil {
+		for pid, dir := range p.adopted.Cgroups {
+			p.groups[pid] = &cgroup.Group{Dir: dir}
+		}
+	}
 	p.output = newOutputs()
 	stopWatch := make(chan struct{})
 	watching := watchSIGCHLD(exited, stopWatch)
@@ -293,6 +309,9 @@ func (p *osProcs) reap(report func(exitStatus)) {
 		}
 		if err != nil || pid <= 0 {
 			return // ECHILD: no children; 0: none has ended yet
+		}
+		if p.helperExited(pid, ws) {
+			continue
 		}
 		report(exitStatus{pid: pid, status: ws, at: time.Now()})
 	}

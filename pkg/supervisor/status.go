@@ -56,6 +56,10 @@ type Status struct {
 	Sockets    string `json:"sockets"`
 	// Ready is the serving generation's --ready.
 	Ready string `json:"ready"`
+	// Upgrades counts the upgrades in place since the master started;
+	// UpgradeError says why the last one failed, if it did.
+	Upgrades     int    `json:"upgrades"`
+	UpgradeError string `json:"upgrade_error,omitempty"`
 	// Children has a row per live child, and one per slot of the serving
 	// generation that is waiting to restart (StateBackoff).
 	Children []ChildStatus `json:"children"`
@@ -63,12 +67,14 @@ type Status struct {
 
 func (s *Supervisor) status() Status {
 	st := Status{
-		PID:        os.Getpid(),
-		Generation: s.cur.number,
-		Workers:    s.cur.cfg.Workers,
-		Sockets:    s.cur.cfg.Sockets,
-		Ready:      s.cur.cfg.Ready.String(),
-		Children:   []ChildStatus{},
+		PID:          os.Getpid(),
+		Generation:   s.cur.number,
+		Workers:      s.cur.cfg.Workers,
+		Sockets:      s.cur.cfg.Sockets,
+		Ready:        s.cur.cfg.Ready.String(),
+		Children:     []ChildStatus{},
+		Upgrades:     s.upgrades,
+		UpgradeError: s.upgrade.lastErr,
 	}
 	now := s.env.clock.Now()
 	for _, c := range s.children {

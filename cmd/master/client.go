@@ -202,8 +202,8 @@ func statusCommand() *cli.Command {
 }
 
 func printStatus(w io.Writer, st supervisor.Status) {
-	fmt.Fprintf(w, "master pid %d, generation %d, %d workers, sockets %s, ready %s\n",
-		st.PID, st.Generation, st.Workers, st.Sockets, st.Ready)
+	fmt.Fprintf(w, "master pid %d, version %s, generation %d, %d workers, sockets %s, ready %s\n",
+		st.PID, st.Version, st.Generation, st.Workers, st.Sockets, st.Ready)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tACCEPTS\tRESTARTS\tUPTIME\tNOTE")
 	for _, ch := range st.Children {

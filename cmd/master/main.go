@@ -72,10 +72,11 @@ func newApp() *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   usageError,
 		CommandNotFound: func(_ *cli.Context, name string) {
-			fmt.Fprintf(os.Stderr, "master: no command %q; try run, status, reload, scale, upgrade or stop\n", name)
+			fmt.Fprintf(os.Stderr, "master: no command %q; try run, status, reload, scale, upgrade, stop or version\n", name)
 			os.Exit(exitBadInput)
 		},
-		Commands: []*cli.Command{runCommand(), statusCommand(), reloadCommand(), scaleCommand(), stopCommand(), upgradeCommand()},
+		Commands: []*cli.Command{runCommand(), statusCommand(), reloadCommand(), scaleCommand(), stopCommand(),
+			upgradeCommand(), versionCommand()},
 	}
 }
 

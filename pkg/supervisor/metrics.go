@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/pkg/metrics"
+	"github.com/prefork/prefork/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -106,13 +107,14 @@ func (s *Supervisor) unreadySlots() string {
 // seconds mean it is stuck.
 const healthzWait = 2 * time.Second
 
-// metricsHandler serves /metrics (the prefork collector, and the Go and
-// process collectors of the master), /healthz (200 while the master's
+// metricsHandler serves /metrics (the prefork collector, prefork_build_info,
+// and the Go and process collectors of the master), /healthz (200 while the master's
 // event loop answers, see healthz) and /readyz (200 while every slot has a ready child, else 503 and why).
 func (s *Supervisor) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		metrics.NewCollector(s.Snapshot, metrics.LinuxKernel),
+		metrics.NewBuildInfo(version.String(), version.GoVersion()),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -5,6 +5,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/prefork/prefork/pkg/version"
 )
 
 // State is where a child is in its life.
@@ -51,6 +53,7 @@ type ChildStatus struct {
 // Status is a snapshot of the supervisor, as GET /status shows it.
 type Status struct {
 	PID        int    `json:"pid"`
+	Version    string `json:"version"` // the running binary's: version.String
 	Generation int    `json:"generation"`
 	Workers    int    `json:"workers"`
 	Sockets    string `json:"sockets"`
@@ -68,6 +71,7 @@ type Status struct {
 func (s *Supervisor) status() Status {
 	st := Status{
 		PID:          os.Getpid(),
+		Version:      version.String(),
 		Generation:   s.cur.number,
 		Workers:      s.cur.cfg.Workers,
 		Sockets:      s.cur.cfg.Sockets,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -34,6 +35,11 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	for k, v := range s.tally.reloads {
 		snap.Reloads[k] = v
 	}
+	snap.Upgrades = maps.Clone(s.tally.upgrades)
+	// What the endpoints and the notify socket refused before the last
+	// upgrade in place, whose counts start from 0 again.
+	snap.NotifyDropped += s.tally.notifyDropped
+	snap.Refused = addRefusals(snap.Refused, s.tally.refused)
 	if _, port, err := net.SplitHostPort(s.cur.cfg.Listen); err == nil {
 		snap.ListenPort, _ = strconv.Atoi(port)
 	}
@@ -130,4 +136,22 @@ func (s *Supervisor) metricsHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// addRefusals adds the counts of base to those of live with the same
+// endpoint and reason.
+func addRefusals(live, base []metrics.Refusal) []metrics.Refusal {
+	for _, b := range base {
+		found := false
+		for i := range live {
+			if live[i].Endpoint == b.Endpoint && live[i].Reason == b.Reason {
+				live[i].Count += b.Count
+				found = true
+			}
+		}
+		if !found {
+			live = append(live, b)
+		}
+	}
+	return live
 }

@@ -205,6 +205,17 @@ func (s *Supervisor) upgradeBusy() string {
 // execUpgrade writes the state and execs the new binary. It returns only
 // if the exec failed.
 func (s *Supervisor) execUpgrade() {
+	if reply := s.upgrade.reply; reply != nil {
+		answered := make(chan struct{})
+		reply <- UpgradeResult{From: version.String(), To: s.upgrade.to, PID: s.pid(), answered: answered}
+		s.upgrade.reply = nil
+		select {
+		case <-answered:
+		case <-time.After(upgradeAnswerTimeout):
+		}
+	}
+	// Taken last, so that nothing the loop did before the exec is
+	// missing from it.
 	st, err := s.captureState(s.upgrade.binary)
 	var data []byte
 	if err == nil {
@@ -216,15 +227,6 @@ func (s *Supervisor) execUpgrade() {
 	}
 	s.log.Info("upgrade: the new binary passed its check; exec", "binary", s.upgrade.binary, "from", version.String(),
 		"to", s.upgrade.to, "children", len(st.Children))
-	if reply := s.upgrade.reply; reply != nil {
-		answered := make(chan struct{})
-		reply <- UpgradeResult{From: version.String(), To: s.upgrade.to, PID: s.pid(), answered: answered}
-		s.upgrade.reply = nil
-		select {
-		case <-answered:
-		case <-time.After(upgradeAnswerTimeout):
-		}
-	}
 	s.notifySystemd(fmt.Sprintf("RELOADING=1\nSTATUS=upgrading the master to %s\nMONOTONIC_USEC=%d", s.upgrade.to, monotonicMicros()))
 	err = s.env.upgrade.exec(s.upgrade.binary, data, st.descriptors())
 	// Still here: the exec failed, and nothing changed.

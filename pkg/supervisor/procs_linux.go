@@ -77,6 +77,11 @@ func (p *osProcs) run(exited func()) (stop func()) {
 		}
 	}
 	p.output = newOutputs()
+	if p.adopted != nil {
+		if err := p.output.adopt(p.adopted.Outputs); err != nil {
+			p.log.Warn("the children's output pipes could not all be taken over; their lines are lost", "err", err)
+		}
+	}
 	stopWatch := make(chan struct{})
 	watching := watchSIGCHLD(exited, stopWatch)
 	nproc := readNprocLimit()

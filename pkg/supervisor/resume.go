@@ -62,7 +62,7 @@ func Resume(fd int, opts Options) (*Supervisor, error) {
 	}
 	if h, ok := e.procs.(takesOver); ok {
 		h.takeOver(procsFile{Guard: st.Guard, NNP: st.NNP, CgroupToken: st.CgroupToken, CgroupsMade: st.CgroupsMade,
-			Cgroups: st.Cgroups})
+			Cgroups: st.Cgroups, Outputs: st.Outputs})
 	}
 	s, err := resumeSupervisor(st, opts, e)
 	if err != nil {

@@ -261,5 +261,8 @@ func (st *upgradeState) descriptors() []int {
 			fds = append(fds, c.Page)
 		}
 	}
+	for _, o := range st.Outputs {
+		fds = append(fds, o.Out, o.Err)
+	}
 	return fds
 }

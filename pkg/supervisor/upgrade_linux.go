@@ -328,6 +328,9 @@ func (p *osProcs) handOn() procsFile {
 	for pid, g := range p.groups {
 		f.Cgroups[pid] = g.Dir
 	}
+	if p.output != nil {
+		f.Outputs = p.output.handOn()
+	}
 	return f
 }
 

@@ -23,6 +23,7 @@ type procsFile struct {
 	CgroupToken string
 	CgroupsMade int
 	Cgroups     map[int]string
+	Outputs     []outputFile // the children's output pipes (--child-output prefix)
 }
 
 // pid returns the master's pid, which an upgrade keeps.
@@ -73,6 +74,7 @@ func (s *Supervisor) captureState(binary string) (*upgradeState, error) {
 		p := h.handOn()
 		st.Guard, st.NNP = p.Guard, p.NNP
 		st.CgroupToken, st.CgroupsMade, st.Cgroups = p.CgroupToken, p.CgroupsMade, p.Cgroups
+		st.Outputs = p.Outputs
 	}
 	return st, nil
 }

@@ -68,6 +68,7 @@ type upgradeState struct {
 	CgroupToken string
 	CgroupsMade int
 	Cgroups     map[int]string
+	Outputs     []outputFile // the children's output pipes (--child-output prefix)
 
 	Announced bool   // READY=1 was sent to systemd
 	SteerOff  string // why steering is off; "" when on

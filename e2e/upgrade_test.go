@@ -196,10 +196,12 @@ func TestUpgradeRejectsBrokenBinary(t *testing.T) {
 	assertNoFailuresMin(t, "rejected upgrades", 100, <-load)
 }
 
-// SIGUSR2 upgrades to the master's own path, as nginx's USR2 does.
+// SIGUSR2 upgrades to the master's own path, as nginx's USR2 does. The
+// children's output pipes (--child-output prefix) are handed on: what
+// they write after the upgrade still comes out, prefixed.
 func TestUpgradeOnSIGUSR2(t *testing.T) {
 	t.Parallel()
-	m := startMaster(t, "--workers", "2")
+	m := startMaster(t, "--workers", "2", "--child-output", "prefix")
 	m.waitReady(2)
 	before := m.status()
 	m.signal(syscall.SIGUSR2)
@@ -209,4 +211,26 @@ func TestUpgradeOnSIGUSR2(t *testing.T) {
 		t.Errorf("after SIGUSR2: %+v, want the same master and children as %+v, upgrades 1", st, before)
 	}
 	waitServed(t, m, 10)
+	// The children drain on a reload and say so on their stderr.
+	if code, out, errOut := m.ctl("reload"); code != 0 {
+		t.Fatalf("reload: exit %d %q %q", code, out, errOut)
+	}
+	for slot, pid := range before.pidsBySlot() {
+		prefix := fmt.Sprintf("[slot %d pid %d]", slot, pid)
+		eventually(t, 30*time.Second, prefix+" child drained", func() bool {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for _, line := range strings.Split(m.raw.String(), "\n") {
+				if strings.HasPrefix(line, prefix) && strings.Contains(line, "child drained") {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	for _, l := range m.lines("child exited") {
+		if strings.Contains(l.str("signal"), "PIPE") {
+			t.Errorf("a child died of SIGPIPE: %v", l)
+		}
+	}
 }

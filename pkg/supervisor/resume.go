@@ -111,6 +111,15 @@ func resumeSupervisor(st *upgradeState, opts Options, e env) (*Supervisor, error
 				noRecycleBefore: sf.NoRecycleBefore}
 		}
 	}
+	if base, live := st.Tally.LogDropped, opts.LogDropped; base > 0 {
+		// The new master's log writer counts from 0.
+		opts.LogDropped = func() uint64 {
+			if live == nil {
+				return base
+			}
+			return base + live()
+		}
+	}
 	s := newBare(opts, e, self, cur)
 	s.tally = tallyOfFile(st.Tally)
 	s.upgrades, s.announced = st.Upgrades, st.Announced

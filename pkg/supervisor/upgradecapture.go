@@ -49,6 +49,7 @@ func (s *Supervisor) captureState(binary string) (*upgradeState, error) {
 	st.Tally.Unplaced = snap.Unplaced
 	st.Tally.NotifyDropped = snap.NotifyDropped
 	st.Tally.Refused = snap.Refused
+	st.Tally.LogDropped = snap.LogDropped
 	gens := map[*generation]bool{s.cur: true}
 	for _, c := range s.children {
 		gens[c.gen] = true

@@ -127,6 +127,7 @@ type tallyFile struct {
 	Upgrades      map[string]uint64
 	NotifyDropped uint64
 	Refused       []metrics.Refusal
+	LogDropped    uint64
 }
 
 type bucketFile struct {

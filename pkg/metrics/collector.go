@@ -143,8 +143,8 @@ type Collector struct {
 	kernel   Kernel
 
 	accepts, info, restarts, reloads, upgrades, duration, generation, workers, queue, overflows *prometheus.Desc
-	watchdogKills, recycles, steeredAway, steerChanges, logDropped                    *prometheus.Desc
-	notifyDropped, refused, connections, unplaced, rescued                            *prometheus.Desc
+	watchdogKills, recycles, steeredAway, steerChanges, logDropped                              *prometheus.Desc
+	notifyDropped, refused, connections, unplaced, rescued                                      *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once

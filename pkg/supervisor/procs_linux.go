@@ -26,6 +26,10 @@ type osProcs struct {
 	stdin   *os.File // /dev/null, every child's stdin
 	log     *slog.Logger
 	spawner *spawner
+	// guard is the reuseport guard inherited from the master this one
+	// replaced (adoptGuard), which the spawner takes over; nil: it
+	// installs its own.
+	guard *adoptedGuard
 	// cgroups is where the children's cgroups go; nil when the master
 	// cannot make any (it kills leftovers by process group alone).
 	cgroups *cgroup.Parent
@@ -86,13 +90,18 @@ func (p *osProcs) run(exited func()) (stop func()) {
 	watching := watchSIGCHLD(exited, stopWatch)
 	nproc := readNprocLimit()
 	p.reserveThreads(nproc)
-	p.spawner = startSpawner(p.stdin, nproc)
+	p.spawner = startSpawner(p.stdin, nproc, p.guard, p.log)
+	p.guard = nil // the spawner's now
 	switch {
 	case p.spawner.guardErr != nil:
 		p.log.Warn("children can replace the steering program of their listeners' group (SO_ATTACH_REUSEPORT_*): the seccomp filter that forbids it could not be installed",
 			"err", p.spawner.guardErr.Error())
 	case p.spawner.nnp:
 		p.log.Info("children run with no_new_privs: a master without CAP_SYS_ADMIN sets it to forbid them SO_ATTACH_REUSEPORT_* (setuid and setcap programs gain no privilege in them)")
+	}
+	if _, why := p.spawner.guardListener(); why != "" {
+		p.log.Info("the seccomp filter refuses the children's SO_ATTACH_REUSEPORT_* itself, and would refuse the master's own after an upgrade in place: the master cannot upgrade in place",
+			"reason", why)
 	}
 	return func() {
 		close(stopWatch)

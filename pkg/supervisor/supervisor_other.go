@@ -35,6 +35,9 @@ func (*Supervisor) snapshotConnections(*metrics.Snapshot)        {}
 
 type spawner struct{}
 
+// RunMain runs main: off Linux there is no spawner to lend a thread to.
+func RunMain(main func() int) int { return main() }
+
 func startSpawner(*os.File) *spawner          { return &spawner{} }
 func (*spawner) spawn(spawnSpec) (int, error) { return 0, errUnsupported }
 func (*spawner) stop()                        {}

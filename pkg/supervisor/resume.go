@@ -33,6 +33,9 @@ func CheckUpgrade(fd int) error {
 		if err := g.Config.Validate(); err != nil {
 			return fmt.Errorf("generation %d: %w", g.Number, err)
 		}
+		if _, err := resolveIdentity(g.Config); err != nil {
+			return fmt.Errorf("generation %d: %w", g.Number, err)
+		}
 	}
 	if len(st.Gens) == 0 || st.Generation <= 0 {
 		return errors.New("read the state: no serving generation")
@@ -51,8 +54,10 @@ func Resume(fd int, opts Options) (*Supervisor, error) {
 	// Every thread of this master inherited the children's seccomp
 	// guard: its answerer must run before the first steering program is
 	// attached.
+	files := procsFile{Guard: st.Guard, NNP: st.NNP, CgroupToken: st.CgroupToken, CgroupsMade: st.CgroupsMade,
+		Cgroups: st.Cgroups, Outputs: st.Outputs}
 	if st.Guard >= 0 {
-		if err := adoptGuard(st.Guard, st.NNP); err != nil {
+		if files.guard, err = adoptGuard(st.Guard, st.NNP, logger(opts)); err != nil {
 			return nil, fmt.Errorf("resume: %w", err)
 		}
 	}
@@ -61,8 +66,7 @@ func Resume(fd int, opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	if h, ok := e.procs.(takesOver); ok {
-		h.takeOver(procsFile{Guard: st.Guard, NNP: st.NNP, CgroupToken: st.CgroupToken, CgroupsMade: st.CgroupsMade,
-			Cgroups: st.Cgroups, Outputs: st.Outputs})
+		h.takeOver(files)
 	}
 	s, err := resumeSupervisor(st, opts, e)
 	if err != nil {
@@ -123,7 +127,14 @@ func resumeSupervisor(st *upgradeState, opts Options, e env) (*Supervisor, error
 	s := newBare(opts, e, self, cur)
 	s.tally = tallyOfFile(st.Tally)
 	s.upgrades, s.announced = st.Upgrades, st.Announced
-	on, why, err := decideSteering(cur.cfg, e.steerSupported)
+	supported := e.steerSupported
+	if st.SteerOff == "" {
+		// The old master steered: the program loads here. Loading one
+		// only to know would cost the new master's start a verifier
+		// run; a load that fails now turns steering off, said.
+		supported = func() error { return nil }
+	}
+	on, why, err := decideSteering(cur.cfg, supported)
 	if err != nil {
 		return nil, err
 	}

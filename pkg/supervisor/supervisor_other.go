@@ -132,3 +132,18 @@ func (*takenSet) release(func(string) bool)                       {}
 func (*takenSet) closeAll()                                       {}
 
 func (*socketSet) requeue(string, int) (uint32, error) { return 0, errUnsupported }
+
+type outputFile struct{ PID, Slot, Out, Err int }
+
+type adoptedGuard struct{}
+
+func adoptGuard(int, bool, *slog.Logger) (*adoptedGuard, error) { return nil, errUnsupported }
+func (*Supervisor) captureFDs(*upgradeState) error              { return errUnsupported }
+func (*Supervisor) adoptFDs(*upgradeState) error                { return errUnsupported }
+func (*socketSet) held(string, int) int                         { return -1 }
+
+type osUpgrader struct{ procs *osProcs }
+
+func (osUpgrader) check(context.Context, string, []byte) (string, error) { return "", errUnsupported }
+func (osUpgrader) exec(string, []byte, []int) error                      { return errUnsupported }
+func (*Supervisor) unsteer() func() { return func() {} }

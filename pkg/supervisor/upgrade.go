@@ -19,6 +19,10 @@ import (
 // the same children, sockets and counts. A binary that fails its check
 // leaves this master as it was.
 
+// UpgradeCheckFlag is the flag of `master run` that makes a new binary
+// check the state at UpgradeStateEnv instead of running.
+const UpgradeCheckFlag = "upgrade-check"
+
 // ErrUpgradeRejected wraps why an upgrade was refused before the exec;
 // nothing changed.
 var ErrUpgradeRejected = errors.New("upgrade rejected")
@@ -228,8 +232,10 @@ func (s *Supervisor) execUpgrade() {
 	s.log.Info("upgrade: the new binary passed its check; exec", "binary", s.upgrade.binary, "from", version.String(),
 		"to", s.upgrade.to, "children", len(st.Children))
 	s.notifySystemd(fmt.Sprintf("RELOADING=1\nSTATUS=upgrading the master to %s\nMONOTONIC_USEC=%d", s.upgrade.to, monotonicMicros()))
+	undo := s.unsteer()
 	err = s.env.upgrade.exec(s.upgrade.binary, data, st.descriptors())
 	// Still here: the exec failed, and nothing changed.
+	undo()
 	s.notifySystemd("READY=1")
 	s.endUpgrade("failed", fmt.Errorf("exec %s: %w", s.upgrade.binary, err))
 }

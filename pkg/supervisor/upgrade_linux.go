@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,7 +58,10 @@ func connFD(c syscall.Conn) (int, error) {
 func (s *Supervisor) adoptFDs(st *upgradeState) (err error) {
 	for _, so := range st.Sockets {
 		if err := s.sockets.adopt(so.Addr, so.Slot, so.FD); err != nil {
-			return err
+			// Serving goes on, unsteered: the kernel's hash places
+			// every connection, as with --steer off.
+			s.log.Error("steering is off after the upgrade: a socket taken over could not be steered", "err", err)
+			s.sockets.steer, s.steering.off = false, err.Error()
 		}
 	}
 	if st.Control >= 0 {
@@ -98,16 +102,15 @@ func fileListener(fd int, name string) (net.Listener, error) {
 
 // adopt takes over the listener of slot on addr at fd, which an old
 // master held, and steers it as fd would be.
+// The socket is kept whatever happens to its steering: the children
+// serve on it, and a master that cannot resume has nowhere to go back to.
+// The error says why it is not steered.
 func (s *socketSet) adopt(addr string, slot, fd int) error {
 	unix.CloseOnExec(fd)
-	h := &heldSocket{fd: fd}
+	s.m[socketKey{addr: addr, slot: slot}] = &heldSocket{fd: fd}
 	if s.steer {
-		if err := s.steerSocket(addr, slot, fd); err != nil {
-			h.close()
-			return err
-		}
+		return s.steerSocket(addr, slot, fd)
 	}
-	s.m[socketKey{addr: addr, slot: slot}] = h
 	return nil
 }
 
@@ -125,10 +128,6 @@ type osUpgrader struct{ procs *osProcs }
 
 // checkOutputMax bounds what is kept of the check's output.
 const checkOutputMax = 64 << 10
-
-// UpgradeCheckFlag is the flag of `master run` that makes a new binary
-// check the state at UpgradeStateEnv instead of running.
-const UpgradeCheckFlag = "upgrade-check"
 
 func (u osUpgrader) check(ctx context.Context, binary string, state []byte) (string, error) {
 	mfd, err := stateMemfd(state)
@@ -336,4 +335,46 @@ func (p *osProcs) handOn() procsFile {
 
 func (p *osProcs) takeOver(f procsFile) {
 	p.adopted = &f
+	p.guard = f.guard
+}
+
+// unsteer empties the live steering programs' socket arrays just before
+// the exec: a socket is in one program's array at a time, and the new
+// master's programs take them. Until it attaches them, the kernel's hash
+// places new connections. It returns what puts the sockets back, for an
+// exec that failed.
+func (s *Supervisor) unsteer() (undo func()) {
+	type entry struct {
+		st       *steer.Steerer
+		slot, fd int
+	}
+	var put []entry
+	programs := map[*steer.Steerer]bool{}
+	for k, h := range s.sockets.m {
+		if st := s.sockets.steerers[k.addr]; st != nil {
+			put = append(put, entry{st, k.slot, h.fd})
+			programs[st] = true
+		}
+	}
+	for k, ts := range s.taken.bySlot {
+		if st := s.taken.steerers[k.addr]; st != nil {
+			put = append(put, entry{st, k.slot, ts.fd})
+			programs[st] = true
+		}
+	}
+	for st := range programs {
+		st.SetSlots(0) // nothing to choose from: the kernel's hash
+	}
+	for _, e := range put {
+		e.st.ClearSocket(e.slot)
+	}
+	return func() {
+		for _, e := range put {
+			if err := e.st.SetSocket(e.slot, e.fd); err != nil {
+				s.log.Error("could not put a socket back under steering after the failed exec", "slot", e.slot, "err", err)
+			}
+		}
+		s.steering.slots = -1 // set them again
+		s.syncSteerSlots()
+	}
 }

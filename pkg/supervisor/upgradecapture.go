@@ -24,6 +24,9 @@ type procsFile struct {
 	CgroupsMade int
 	Cgroups     map[int]string
 	Outputs     []outputFile // the children's output pipes (--child-output prefix)
+	// guard is the answerer of the guard inherited (Guard), started
+	// before anything else of the new master.
+	guard *adoptedGuard
 }
 
 // pid returns the master's pid, which an upgrade keeps.

@@ -88,7 +88,15 @@ func (s *Supervisor) adminHandler() http.Handler {
 		if res.Err != nil {
 			reply.Error = res.Err.Error()
 		}
-		writeJSON(w, code, reply)
+		// Whole, with its length, and flushed: the exec that follows
+		// Answered ends the connection, and a chunked answer would
+		// miss its last chunk.
+		body, _ := json.Marshal(reply)
+		body = append(body, '\n')
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(code)
+		w.Write(body)
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}

@@ -146,4 +146,4 @@ type osUpgrader struct{ procs *osProcs }
 
 func (osUpgrader) check(context.Context, string, []byte) (string, error) { return "", errUnsupported }
 func (osUpgrader) exec(string, []byte, []int) error                      { return errUnsupported }
-func (*Supervisor) unsteer() func() { return func() {} }
+func (*Supervisor) unsteer() func()                                      { return func() {} }

@@ -4,13 +4,17 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 STATICCHECK_VERSION := v0.8.2
 WORKERS     ?= 4
 LISTEN      ?= 127.0.0.1:8080
+# The version `master version`, `master status` and prefork_build_info
+# report. One word; the -X=NAME=VALUE form fits both -ldflags and GOFLAGS.
+VERSION     ?= $(shell git describe --always --dirty --tags 2>/dev/null)
+LDFLAGS      = -X=github.com/prefork/prefork/pkg/version.Version=$(VERSION)
 
 .PHONY: all build run test lint bench clean
 
 all: build
 
 build:
-	$(GO) build -o bin/ ./cmd/master ./cmd/child
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/master ./cmd/child
 
 # Start the supervisor with the reference child; Ctrl-C stops it gracefully.
 run: build
@@ -18,9 +22,10 @@ run: build
 
 # Unit tests and the end-to-end tests of the built binaries, all with -race.
 # -count=1: the end-to-end tests build the binaries themselves, which the
-# test cache cannot see.
+# test cache cannot see; GOFLAGS (go env's, plus the version) reaches
+# those builds.
 test:
-	$(GO) test -race -count=1 -timeout 12m ./...
+	GOFLAGS='$(shell $(GO) env GOFLAGS) -ldflags=$(LDFLAGS)' $(GO) test -race -count=1 -timeout 12m ./...
 
 lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

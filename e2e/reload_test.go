@@ -45,6 +45,8 @@ type statusReply struct {
 	Workers    int    `json:"workers"`
 	Sockets    string `json:"sockets"`
 	Ready      string `json:"ready"`
+	Version    string `json:"version"`
+	Upgrades   int    `json:"upgrades"`
 	Children   []struct {
 		Slot       int     `json:"slot"`
 		Generation int     `json:"generation"`

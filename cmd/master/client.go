@@ -202,8 +202,15 @@ func statusCommand() *cli.Command {
 }
 
 func printStatus(w io.Writer, st supervisor.Status) {
-	fmt.Fprintf(w, "master pid %d, generation %d, %d workers, sockets %s, ready %s\n",
-		st.PID, st.Generation, st.Workers, st.Sockets, st.Ready)
+	fmt.Fprintf(w, "master pid %d, version %s, generation %d, %d workers, sockets %s, ready %s",
+		st.PID, st.Version, st.Generation, st.Workers, st.Sockets, st.Ready)
+	if st.Upgrades > 0 {
+		fmt.Fprintf(w, ", upgraded in place %d times", st.Upgrades)
+	}
+	if st.UpgradeError != "" {
+		fmt.Fprintf(w, "; the last upgrade failed: %s", st.UpgradeError)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tACCEPTS\tRESTARTS\tUPTIME\tNOTE")
 	for _, ch := range st.Children {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/prefork/prefork/pkg/supervisor"
@@ -18,6 +19,13 @@ const (
 	exitDrainCut = 3 // stopped on request, but a child was killed at the drain timeout
 )
 
+func init() {
+	// main runs on the main thread, which supervisor.RunMain lends to the
+	// spawner: the thread an upgrade in place execs on, and that the
+	// children's parent-death signal is tied to (see RunMain).
+	runtime.LockOSThread()
+}
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == supervisor.ShimCommand {
 		// Between fork and the command in master socket mode, where the
@@ -27,7 +35,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "master: %v\n", err)
 		os.Exit(127)
 	}
-	os.Exit(run(os.Args))
+	os.Exit(supervisor.RunMain(func() int { return run(os.Args) }))
 }
 
 // run executes the command line and returns the process exit code. Every
@@ -72,10 +80,11 @@ func newApp() *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   usageError,
 		CommandNotFound: func(_ *cli.Context, name string) {
-			fmt.Fprintf(os.Stderr, "master: no command %q; try run, status, reload, scale or stop\n", name)
+			fmt.Fprintf(os.Stderr, "master: no command %q; try run, status, reload, scale, upgrade, stop or version\n", name)
 			os.Exit(exitBadInput)
 		},
-		Commands: []*cli.Command{runCommand(), statusCommand(), reloadCommand(), scaleCommand(), stopCommand()},
+		Commands: []*cli.Command{runCommand(), statusCommand(), reloadCommand(), scaleCommand(), stopCommand(),
+			upgradeCommand(), versionCommand()},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -16,36 +17,60 @@ import (
 
 	"github.com/prefork/prefork/pkg/logwriter"
 	"github.com/prefork/prefork/pkg/supervisor"
+	"github.com/prefork/prefork/pkg/version"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
 
 func runCommand() *cli.Command {
 	return &cli.Command{
-		Name:         "run",
-		Usage:        "supervise COMMAND (default: the reference child beside master)",
-		ArgsUsage:    "[-- COMMAND [ARG...]]",
-		Flags:        settingFlags(),
+		Name:      "run",
+		Usage:     "supervise COMMAND (default: the reference child beside master)",
+		ArgsUsage: "[-- COMMAND [ARG...]]",
+		Flags: append(settingFlags(), &cli.BoolFlag{Name: supervisor.UpgradeCheckFlag, Hidden: true,
+			Usage: "check the state of an upgrade in place (" + supervisor.UpgradeStateEnv + ") and print this binary's version"}),
 		OnUsageError: usageError,
 		Action:       runAction,
 	}
 }
 
 func runAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
+	stateFD, upgraded, err := upgradeState()
 	if err != nil {
+		return cli.Exit(err.Error(), exitFailure)
+	}
+	if c.Bool(supervisor.UpgradeCheckFlag) {
+		if !upgraded {
+			return cli.Exit("--"+supervisor.UpgradeCheckFlag+": no state in "+supervisor.UpgradeStateEnv, exitBadInput)
+		}
+		if err := supervisor.CheckUpgrade(stateFD); err != nil {
+			return cli.Exit(err.Error(), exitFailure)
+		}
+		fmt.Println(version.String())
+		return nil
+	}
+	cfg, err := loadConfig(c)
+	if err != nil && !upgraded {
 		return cli.Exit(err.Error(), exitBadInput)
 	}
 	log, logw := newLogger(cfg.LogFormat)
 	defer flushLog(logw)
-	sup, err := supervisor.New(cfg, supervisor.Options{
+	opts := supervisor.Options{
 		Log:        log,
 		Load:       func() (supervisor.Config, error) { return loadConfig(c) },
 		LogDropped: func() uint64 { return logw.Dropped().Lines },
 		LogStalled: logw.Stalled,
 		// Named in the error of a reload whose read of it hangs.
 		ConfigFile: c.String(supervisor.ConfigSetting),
-	})
+	}
+	var sup *supervisor.Supervisor
+	if upgraded {
+		// Exec'd in place by an upgrade: the state says what runs; the
+		// configuration is read again at the next reload.
+		sup, err = supervisor.Resume(stateFD, opts)
+	} else {
+		sup, err = supervisor.New(cfg, opts)
+	}
 	if err != nil {
 		return cli.Exit(err.Error(), exitBadInput)
 	}
@@ -57,7 +82,7 @@ func runAction(c *cli.Context) error {
 	// default action); SIGPIPE is ignored so that a closed log reader
 	// cannot kill it.
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
-		syscall.SIGTTIN, syscall.SIGTTOU)
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2)
 	signal.Ignore(syscall.SIGPIPE)
 	defer signal.Stop(sigs)
 	go func() {
@@ -68,6 +93,8 @@ func runAction(c *cli.Context) error {
 				switch sig {
 				case syscall.SIGHUP:
 					sup.RequestReload()
+				case syscall.SIGUSR2:
+					sup.RequestUpgrade()
 				case syscall.SIGTTIN, syscall.SIGTTOU:
 					delta := 1
 					if sig == syscall.SIGTTOU {
@@ -88,7 +115,7 @@ func runAction(c *cli.Context) error {
 	}()
 
 	// Where to reach it, so that a user of `make run` need not guess.
-	log.Info("master started", "pid", os.Getpid(), "workers", cfg.Workers, "listen", cfg.Listen,
+	log.Info("master started", "version", version.String(), "upgraded", upgraded, "pid", os.Getpid(), "workers", cfg.Workers, "listen", cfg.Listen,
 		"sockets", cfg.Sockets, "metrics", cfg.Metrics, "control", cfg.Control, "command", cfg.Command)
 	err = sup.Run(ctx)
 	code := exitCode(err)
@@ -97,6 +124,22 @@ func runAction(c *cli.Context) error {
 		return cli.Exit(err.Error(), code)
 	}
 	return nil
+}
+
+// upgradeState returns the descriptor of the state an upgrade in place
+// handed this master (UpgradeStateEnv), which it removes from the
+// environment: the children must not see it.
+func upgradeState() (fd int, ok bool, err error) {
+	v, ok := os.LookupEnv(supervisor.UpgradeStateEnv)
+	if !ok {
+		return -1, false, nil
+	}
+	os.Unsetenv(supervisor.UpgradeStateEnv)
+	fd, err = strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return -1, false, fmt.Errorf("%s=%q: not a descriptor", supervisor.UpgradeStateEnv, v)
+	}
+	return fd, true, nil
 }
 
 // loadConfig builds the configuration: defaults, then the config file,

@@ -115,3 +115,26 @@ func (c *Counter) Close() error {
 	}
 	return nil
 }
+
+// AdoptPage takes over the memfd of a Page that an earlier master made
+// and handed on across an exec of itself (a master upgrade): it maps fd
+// MAP_SHARED read-write and owns it from then on, close-on-exec again. On
+// error fd is left open, as OpenCounter leaves it.
+func AdoptPage(fd int) (*Page, error) {
+	if !littleEndian {
+		return nil, ErrBigEndian
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("counter page %d: fstat: %w", fd, err)
+	}
+	if st.Size < MinSize {
+		return nil, fmt.Errorf("counter page %d: %d bytes: %w", fd, st.Size, ErrTooSmall)
+	}
+	mem, err := mapShared(fd, int(min(st.Size, int64(os.Getpagesize()))))
+	if err != nil {
+		return nil, fmt.Errorf("counter page %d: %w", fd, err)
+	}
+	unix.CloseOnExec(fd)
+	return &Page{fd: fd, mem: mem, accepts: word(mem)}, nil
+}

@@ -13,3 +13,6 @@ func OpenCounter(fd int) (*Counter, error) { return nil, ErrUnsupported }
 
 // Close does nothing off Linux, where no Counter is ever made.
 func (c *Counter) Close() error { return nil }
+
+// AdoptPage is not supported here.
+func AdoptPage(fd int) (*Page, error) { return nil, ErrUnsupported }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 )
 
 const (
@@ -175,4 +176,41 @@ func (c *Copier) emit(piece []byte, continued bool) {
 	if _, err := c.dst.Write(c.line); err != nil {
 		c.err = fmt.Errorf("write child output: %w", err)
 	}
+}
+
+// Adopt returns a Copier of the read end fd of a pipe that an earlier
+// master made with New and handed on across an exec of itself (an
+// upgrade in place), started with prefix. It owns fd from then on. What
+// the earlier master had read of a line and not yet written is lost; what
+// is still in the pipe is not.
+func Adopt(dst io.Writer, fd int, prefix string) (*Copier, error) {
+	// Non-blocking, as New's read end, so that Close can interrupt a Read.
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("child output pipe %d: %w", fd, err)
+	}
+	syscall.CloseOnExec(fd)
+	c := &Copier{
+		dst:     dst,
+		r:       os.NewFile(uintptr(fd), "child-output"),
+		started: make(chan struct{}),
+		stopped: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go c.run()
+	c.Start(prefix)
+	return c, nil
+}
+
+// ReadFD returns the descriptor of the pipe's read end, which c keeps
+// owning, for an upgrade in place to hand on; -1 once the copy ended.
+func (c *Copier) ReadFD() int {
+	raw, err := c.r.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if raw.Control(func(u uintptr) { fd = int(u) }) != nil {
+		return -1
+	}
+	return fd
 }

@@ -20,6 +20,10 @@ type Snapshot struct {
 	// Reloads counts reload outcomes by result: success, rolled_back,
 	// rejected.
 	Reloads map[string]uint64
+	// Upgrades counts the master's upgrades in place by result: success,
+	// rejected (the new binary failed its check, or the master was
+	// busy), failed (the exec failed).
+	Upgrades map[string]uint64
 	// ReloadDuration is the histogram of reload durations, in seconds.
 	ReloadDuration HistogramSnapshot
 	// LogDropped counts the master's log lines dropped because its log
@@ -114,6 +118,10 @@ type HistogramSnapshot struct {
 // prefork_reloads_total; every one is exported from the start, at 0.
 var ReloadResults = []string{"success", "rolled_back", "rejected"}
 
+// UpgradeResults are the values of the result label of
+// prefork_upgrades_total; every one is exported from the start, at 0.
+var UpgradeResults = []string{"success", "rejected", "failed"}
+
 // Why a child was recycled: the reason label of
 // prefork_child_recycles_total.
 const (
@@ -134,9 +142,9 @@ type Collector struct {
 	snapshot func() (Snapshot, error)
 	kernel   Kernel
 
-	accepts, info, restarts, reloads, duration, generation, workers, queue, overflows *prometheus.Desc
-	watchdogKills, recycles, steeredAway, steerChanges, logDropped                    *prometheus.Desc
-	notifyDropped, refused, connections, unplaced, rescued                            *prometheus.Desc
+	accepts, info, restarts, reloads, upgrades, duration, generation, workers, queue, overflows *prometheus.Desc
+	watchdogKills, recycles, steeredAway, steerChanges, logDropped                              *prometheus.Desc
+	notifyDropped, refused, connections, unplaced, rescued                                      *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -179,6 +187,8 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 			"Unplanned child exits that were restarted.", []string{"slot"}, nil),
 		reloads: prometheus.NewDesc("prefork_reloads_total",
 			"Reload outcomes.", []string{"result"}, nil),
+		upgrades: prometheus.NewDesc("prefork_upgrades_total",
+			"Upgrades of the master in place, by outcome.", []string{"result"}, nil),
 		duration: prometheus.NewDesc("prefork_reload_duration_seconds",
 			"From reload start to the old generation told to drain.", nil, nil),
 		generation: prometheus.NewDesc("prefork_generation",
@@ -204,7 +214,7 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.duration, c.generation,
+	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.upgrades, c.duration, c.generation,
 		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped,
 		c.notifyDropped, c.refused, c.connections, c.unplaced, c.rescued} {
 		ch <- d
@@ -247,6 +257,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, result := range ReloadResults {
 		ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(s.Reloads[result]), result)
+	}
+	for _, result := range UpgradeResults {
+		ch <- prometheus.MustNewConstMetric(c.upgrades, prometheus.CounterValue, float64(s.Upgrades[result]), result)
 	}
 	buckets := make(map[float64]uint64, len(ReloadBuckets))
 	for _, b := range ReloadBuckets {

@@ -22,12 +22,24 @@ import (
 //	              (rolled back) with {"error":"why","generation":N}
 //	POST /scale?workers=N  200 {"workers":N} once children are started or
 //	              told to drain; 400 or 409 with {"error"}
+//	POST /upgrade[?binary=PATH]  202 {"from","to","pid"} once the new
+//	              binary passed its check, then the exec; 409 with {"error"}
 //	POST /stop    202, then a graceful stop
 
 // ScaleReply is the JSON body of POST /scale.
 type ScaleReply struct {
 	Workers int    `json:"workers"`
 	Error   string `json:"error,omitempty"`
+}
+
+// UpgradeReply is the JSON body of POST /upgrade: 202 once the new
+// binary passed its check and the exec follows (GET /status tells when
+// the new master answers), or 409 (refused) with the error.
+type UpgradeReply struct {
+	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
+	PID   int    `json:"pid"`
+	Error string `json:"error,omitempty"`
 }
 
 // ReloadReply is the JSON body of POST /reload.
@@ -61,6 +73,34 @@ func (s *Supervisor) adminHandler() http.Handler {
 			reply.Error = res.Err.Error()
 		}
 		writeJSON(w, code, reply)
+	}))
+	mux.HandleFunc("POST /upgrade", untimed(func(w http.ResponseWriter, r *http.Request) {
+		res := s.Upgrade(r.Context(), r.URL.Query().Get("binary"))
+		reply := UpgradeReply{From: res.From, To: res.To, PID: res.PID}
+		code := http.StatusAccepted
+		switch {
+		case res.Err == nil:
+		case errors.Is(res.Err, ErrUpgradeRejected):
+			code = http.StatusConflict
+		default:
+			code = http.StatusInternalServerError
+		}
+		if res.Err != nil {
+			reply.Error = res.Err.Error()
+		}
+		// Whole, with its length, and flushed: the exec that follows
+		// Answered ends the connection, and a chunked answer would
+		// miss its last chunk.
+		body, _ := json.Marshal(reply)
+		body = append(body, '\n')
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(code)
+		w.Write(body)
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		res.Answered()
 	}))
 	mux.HandleFunc("POST /scale", func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("workers"))

@@ -54,6 +54,21 @@ func (s *Supervisor) Reload(ctx context.Context) ReloadResult {
 	return r
 }
 
+// RequestUpgrade asks for an upgrade in place to the master's own
+// binary and returns at once (SIGUSR2); the log says how it went.
+func (s *Supervisor) RequestUpgrade() { s.send(call(func() { s.requestUpgrade("", nil) })) }
+
+// Upgrade checks binary ("": the master's own path) and, if it passes,
+// returns a result whose Answered lets the exec in its place go ahead;
+// else why not. The caller must call Answered once it has said so.
+func (s *Supervisor) Upgrade(ctx context.Context, binary string) UpgradeResult {
+	r, err := ask(s, ctx, func(reply chan<- UpgradeResult) { s.requestUpgrade(binary, reply) })
+	if err != nil {
+		return UpgradeResult{Err: err}
+	}
+	return r
+}
+
 // Status returns a snapshot of the children, sorted by slot.
 func (s *Supervisor) Status() (Status, error) {
 	return ask(s, context.Background(), answer(s.status))

@@ -105,6 +105,7 @@ type child struct {
 	life    life
 	started time.Time
 	readyAt time.Time
+	drainAt time.Time      // told to drain
 	page    *counters.Page // its accept counter; nil if none could be made
 	// acceptsSeen is the most its page ever showed, as the loop read it:
 	// the child writes the page, and may write anything (see accepts).
@@ -215,6 +216,7 @@ func (s *Supervisor) drain(c *child) {
 		return
 	}
 	c.life = lifeDraining
+	c.drainAt = s.env.clock.Now()
 	// Out of the steering program's array before it closes its
 	// listener, and the master's copy closed, so that the listener's
 	// queue moves to the others when it does.
@@ -224,7 +226,12 @@ func (s *Supervisor) drain(c *child) {
 	stopTimer(c.delayTimer)
 	c.stopWatch()
 	s.kill(c, c.gen.cfg.StopSignal)
-	c.drainTimer = s.env.clock.AfterFunc(c.gen.cfg.DrainTimeout, func() { s.send(drainTimeout{c: c}) })
+	s.armDrainTimer(c, c.gen.cfg.DrainTimeout)
+}
+
+// armDrainTimer arms the SIGKILL of a draining child, d from now.
+func (s *Supervisor) armDrainTimer(c *child, d time.Duration) {
+	c.drainTimer = s.env.clock.AfterFunc(d, func() { s.send(drainTimeout{c: c}) })
 }
 
 // kill signals c. Only the loop reaps, and it removes a child from the table

@@ -171,6 +171,9 @@ type env struct {
 	// shim is the program that starts a child of master socket mode
 	// (execShimPath).
 	shim string
+	// upgrade checks and execs a new master binary; nil: the master
+	// cannot upgrade in place.
+	upgrade upgrader
 	// fdstore is systemd's file descriptor store for master socket
 	// mode's listeners (fdstore_linux.go); nil when there is none.
 	fdstore *fdStore

@@ -51,7 +51,11 @@ type fdStore struct {
 	log *slog.Logger
 	// socket is NOTIFY_SOCKET; "" when the master sends nothing.
 	socket string
-	// kept holds the descriptors handed back at start, checked, until
+	// passed holds the descriptors handed back at start until sort
+	// looks at them, and why says what was wrong with their names.
+	passed []listenFD
+	why    string
+	// kept holds those of the passed descriptors that sort kept, until
 	// the set takes them.
 	kept map[socketKey]int
 	// warned is set once a failed send was said.
@@ -63,15 +67,12 @@ type fdStore struct {
 const notifySendTimeout = time.Second
 
 // openFDStore reads what systemd passed (LISTEN_PID, LISTEN_FDS,
-// LISTEN_FDNAMES), unsets those variables so that neither the children
-// nor a later exec of the master see them, and keeps the descriptors
-// that are listeners of cfg's slots (master socket mode, cfg.Listen,
-// slot below cfg.Workers, a listening SO_REUSEPORT TCP socket on that
-// address), non-blocking and close-on-exec. It closes the others and
-// removes their names from the store, and says in one line what it took
-// and what it dropped. New calls it first, before anything binds. Nil
-// when there is no store to send to and nothing was passed.
-func openFDStore(cfg Config, log *slog.Logger) *fdStore {
+// LISTEN_FDNAMES) and unsets those variables, so that neither the
+// children nor a later exec of the master see them; sort then keeps the
+// descriptors that fit the configuration. The master calls it once,
+// first, before anything binds. Nil when there is no store to send to
+// (NOTIFY_SOCKET) and nothing was passed.
+func openFDStore(log *slog.Logger) *fdStore {
 	fds, why, err := parseListenEnv(os.Getpid(), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES"))
 	for _, name := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(name)
@@ -79,21 +80,26 @@ func openFDStore(cfg Config, log *slog.Logger) *fdStore {
 	if err != nil {
 		log.Warn("ignoring the socket activation variables", "err", err)
 	}
-	f := &fdStore{log: log, socket: os.Getenv("NOTIFY_SOCKET"), kept: make(map[socketKey]int)}
-	if len(fds) > 0 {
-		f.sort(cfg, fds, why)
-	}
-	if f.socket == "" && len(f.kept) == 0 {
+	f := &fdStore{log: log, socket: os.Getenv("NOTIFY_SOCKET"), passed: fds, why: why, kept: make(map[socketKey]int)}
+	if f.socket == "" && len(fds) == 0 {
 		return nil
 	}
 	return f
 }
 
-// sort keeps the passed descriptors that fit cfg and drops the others.
-func (f *fdStore) sort(cfg Config, fds []listenFD, why string) {
+// sort keeps the passed descriptors that are listeners of cfg's slots
+// (master socket mode, cfg.Listen, a slot below cfg.Workers, a listening
+// SO_REUSEPORT TCP socket on that address), non-blocking and
+// close-on-exec, for the set to take. It closes the others and removes
+// their names from the store, and says in one line what it took and what
+// it dropped. Only the first call does anything.
+func (f *fdStore) sort(cfg Config) {
+	if f == nil || len(f.passed) == 0 {
+		return
+	}
 	var took, dropped []string
 	removed := make(map[string]bool)
-	for _, l := range fds {
+	for _, l := range f.passed {
 		key, reason := f.fits(cfg, l)
 		if reason == "" {
 			f.kept[key] = l.fd
@@ -110,10 +116,11 @@ func (f *fdStore) sort(cfg Config, fds []listenFD, why string) {
 		}
 	}
 	args := []any{"took", took, "dropped", dropped}
-	if why != "" {
-		args = append(args, "names", why)
+	if f.why != "" {
+		args = append(args, "names", f.why)
 	}
 	f.log.Info("sockets passed by the service manager", args...)
+	f.passed, f.why = nil, ""
 }
 
 // fits says why the passed descriptor l is not a listener of cfg's,
@@ -267,6 +274,10 @@ func (f *fdStore) closeKept() {
 		unix.Close(fd)
 		delete(f.kept, k)
 	}
+	for _, l := range f.passed {
+		unix.Close(l.fd)
+	}
+	f.passed = nil
 }
 
 // send sends state, with fd when it is not -1, to NOTIFY_SOCKET. A

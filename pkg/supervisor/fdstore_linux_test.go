@@ -298,8 +298,8 @@ func TestFDStoreSort(t *testing.T) {
 	var logs bytes.Buffer
 	cfg := DefaultConfig()
 	cfg.Sockets, cfg.Listen, cfg.Workers = SocketsMaster, addr, 2
-	f := &fdStore{log: logTo(&logs), socket: si.path, kept: map[socketKey]int{}}
-	f.sort(cfg, passed, "")
+	f := &fdStore{log: logTo(&logs), socket: si.path, passed: passed, kept: map[socketKey]int{}}
+	f.sort(cfg)
 
 	fd, ok := f.take(socketKey{addr: addr, slot: 0})
 	if !ok || fd != passed[0].fd || len(f.kept) != 0 {
@@ -360,8 +360,9 @@ func TestFDStoreSortChildMode(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Listen, cfg.Workers = addr, 2
 	var logs bytes.Buffer
-	f := &fdStore{log: logTo(&logs), kept: map[socketKey]int{}}
-	f.sort(cfg, []listenFD{{d, func() string { n, _ := fdName(addr, 0); return n }()}}, "")
+	name, _ := fdName(addr, 0)
+	f := &fdStore{log: logTo(&logs), passed: []listenFD{{d, name}}, kept: map[socketKey]int{}}
+	f.sort(cfg)
 	if len(f.kept) != 0 || !strings.Contains(logs.String(), "not in master socket mode") {
 		t.Errorf("kept %v, log %s", f.kept, logs.String())
 	}
@@ -377,7 +378,7 @@ func TestOpenFDStoreUnsetsVariables(t *testing.T) {
 	t.Setenv("LISTEN_FDS", "2")
 	t.Setenv("LISTEN_FDNAMES", "a:b")
 	t.Setenv("NOTIFY_SOCKET", "")
-	if f := openFDStore(DefaultConfig(), slog.New(slog.DiscardHandler)); f != nil {
+	if f := openFDStore(slog.New(slog.DiscardHandler)); f != nil {
 		t.Errorf("openFDStore = %+v, want nil: nothing to send to, nothing passed", f)
 	}
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
@@ -386,7 +387,7 @@ func TestOpenFDStoreUnsetsVariables(t *testing.T) {
 		}
 	}
 	t.Setenv("NOTIFY_SOCKET", "@somewhere")
-	if f := openFDStore(DefaultConfig(), slog.New(slog.DiscardHandler)); f == nil || f.socket != "@somewhere" {
+	if f := openFDStore(slog.New(slog.DiscardHandler)); f == nil || f.socket != "@somewhere" {
 		t.Errorf("openFDStore = %+v, want one sending to @somewhere", f)
 	}
 }

@@ -31,6 +31,9 @@ type harness struct {
 	// loadsReturned counts the calls of Options.Load that returned: their
 	// result is on its way to the loop, which settle waits for.
 	loadsReturned atomic.Int64
+	// execd is set once the master exec'd in place (a fake upgrade): its
+	// loop is gone, and a harness of the new master goes on.
+	execd atomic.Bool
 }
 
 // testConfig is a configuration the loop accepts: a command that exists
@@ -89,6 +92,9 @@ func newHarness(t *testing.T, cfg Config, options ...harnessOption) *harness {
 	h.clock.settle = h.settle
 	go func() { h.done <- s.Run(context.Background()) }()
 	t.Cleanup(func() {
+		if h.execd.Load() {
+			return
+		}
 		s.Stop(StopFast)
 		select {
 		case <-h.done:

@@ -257,3 +257,16 @@ func dropAmbient() []uintptr {
 	}
 	return held
 }
+
+// raiseAmbient raises each of caps in the calling thread's ambient set
+// again, as dropAmbient found them: before the master execs itself, so the
+// new master starts with the capabilities the old one was given
+// (systemd's AmbientCapabilities=).
+func raiseAmbient(caps []uintptr) error {
+	for _, c := range caps {
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, c, 0, 0); err != nil {
+			return fmt.Errorf("capability %d: %w", c, err)
+		}
+	}
+	return nil
+}

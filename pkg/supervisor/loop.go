@@ -108,6 +108,10 @@ func (s *Supervisor) handle(ev any) {
 		s.tookListener(ev)
 	case retake:
 		s.retook(ev)
+	case upgradeChecked:
+		s.upgradeCheckDone(ev)
+	case upgradeRetry:
+		s.upgradeWhenQuiet()
 	case call:
 		ev()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/pkg/metrics"
+	"github.com/prefork/prefork/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,6 +35,11 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	for k, v := range s.tally.reloads {
 		snap.Reloads[k] = v
 	}
+	snap.Upgrades = maps.Clone(s.tally.upgrades)
+	// What the endpoints and the notify socket refused before the last
+	// upgrade in place, whose counts start from 0 again.
+	snap.NotifyDropped += s.tally.notifyDropped
+	snap.Refused = addRefusals(snap.Refused, s.tally.refused)
 	if _, port, err := net.SplitHostPort(s.cur.cfg.Listen); err == nil {
 		snap.ListenPort, _ = strconv.Atoi(port)
 	}
@@ -106,13 +113,14 @@ func (s *Supervisor) unreadySlots() string {
 // seconds mean it is stuck.
 const healthzWait = 2 * time.Second
 
-// metricsHandler serves /metrics (the prefork collector, and the Go and
-// process collectors of the master), /healthz (200 while the master's
+// metricsHandler serves /metrics (the prefork collector, prefork_build_info,
+// and the Go and process collectors of the master), /healthz (200 while the master's
 // event loop answers, see healthz) and /readyz (200 while every slot has a ready child, else 503 and why).
 func (s *Supervisor) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		metrics.NewCollector(s.Snapshot, metrics.LinuxKernel),
+		metrics.NewBuildInfo(version.String(), version.GoVersion()),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -128,4 +136,22 @@ func (s *Supervisor) metricsHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// addRefusals adds the counts of base to those of live with the same
+// endpoint and reason.
+func addRefusals(live, base []metrics.Refusal) []metrics.Refusal {
+	for _, b := range base {
+		found := false
+		for i := range live {
+			if live[i].Endpoint == b.Endpoint && live[i].Reason == b.Reason {
+				live[i].Count += b.Count
+				found = true
+			}
+		}
+		if !found {
+			live = append(live, b)
+		}
+	}
+	return live
 }

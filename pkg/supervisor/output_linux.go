@@ -57,6 +57,7 @@ func (o *outputs) finish(timeout time.Duration) {
 type childLines struct {
 	out, err       *lineprefix.Copier
 	stdout, stderr *os.File // the write ends, the child's fd 1 and 2
+	slot, pid      int      // set by started
 }
 
 // open makes a child's pipes; call started once it is forked.
@@ -72,19 +73,66 @@ func (o *outputs) open() (*childLines, error) {
 		return nil, err
 	}
 	l := &childLines{out: out, err: errc, stdout: w1, stderr: w2}
+	o.track(l)
+	return l, nil
+}
+
+// track keeps l active until both its copies have ended.
+func (o *outputs) track(l *childLines) {
 	o.mu.Lock()
 	o.active[l] = true
 	o.mu.Unlock()
 	o.copies.Add(1)
 	go func() {
 		defer o.copies.Done()
-		<-out.Done()
-		<-errc.Done()
+		<-l.out.Done()
+		<-l.err.Done()
 		o.mu.Lock()
 		delete(o.active, l)
 		o.mu.Unlock()
 	}()
-	return l, nil
+}
+
+// outputFile is one child's output pipes, as an upgrade in place hands
+// them on: their read ends.
+type outputFile struct {
+	PID, Slot int
+	Out, Err  int
+}
+
+// handOn returns the read ends of the pipes of every started child whose
+// copies run.
+func (o *outputs) handOn() []outputFile {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var files []outputFile
+	for l := range o.active {
+		if l.pid == 0 {
+			continue
+		}
+		if out, errfd := l.out.ReadFD(), l.err.ReadFD(); out >= 0 && errfd >= 0 {
+			files = append(files, outputFile{PID: l.pid, Slot: l.slot, Out: out, Err: errfd})
+		}
+	}
+	return files
+}
+
+// adopt goes on copying the pipes an old master handed on.
+func (o *outputs) adopt(files []outputFile) error {
+	for _, f := range files {
+		prefix := lineprefix.Prefix(f.Slot, f.PID)
+		out, err := lineprefix.Adopt(o.stdout, f.Out, prefix)
+		if err != nil {
+			return err
+		}
+		errc, err := lineprefix.Adopt(o.stderr, f.Err, prefix)
+		if err != nil {
+			out.Close()
+			return err
+		}
+		o.track(&childLines{out: out, err: errc, slot: f.Slot, pid: f.PID})
+	}
+	return nil
 }
 
 // started closes the master's copies of the write ends and starts the
@@ -97,6 +145,7 @@ func (l *childLines) started(slot, pid int) {
 		l.err.Close()
 		return
 	}
+	l.slot, l.pid = slot, pid
 	prefix := lineprefix.Prefix(slot, pid)
 	l.out.Start(prefix)
 	l.err.Start(prefix)

@@ -26,6 +26,10 @@ type osProcs struct {
 	stdin   *os.File // /dev/null, every child's stdin
 	log     *slog.Logger
 	spawner *spawner
+	// guard is the reuseport guard inherited from the master this one
+	// replaced (adoptGuard), which the spawner takes over; nil: it
+	// installs its own.
+	guard *adoptedGuard
 	// cgroups is where the children's cgroups go; nil when the master
 	// cannot make any (it kills leftovers by process group alone).
 	cgroups *cgroup.Parent
@@ -41,6 +45,14 @@ type osProcs struct {
 	groups  map[int]*cgroup.Group // by child pid, until released
 	made    int                   // cgroups made, for their names
 	removal sync.WaitGroup        // cgroups being removed
+
+	// adopted is what an old master's procs handed on (an upgrade in
+	// place); nil for a master that started afresh.
+	adopted *procsFile
+	// helpers are the master's own processes (an upgrade's check), whose
+	// exits go to their waiters rather than to the loop.
+	helperMu sync.Mutex
+	helpers  map[int]chan<- unix.WaitStatus
 }
 
 func (p *osProcs) run(exited func()) (stop func()) {
@@ -57,21 +69,39 @@ func (p *osProcs) run(exited func()) (stop func()) {
 	} else {
 		p.log.Info("each child runs in a cgroup of its own", "under", p.cgroups.Dir)
 		p.token = strconv.FormatInt(time.Now().UnixNano(), 36)
+		if p.adopted != nil && p.adopted.CgroupToken != "" {
+			p.token, p.made = p.adopted.CgroupToken, p.adopted.CgroupsMade
+		}
 		p.sweepGroups(staleGroupAge)
 	}
 	p.groups = make(map[int]*cgroup.Group)
+	if p.adopted != nil {
+		for pid, dir := range p.adopted.Cgroups {
+			p.groups[pid] = &cgroup.Group{Dir: dir}
+		}
+	}
 	p.output = newOutputs()
+	if p.adopted != nil {
+		if err := p.output.adopt(p.adopted.Outputs); err != nil {
+			p.log.Warn("the children's output pipes could not all be taken over; their lines are lost", "err", err)
+		}
+	}
 	stopWatch := make(chan struct{})
 	watching := watchSIGCHLD(exited, stopWatch)
 	nproc := readNprocLimit()
 	p.reserveThreads(nproc)
-	p.spawner = startSpawner(p.stdin, nproc)
+	p.spawner = startSpawner(p.stdin, nproc, p.guard, p.log)
+	p.guard = nil // the spawner's now
 	switch {
 	case p.spawner.guardErr != nil:
 		p.log.Warn("children can replace the steering program of their listeners' group (SO_ATTACH_REUSEPORT_*): the seccomp filter that forbids it could not be installed",
 			"err", p.spawner.guardErr.Error())
 	case p.spawner.nnp:
 		p.log.Info("children run with no_new_privs: a master without CAP_SYS_ADMIN sets it to forbid them SO_ATTACH_REUSEPORT_* (setuid and setcap programs gain no privilege in them)")
+	}
+	if _, why := p.spawner.guardListener(); why != "" {
+		p.log.Info("the seccomp filter refuses the children's SO_ATTACH_REUSEPORT_* itself, and would refuse the master's own after an upgrade in place: the master cannot upgrade in place",
+			"reason", why)
 	}
 	return func() {
 		close(stopWatch)
@@ -293,6 +323,9 @@ func (p *osProcs) reap(report func(exitStatus)) {
 		}
 		if err != nil || pid <= 0 {
 			return // ECHILD: no children; 0: none has ended yet
+		}
+		if p.helperExited(pid, ws) {
+			continue
 		}
 		report(exitStatus{pid: pid, status: ws, at: time.Now()})
 	}

@@ -74,6 +74,15 @@ func (s *Supervisor) requestReload(reply chan<- ReloadResult) {
 		}
 		return
 	}
+	if s.upgrade.running {
+		// The exec would cut the new generation short.
+		err := fmt.Errorf("%w: an upgrade of the master is under way; reload once it has ended", ErrReloadRejected)
+		s.log.Error("reload refused", "err", err)
+		if reply != nil {
+			reply <- ReloadResult{Generation: s.cur.number, Err: err}
+		}
+		return
+	}
 	running := !s.reload.idle()
 	if reply != nil {
 		if running {

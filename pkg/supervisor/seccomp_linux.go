@@ -15,7 +15,18 @@ import (
 // listener in child mode) can attach a program to the whole group with
 // setsockopt(SO_ATTACH_REUSEPORT_CBPF or _EBPF), replacing the master's
 // steering program, or remove it with SO_DETACH_REUSEPORT_BPF. The filter
-// makes exactly those three calls fail with EPERM.
+// stops exactly those three calls and asks the master about them
+// (SECCOMP_RET_USER_NOTIF): the master lets its own threads make them and
+// fails everyone else's with EPERM (seccompnotif_linux.go).
+//
+// Why ask instead of refusing outright: a filter outlives execve. When
+// the master upgrades itself it execs the new binary on the spawner's
+// thread (the children's parent-death signal is tied to that thread), and
+// the whole new master then runs under the filter: a filter that refused
+// outright would forbid it its own steering program. Where the master
+// cannot get a listener (the prctl path, a kernel before 5.5, an outer
+// filter with a listener of its own), the filter refuses with EPERM
+// itself, and the master says it cannot upgrade in place.
 //
 // io_uring can make the same setsockopt without the system call
 // (IORING_OP_URING_CMD with SOCKET_URING_OP_SETSOCKOPT, Linux 6.7 and
@@ -30,7 +41,8 @@ import (
 // execs. The spawner's thread forks every child and never runs any other
 // goroutine, so the filter is installed on that thread alone (no
 // SECCOMP_FILTER_FLAG_TSYNC): every child has it, and the master's own
-// threads, which attach the steering program, do not.
+// threads, which attach the steering program, do not (until an upgrade,
+// after which all of them have it and the master answers their calls).
 
 // guardArch describes the system calls of one architecture the filter
 // recognises, by its AUDIT_ARCH value.
@@ -83,10 +95,18 @@ func seccompArgLow(i uint32) uint32 { return 16 + 8*i }
 // architecture it knows (x32's have the x32 bit, which it clears).
 var uringCalls = []uint32{unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER}
 
-// guardedOptions are the SOL_SOCKET options the filter refuses.
+// guardedOptions are the SOL_SOCKET options the filter stops.
 var guardedOptions = []uint32{unix.SO_ATTACH_REUSEPORT_CBPF, unix.SO_ATTACH_REUSEPORT_EBPF, unix.SO_DETACH_REUSEPORT_BPF}
 
-// reuseportGuard returns the classic BPF program of the filter for goarch:
+// What the filter does with a guarded option: ask the master through the
+// listener, or refuse it itself where there is no listener.
+const (
+	guardAsk  = unix.SECCOMP_RET_USER_NOTIF
+	guardDeny = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+)
+
+// reuseportGuard returns the classic BPF program of the filter for goarch,
+// whose guarded options get the action guarded (guardAsk or guardDeny):
 //
 //	       ld  arch
 //	arch0: jeq ARCH0, 0, arch1      one block per architecture
@@ -99,9 +119,9 @@ var guardedOptions = []uint32{unix.SO_ATTACH_REUSEPORT_CBPF, unix.SO_ATTACH_REUS
 //	       ld  level; jeq SOL_SOCKET, 0, allow
 //	       ld  optname; jeq each guarded option, deny
 //	allow: ret ALLOW
-//	deny:  ret ERRNO(EPERM)
+//	deny:  ret GUARDED
 //	nosys: ret ERRNO(ENOSYS)
-func reuseportGuard(goarch string) ([]unix.SockFilter, error) {
+func reuseportGuard(goarch string, guarded uint32) ([]unix.SockFilter, error) {
 	arches, err := guardArches(goarch)
 	if err != nil {
 		return nil, err
@@ -143,7 +163,7 @@ func reuseportGuard(goarch string) ([]unix.SockFilter, error) {
 		a.jeq(opt, "deny", f, "")
 	}
 	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW, "allow")
-	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM), "deny")
+	a.stmt(unix.BPF_RET|unix.BPF_K, guarded, "deny")
 	a.stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ERRNO|uint32(unix.ENOSYS), "nosys")
 	return a.assemble()
 }
@@ -196,29 +216,109 @@ func (a *bpfAsm) assemble() ([]unix.SockFilter, error) {
 var errGuardPermission = errors.New("seccomp needs CAP_SYS_ADMIN or no_new_privs")
 
 // installGuard installs the reuseport guard on the calling thread, which
-// must be locked to its goroutine for good. Without CAP_SYS_ADMIN the
-// kernel accepts a filter only from a thread with no_new_privs set; then
-// it sets that first, on this thread alone, and reports nnp true: every
-// child inherits it and cannot gain privileges through a setuid or
-// setcap program. A master with CAP_SYS_ADMIN does not set it (though
-// it may have it already: systemd's NoNewPrivileges=yes).
-func installGuard() (nnp bool, err error) {
-	prog, err := reuseportGuard(runtime.GOARCH)
+// must be locked to its goroutine for good. It returns the filter's
+// listener, whose notifications a guardAnswerer must answer from then on
+// (a guarded call waits for its answer), or -1 and why there is none: the
+// filter then refuses the guarded options itself, with EPERM. err says
+// why no filter at all was installed.
+//
+// Without CAP_SYS_ADMIN the kernel accepts a filter only from a thread
+// with no_new_privs set; then installGuard sets that first, on this
+// thread alone, and reports nnp true: every child inherits it and cannot
+// gain privileges through a setuid or setcap program. A master with
+// CAP_SYS_ADMIN does not set it (though it may have it already: systemd's
+// NoNewPrivileges=yes).
+func installGuard() (listener int, why string, nnp bool, err error) {
+	ask, err := reuseportGuard(runtime.GOARCH, guardAsk)
 	if err != nil {
-		return false, err
+		return -1, "", false, err
 	}
-	err = setFilter(prog)
-	if errors.Is(err, unix.EACCES) {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return false, fmt.Errorf("%w: set no_new_privs: %w", errGuardPermission, err)
+	deny, err := reuseportGuard(runtime.GOARCH, guardDeny)
+	if err != nil {
+		return -1, "", false, err
+	}
+	// install retries once with no_new_privs where the kernel asks for it.
+	install := func(f func() error) error {
+		err := f()
+		if errors.Is(err, unix.EACCES) && !nnp {
+			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+				return fmt.Errorf("%w: set no_new_privs: %w", errGuardPermission, err)
+			}
+			nnp = true
+			err = f()
 		}
-		nnp = true
-		err = setFilter(prog)
+		return err
 	}
-	if err != nil {
-		return nnp, fmt.Errorf("install seccomp filter: %w", err)
+	why = listenerMissing(kernelRelease())
+	if why == "" {
+		listener = -1
+		err = install(func() (err error) {
+			listener, err = setListenerFilter(ask)
+			return err
+		})
+		if err == nil {
+			return listener, "", nnp, nil
+		}
+		if errors.Is(err, errGuardPermission) {
+			return -1, "", nnp, fmt.Errorf("install seccomp filter: %w", err)
+		}
+		why = "the kernel gave the seccomp filter no listener: " + listenerError(err)
 	}
-	return nnp, nil
+	if err := install(func() error { return setFilter(deny) }); err != nil {
+		return -1, "", nnp, fmt.Errorf("install seccomp filter: %w", err)
+	}
+	return -1, why, nnp, nil
+}
+
+// listenerError explains why seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)
+// failed.
+func listenerError(err error) string {
+	switch {
+	case errors.Is(err, unix.EBUSY):
+		return "an outer filter (a container runtime's) already has one, and a thread's filters may have only one (EBUSY)"
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.ENOSYS):
+		return "seccomp(2) is refused (an outer filter, systemd's SystemCallFilter=, allows only prctl)"
+	case errors.Is(err, unix.EINVAL):
+		return "the kernel does not know SECCOMP_FILTER_FLAG_NEW_LISTENER (EINVAL)"
+	}
+	return err.Error()
+}
+
+// listenerMissing says why the kernel of release cannot answer the
+// guard's notifications as the master needs, or "": letting a call go on
+// (SECCOMP_USER_NOTIF_FLAG_CONTINUE) needs Linux 5.5.
+func listenerMissing(release string) string {
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return "" // unknown: try, and fall back on an error
+	}
+	if major < 5 || major == 5 && minor < 5 {
+		return fmt.Sprintf("the seccomp filter cannot let the master's own calls through on Linux %s (SECCOMP_USER_NOTIF_FLAG_CONTINUE needs 5.5)", release)
+	}
+	return ""
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// setListenerFilter installs prog on the calling thread with seccomp(2)
+// and SECCOMP_FILTER_FLAG_NEW_LISTENER, and returns the listener
+// (close-on-exec, as the kernel makes it).
+func setListenerFilter(prog []unix.SockFilter) (int, error) {
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	fd, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(prog)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
 }
 
 // setFilter installs prog on the calling thread with seccomp(2), or with

@@ -4,8 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -107,25 +111,37 @@ func TestReuseportGuardProgram(t *testing.T) {
 		{name: "arm io_uring_register", goarch: "arm64", arch: arm, nr: 427, want: nosys},
 		{name: "x86-64 io_uring_setup on arm64", goarch: "arm64", arch: x86, nr: 425, want: allow},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			prog, err := reuseportGuard(tc.goarch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := runCBPF(t, prog, seccompData(tc.arch, tc.nr, 3, tc.level, tc.opt, 0, 4))
-			if got != tc.want {
-				t.Errorf("got %#x, want %#x", got, tc.want)
-			}
-		})
+		// eperm in the table is the guarded action: the filter's own
+		// refusal, or the master's answer.
+		for _, guarded := range []uint32{guardDeny, guardAsk} {
+			t.Run(fmt.Sprintf("%s/%#x", tc.name, guarded), func(t *testing.T) {
+				prog, err := reuseportGuard(tc.goarch, guarded)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := tc.want
+				if want == eperm {
+					want = guarded
+				}
+				got := runCBPF(t, prog, seccompData(tc.arch, tc.nr, 3, tc.level, tc.opt, 0, 4))
+				if got != want {
+					t.Errorf("got %#x, want %#x", got, want)
+				}
+			})
+		}
 	}
-	if _, err := reuseportGuard("riscv64"); err == nil {
+	if _, err := reuseportGuard("riscv64", guardAsk); err == nil {
 		t.Error("a guard for an architecture it does not know")
 	}
 }
 
-// The guard installed on one thread: setsockopt(SO_ATTACH_REUSEPORT_CBPF)
-// fails there with EPERM, other options work, io_uring_setup fails with
-// ENOSYS, and the process's other threads are untouched.
+// The guard installed on one thread, with the master answering its
+// listener: that thread, one of the master's own, attaches and detaches a
+// reuseport program (as every thread of a master does after an upgrade in
+// place); a child forked from it is refused with EPERM; io_uring_setup
+// fails there with ENOSYS; the process's other threads are untouched.
+// Once the answerer stops, the guarded calls fail with ENOSYS, without
+// waiting.
 func TestReuseportGuardKernel(t *testing.T) {
 	t.Parallel()
 	fd := reuseportListener(t)
@@ -133,28 +149,49 @@ func TestReuseportGuardKernel(t *testing.T) {
 	if uringBefore == unix.ENOSYS {
 		t.Log("io_uring_setup fails with ENOSYS before the guard: its refusal shows nothing here")
 	}
-	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}} // always socket 0
+	logs := &logRecorder{}
 	done := make(chan error, 1)
+	var childPID int
 	go func() {
 		// Never unlocked: the thread, filtered for good, ends with this
 		// goroutine.
 		runtime.LockOSThread()
 		done <- func() error {
-			if _, err := installGuard(); err != nil {
+			listener, why, _, err := installGuard()
+			if err != nil {
 				return err
 			}
-			if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
-				&unix.SockFprog{Len: 1, Filter: &prog[0]}); !errors.Is(err, unix.EPERM) {
-				return fmt.Errorf("attach cbpf on the guarded thread: %v, want EPERM", err)
+			if listener < 0 {
+				return fmt.Errorf("no listener: %s", why)
 			}
-			if err := rawSetsockoptInt(fd, 1<<32|unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF); err != unix.EPERM {
-				return fmt.Errorf("detach with the level's upper half set: %v, want EPERM", err)
+			a, err := startAnswerer(listener, slog.New(logs))
+			if err != nil {
+				unix.Close(listener)
+				return err
+			}
+			defer a.stop()
+			if err := attachRet0(fd); err != nil {
+				return fmt.Errorf("attach cbpf on the guarded thread, answered: %w", err)
+			}
+			if err := rawSetsockoptInt(fd, 1<<32|unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF); err != 0 {
+				return fmt.Errorf("detach with the level's upper half set, answered: %w", err)
 			}
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 				return fmt.Errorf("SO_REUSEPORT on the guarded thread: %w", err)
 			}
 			if errno := uringSetup(); errno != unix.ENOSYS {
 				return fmt.Errorf("io_uring_setup on the guarded thread: %v, want ENOSYS", errno)
+			}
+			var got string
+			if childPID, got, err = forkAttacher(fd); err != nil {
+				return err
+			}
+			if got != "EPERM" {
+				return fmt.Errorf("a child of the guarded thread attaching cbpf: %s, want EPERM", got)
+			}
+			a.stop()
+			if err := attachRet0(fd); !errors.Is(err, unix.ENOSYS) {
+				return fmt.Errorf("attach cbpf once the answerer stopped: %v, want ENOSYS", err)
 			}
 			return nil
 		}()
@@ -163,13 +200,27 @@ func TestReuseportGuardKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// This goroutine never ran on the guarded thread: it was locked.
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
-		&unix.SockFprog{Len: 1, Filter: &prog[0]}); err != nil {
+	if err := attachRet0(fd); err != nil {
 		t.Fatalf("attach cbpf on another thread: %v", err)
 	}
 	if errno := uringSetup(); errno != uringBefore {
 		t.Errorf("io_uring_setup on another thread: %v, want %v as before the guard", errno, uringBefore)
 	}
+	said := logs.lines("refused processes' calls to replace or remove the steering program")
+	if len(said) != 1 {
+		t.Fatalf("%d lines on the refusal, want 1", len(said))
+	}
+	if got, want := attr(said[0], "by_pid").String(), fmt.Sprintf("%d=1", childPID); got != want {
+		t.Errorf("by_pid %q, want %q", got, want)
+	}
+}
+
+// attachRet0 attaches to fd's reuseport group a classic BPF program that
+// always picks socket 0.
+func attachRet0(fd int) error {
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+		&unix.SockFprog{Len: 1, Filter: &prog[0]})
 }
 
 // uringSetup makes an io_uring of one entry and closes it: 0, or the
@@ -212,7 +263,8 @@ func rawSetsockoptInt(fd int, level uint64, opt int) unix.Errno {
 }
 
 // Where an outer filter refuses seccomp(2) with EPERM (systemd's
-// @system-service), the guard goes in through prctl(2).
+// @system-service), the guard goes in through prctl(2), without a
+// listener: it refuses the guarded calls itself, and says why.
 func TestReuseportGuardThroughPrctl(t *testing.T) {
 	t.Parallel()
 	fd := reuseportListener(t)
@@ -235,8 +287,12 @@ func TestReuseportGuardThroughPrctl(t *testing.T) {
 			if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, 0); errno != unix.EPERM {
 				return fmt.Errorf("seccomp(2) under the outer filter: %v, want EPERM", errno)
 			}
-			if _, err := installGuard(); err != nil {
+			listener, why, _, err := installGuard()
+			if err != nil {
 				return err
+			}
+			if listener >= 0 || !strings.Contains(why, "seccomp(2) is refused") {
+				return fmt.Errorf("listener %d, why %q: want none, as seccomp(2) is refused", listener, why)
 			}
 			if err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF); err != unix.EPERM {
 				return fmt.Errorf("detach on the guarded thread: %v, want EPERM", err)
@@ -247,4 +303,135 @@ func TestReuseportGuardThroughPrctl(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Under an outer filter that has a listener (a container runtime's), the
+// kernel gives the guard none (EBUSY): the guard refuses by itself, and
+// says why.
+func TestReuseportGuardUnderOuterListener(t *testing.T) {
+	t.Parallel()
+	fd := reuseportListener(t)
+	allow := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends filtered
+		done <- func() error {
+			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+				return err
+			}
+			outer, err := setListenerFilter(allow)
+			if err != nil {
+				return fmt.Errorf("outer filter: %w", err)
+			}
+			defer unix.Close(outer)
+			listener, why, _, err := installGuard()
+			if err != nil {
+				return err
+			}
+			if listener >= 0 || !strings.Contains(why, "EBUSY") {
+				return fmt.Errorf("listener %d, why %q: want none, EBUSY", listener, why)
+			}
+			if err := attachRet0(fd); !errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("attach on the guarded thread: %v, want EPERM", err)
+			}
+			return nil
+		}()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestListenerMissing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		release string
+		missing bool
+	}{
+		{"4.19.0-26-amd64", true},
+		{"5.4.0-150-generic", true},
+		{"5.5.0", false},
+		{"5.15.0-91-generic", false},
+		{"6.18.44-fc-v1045", false},
+		{"", false}, // unknown: try
+		{"weird", false},
+	} {
+		if got := listenerMissing(tc.release) != ""; got != tc.missing {
+			t.Errorf("%q: missing %v, want %v", tc.release, got, tc.missing)
+		}
+	}
+}
+
+// Refusals are said at once, then at most once per interval, summed by
+// caller, and what is left when the answerer stops.
+func TestRefusalsSaid(t *testing.T) {
+	t.Parallel()
+	logs := &logRecorder{}
+	log := slog.New(logs)
+	const msg = "refused processes' calls"
+	r := refusals{every: time.Minute}
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, pending := r.due(t0); pending {
+		t.Fatal("pending before any refusal")
+	}
+	r.add(-5) // outside the pid namespace (0 here), or gone: said as is
+	r.say(log, t0, false)
+	r.add(-5)
+	r.add(-5)
+	r.add(-7)
+	if wait, pending := r.due(t0.Add(time.Second)); !pending || wait != 59*time.Second {
+		t.Errorf("due %v %v, want 59s", wait, pending)
+	}
+	r.say(log, t0.Add(time.Second), false) // too soon
+	r.say(log, t0.Add(time.Minute), false)
+	r.add(-7)
+	r.say(log, t0.Add(time.Minute+time.Second), true) // the answerer stops
+	said := logs.lines(msg)
+	var got []string
+	for _, l := range said {
+		got = append(got, fmt.Sprintf("%d %s", attr(l, "calls").Int64(), attr(l, "by_pid").String()))
+	}
+	want := []string{"1 -5=1", "3 -5=2 -7=1", "1 -7=1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("said %q, want %q", got, want)
+	}
+}
+
+func TestFormatCounts(t *testing.T) {
+	t.Parallel()
+	counts := map[int]int{}
+	for pid := 1; pid <= 10; pid++ {
+		counts[100+pid] = pid
+	}
+	want := "110=10 109=9 108=8 107=7 106=6 105=5 104=4 103=3 others=3"
+	if got := formatCounts(counts); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// An answerer whose filter no task uses any more (the listener hangs up)
+// waits for its stop, instead of polling in a loop.
+func TestAnswererIdleWhenFilterUnused(t *testing.T) {
+	t.Parallel()
+	listener := make(chan int, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread, and its filter's use, end
+		fd, _, _, _ := installGuard()
+		listener <- fd
+	}()
+	fd := <-listener
+	if fd < 0 {
+		t.Skip("no seccomp listener here")
+	}
+	a, err := startAnswerer(fd, slog.New(slog.DiscardHandler))
+	if err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := a.rounds.Load(); n > 2 {
+		t.Errorf("the answerer polled %d times with nothing to answer", n)
+	}
+	a.stop()
+	a.stop() // twice is fine
 }

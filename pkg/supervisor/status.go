@@ -5,6 +5,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/prefork/prefork/pkg/version"
 )
 
 // State is where a child is in its life.
@@ -51,11 +53,16 @@ type ChildStatus struct {
 // Status is a snapshot of the supervisor, as GET /status shows it.
 type Status struct {
 	PID        int    `json:"pid"`
+	Version    string `json:"version"` // the running binary's: version.String
 	Generation int    `json:"generation"`
 	Workers    int    `json:"workers"`
 	Sockets    string `json:"sockets"`
 	// Ready is the serving generation's --ready.
 	Ready string `json:"ready"`
+	// Upgrades counts the upgrades in place since the master started;
+	// UpgradeError says why the last one failed, if it did.
+	Upgrades     int    `json:"upgrades"`
+	UpgradeError string `json:"upgrade_error,omitempty"`
 	// Children has a row per live child, and one per slot of the serving
 	// generation that is waiting to restart (StateBackoff).
 	Children []ChildStatus `json:"children"`
@@ -63,12 +70,15 @@ type Status struct {
 
 func (s *Supervisor) status() Status {
 	st := Status{
-		PID:        os.Getpid(),
-		Generation: s.cur.number,
-		Workers:    s.cur.cfg.Workers,
-		Sockets:    s.cur.cfg.Sockets,
-		Ready:      s.cur.cfg.Ready.String(),
-		Children:   []ChildStatus{},
+		PID:          os.Getpid(),
+		Version:      version.String(),
+		Generation:   s.cur.number,
+		Workers:      s.cur.cfg.Workers,
+		Sockets:      s.cur.cfg.Sockets,
+		Ready:        s.cur.cfg.Ready.String(),
+		Children:     []ChildStatus{},
+		Upgrades:     s.upgrades,
+		UpgradeError: s.upgrade.lastErr,
 	}
 	now := s.env.clock.Now()
 	for _, c := range s.children {

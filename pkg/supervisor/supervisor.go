@@ -102,6 +102,9 @@ type Supervisor struct {
 	stopping      StopMode        // 0 while running
 	drainCut      bool            // a child was killed at the drain timeout
 	reserveWarned map[string]bool // addresses that could not be reserved, said once
+	upgrade       upgradeRun      // the upgrade in place under way
+	upgrades      int             // upgrades in place since the master started
+	resumed       *upgradeState   // what an upgraded master goes on from; nil once Run has
 }
 
 // tally holds the totals behind the metrics that outlive the children
@@ -117,25 +120,47 @@ type tally struct {
 	reloadHist    metrics.HistogramSnapshot
 	watchdogKills map[int]uint64        // by slot
 	recycles      map[recycleKey]uint64 // completed recycles
+	upgrades      map[string]uint64     // upgrades in place, by result
+	// What the master's own endpoints and notify socket refused before
+	// the last upgrade in place: the live counts start from 0 again.
+	notifyDropped uint64
+	refused       []metrics.Refusal
 }
 
 // New checks cfg and prepares what the children will need, without starting
 // any: every error here is the operator's to fix, reported before anything
 // runs.
 func New(cfg Config, opts Options) (*Supervisor, error) {
-	if err := closeOnExecAll(); err != nil {
+	e, devnull, err := osEnv(opts)
+	if err != nil {
 		return nil, err
+	}
+	s, err := newSupervisor(cfg, opts, e)
+	if err != nil {
+		devnull.Close()
+		e.fdstore.closeKept()
+		return nil, err
+	}
+	s.devnull = devnull
+	return s, nil
+}
+
+// osEnv returns the outside world of a supervisor that runs for real, and
+// the /dev/null its children get as stdin.
+func osEnv(opts Options) (env, *os.File, error) {
+	if err := closeOnExecAll(); err != nil {
+		return env{}, nil, err
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, err
+		return env{}, nil, err
 	}
 	// The exec shim is loaded and checked here, before any child exists
 	// (a reload may switch to master socket mode): its check forks and
 	// waits for a process of its own, which the loop must not reap.
 	procs := &osProcs{stdin: devnull, log: logger(opts)}
 	e := env{procs: procs, clock: wallClock{}, observe: newObserver(procs), steerSupported: steer.Supported,
-		shim: execShimPath(), fdstore: openFDStore(cfg, logger(opts))}
+		shim: execShimPath(), upgrade: osUpgrader{procs: procs}, fdstore: openFDStore(logger(opts))}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		e.notifySystemd = func(state string) error {
 			_, err := daemon.SdNotify(false, state)
@@ -146,14 +171,7 @@ func New(cfg Config, opts Options) (*Supervisor, error) {
 			logger(opts).Warn("malformed watchdog variables from the service manager; the master will not ping it", "err", err)
 		}
 	}
-	s, err := newSupervisor(cfg, opts, e)
-	if err != nil {
-		devnull.Close()
-		e.fdstore.closeKept()
-		return nil, err
-	}
-	s.devnull = devnull
-	return s, nil
+	return e, devnull, nil
 }
 
 // newSupervisor is New with the outside world given: the loop's tests
@@ -167,6 +185,7 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 		return nil, err
 	}
 	// Listeners passed back by systemd's fd store hold the address.
+	e.fdstore.sort(cfg)
 	if err := sockopt.CheckFree(cfg.Listen); err != nil && !e.fdstore.holds(cfg.Listen) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
@@ -174,7 +193,26 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find the master's executable: %w", err)
 	}
-	s := &Supervisor{
+	s := newBare(opts, e, self, g)
+	on, why, err := decideSteering(cfg, e.steerSupported)
+	if err != nil {
+		return nil, err
+	}
+	s.sockets.steer, s.steering.off = on, why
+	s.taken.on, s.taken.retire = on, s.foldConnections
+	s.followReservations()
+	s.sockets.retire = s.foldConnections
+	s.sockets.store = e.fdstore
+	if err := s.open(cfg); err != nil {
+		s.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// newBare returns a supervisor with g serving and nothing else yet.
+func newBare(opts Options, e env, self string, g *generation) *Supervisor {
+	return &Supervisor{
 		opts:     opts,
 		log:      logger(opts),
 		env:      e,
@@ -192,25 +230,12 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 			reloads:       make(map[string]uint64),
 			watchdogKills: make(map[int]uint64),
 			recycles:      make(map[recycleKey]uint64),
+			upgrades:      make(map[string]uint64),
 		},
 		steering: newSteering(),
 		taken:    newTakenSet(),
 		gate:     newNotifyGate(os.Geteuid()),
 	}
-	on, why, err := decideSteering(cfg, e.steerSupported)
-	if err != nil {
-		return nil, err
-	}
-	s.sockets.steer, s.steering.off = on, why
-	s.taken.on, s.taken.retire = on, s.foldConnections
-	s.followReservations()
-	s.sockets.retire = s.foldConnections
-	s.sockets.store = e.fdstore
-	if err := s.open(cfg); err != nil {
-		s.release()
-		return nil, err
-	}
-	return s, nil
 }
 
 // logger returns opts.Log, or a logger that discards.
@@ -300,7 +325,9 @@ func (s *Supervisor) release() {
 func (s *Supervisor) Run(ctx context.Context) error {
 	defer s.release()
 	stopProcs := s.env.procs.run(func() { s.send(sigchld{}) })
-	s.env.procs.reap(s.exited) // anything that ended before we subscribed
+	if s.resumed == nil {
+		s.env.procs.reap(s.exited) // anything that ended before we subscribed
+	}
 	notifyDone := make(chan struct{})
 	go func() {
 		defer close(notifyDone)
@@ -327,8 +354,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.log.Info("steering is on: new connections, and those queued, are steered away from a stuck or missing child")
 	}
 
-	for i := range s.cur.slots {
-		s.startServing(i)
+	if s.resumed != nil {
+		// Upgraded in place: the children run on. Their timers first,
+		// then the exits that happened during the exec.
+		s.resumeChildren()
+		s.env.procs.reap(s.exited)
+	} else {
+		for i := range s.cur.slots {
+			s.startServing(i)
+		}
 	}
 	s.loop(ctx)
 

@@ -35,6 +35,9 @@ func (*Supervisor) snapshotConnections(*metrics.Snapshot)        {}
 
 type spawner struct{}
 
+// RunMain runs main: off Linux there is no spawner to lend a thread to.
+func RunMain(main func() int) int { return main() }
+
 func startSpawner(*os.File) *spawner          { return &spawner{} }
 func (*spawner) spawn(spawnSpec) (int, error) { return 0, errUnsupported }
 func (*spawner) stop()                        {}
@@ -48,10 +51,11 @@ type socketSet struct {
 // fdStore holds nothing off Linux.
 type fdStore struct{}
 
-func openFDStore(Config, *slog.Logger) *fdStore { return nil }
-func (*fdStore) holds(string) bool              { return false }
-func (*fdStore) closeKept()                     {}
-func (*socketSet) keepStored()                  {}
+func openFDStore(*slog.Logger) *fdStore { return nil }
+func (*fdStore) sort(Config)            {}
+func (*fdStore) holds(string) bool      { return false }
+func (*fdStore) closeKept()             {}
+func (*socketSet) keepStored()          {}
 
 func newSocketSet() *socketSet                               { return &socketSet{} }
 func (*socketSet) ensure(string, int) error                  { return errUnsupported }
@@ -138,3 +142,18 @@ func (*takenSet) release(func(string) bool)                       {}
 func (*takenSet) closeAll()                                       {}
 
 func (*socketSet) requeue(string, int) (uint32, error) { return 0, errUnsupported }
+
+type outputFile struct{ PID, Slot, Out, Err int }
+
+type adoptedGuard struct{}
+
+func adoptGuard(int, bool, *slog.Logger) (*adoptedGuard, error) { return nil, errUnsupported }
+func (*Supervisor) captureFDs(*upgradeState) error              { return errUnsupported }
+func (*Supervisor) adoptFDs(*upgradeState) error                { return errUnsupported }
+func (*socketSet) held(string, int) int                         { return -1 }
+
+type osUpgrader struct{ procs *osProcs }
+
+func (osUpgrader) check(context.Context, string, []byte) (string, error) { return "", errUnsupported }
+func (osUpgrader) exec(string, []byte, []int) error                      { return errUnsupported }
+func (*Supervisor) unsteer() func()                                      { return func() {} }

@@ -464,3 +464,30 @@ func TestFDStoreDropsUnknownDescriptors(t *testing.T) {
 		t.Errorf("GET /whoami: %v", err)
 	}
 }
+
+// A master upgraded in place keeps its listeners, which the store holds
+// already, and still keeps the store in step: a scale-down after the
+// upgrade removes the retired slot's listener, a stop the others.
+func TestFDStoreFollowsUpgradeInPlace(t *testing.T) {
+	t.Parallel()
+	store := newFDStore(t)
+	addr := testkit.FreeAddr(t)
+	m := startMasterOn(t, addr, []string{"NOTIFY_SOCKET=" + store.addr}, "--sockets", "master", "--workers", "3")
+	names := slotNames(addr, 3)
+	store.waitFor(30*time.Second, "READY=1 and every slot's listener stored", func(states, stored []string) bool {
+		return count(states, "READY=1") == 1 && slices.Equal(stored, names)
+	})
+	m.signal(syscall.SIGUSR2)
+	m.waitMsg(30*time.Second, 1, "master upgraded in place")
+	if code, out, errOut := m.ctl("scale", "2"); code != 0 {
+		t.Fatalf("scale 2: exit %d %q %q", code, out, errOut)
+	}
+	store.waitFor(10*time.Second, "slot 2's listener removed", func(states, stored []string) bool {
+		return count(states, "FDSTOREREMOVE=1\nFDNAME="+names[2]) == 1 && slices.Equal(stored, names[:2])
+	})
+	m.signal(syscall.SIGTERM)
+	if code := m.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	store.waitFor(10*time.Second, "the store emptied by the stop", func(_, stored []string) bool { return len(stored) == 0 })
+}

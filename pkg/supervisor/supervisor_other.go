@@ -144,6 +144,5 @@ func (*socketSet) held(string, int) int                         { return -1 }
 
 type osUpgrader struct{ procs *osProcs }
 
-func (osUpgrader) check(context.Context, string, []byte) (string, error) { return "", errUnsupported }
-func (osUpgrader) exec(string, []byte, []int) error                      { return errUnsupported }
-func (*Supervisor) unsteer() func()                                      { return func() {} }
+func (osUpgrader) open(string) (newBinary, error) { return nil, errUnsupported }
+func (*Supervisor) unsteer() func()               { return func() {} }

@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
@@ -129,13 +131,54 @@ type osUpgrader struct{ procs *osProcs }
 // checkOutputMax bounds what is kept of the check's output.
 const checkOutputMax = 64 << 10
 
-func (u osUpgrader) check(ctx context.Context, binary string, state []byte) (string, error) {
+func (u osUpgrader) open(binary string) (newBinary, error) {
+	if !filepath.IsAbs(binary) {
+		return nil, fmt.Errorf("binary %q: not an absolute path", binary)
+	}
+	// O_NONBLOCK: a fifo at the path must not hang the open.
+	fd, err := unix.Open(binary, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", binary, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat %s: %w", binary, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		err = fmt.Errorf("%s is not a regular file", binary)
+	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+		// The master would run, with its privileges, what another
+		// user wrote.
+		err = fmt.Errorf("%s belongs to uid %d, neither root nor the master's user", binary, st.Uid)
+	case st.Mode&0o002 != 0:
+		err = fmt.Errorf("%s is writable by every user", binary)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &osBinary{procs: u.procs, name: binary, fd: fd}, nil
+}
+
+// osBinary is a new master binary, open: its check and its exec run the
+// file opened, through /proc, whatever is at its path by then.
+type osBinary struct {
+	procs *osProcs
+	name  string
+	fd    int
+}
+
+func (b *osBinary) close() { unix.Close(b.fd) }
+
+func (b *osBinary) check(ctx context.Context, state []byte) (string, error) {
 	mfd, err := stateMemfd(state)
 	if err != nil {
 		return "", err
 	}
 	defer unix.Close(mfd)
-	argv, err := upgradeArgv(binary, true)
+	argv, err := upgradeArgv(b.name, true)
 	if err != nil {
 		return "", err
 	}
@@ -144,7 +187,7 @@ func (u osUpgrader) check(ctx context.Context, binary string, state []byte) (str
 		return "", err
 	}
 	env := upgradeEnv(3)
-	files := []uintptr{u.procs.stdin.Fd(), w.Fd(), w.Fd(), uintptr(mfd)}
+	files := []uintptr{b.procs.stdin.Fd(), w.Fd(), w.Fd(), uintptr(mfd)}
 	out := make(chan []byte, 1)
 	go func() {
 		data, _ := io.ReadAll(io.LimitReader(r, checkOutputMax))
@@ -152,28 +195,33 @@ func (u osUpgrader) check(ctx context.Context, binary string, state []byte) (str
 		r.Close()
 		out <- data
 	}()
-	ws, err := u.procs.runHelper(ctx, binary, argv, env, files)
+	// The master's descriptor of the file, seen from the check process.
+	path := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), b.fd)
+	ws, err := b.procs.runHelper(ctx, path, argv, env, files)
 	w.Close()
+	// A process the check left behind may hold the pipe open: what it
+	// has not written within a second is not waited for.
+	r.SetReadDeadline(time.Now().Add(time.Second))
 	data := <-out
 	if err != nil {
-		return "", fmt.Errorf("check %s: %w", binary, err)
+		return "", fmt.Errorf("check %s: %w", b.name, err)
 	}
 	if !ws.Exited() || ws.ExitStatus() != 0 {
-		return "", fmt.Errorf("check %s: %s: %s", binary, describeExit(ws), lastLine(data))
+		return "", fmt.Errorf("check %s: %s: %s", b.name, describeExit(ws), lastLine(data))
 	}
 	v := strings.TrimSpace(string(firstLine(data)))
 	if v == "" {
-		return "", fmt.Errorf("check %s: it said no version", binary)
+		return "", fmt.Errorf("check %s: it said no version", b.name)
 	}
 	return v, nil
 }
 
-func (u osUpgrader) exec(binary string, state []byte, keep []int) error {
+func (b *osBinary) exec(state []byte, keep []int) error {
 	mfd, err := stateMemfd(state)
 	if err != nil {
 		return err
 	}
-	argv, err := upgradeArgv(binary, false)
+	argv, err := upgradeArgv(b.name, false)
 	if err != nil {
 		unix.Close(mfd)
 		return err
@@ -186,7 +234,7 @@ func (u osUpgrader) exec(binary string, state []byte, keep []int) error {
 			return fmt.Errorf("keep descriptor %d: %w", fd, err)
 		}
 	}
-	err = u.procs.spawner.exec(binary, argv, upgradeEnv(mfd))
+	err = b.procs.spawner.exec(fmt.Sprintf("/proc/self/fd/%d", b.fd), argv, upgradeEnv(mfd))
 	restoreCloseOnExec(keep)
 	unix.Close(mfd)
 	return err

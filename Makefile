@@ -48,7 +48,7 @@ $(STATICCHECK):
 # skipped if not installed), 100 upgrades of the master in place under
 # wrk in each socket mode and load and 20 rejected ones (PREFORK_UPGRADES
 # sets the count), then the accept counting's cost and one scrape of 256
-# slots. About 35 minutes on 2 cores.
+# slots. About 30 minutes on 2 cores.
 bench:
 	$(GO) test -run '^$$' -bench 'Spawn|ChildStart|CrashRecovery|Spread|DataPath|MasterIdle' -benchtime 5x -count 5 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'ReloadLatency' -benchtime 20x -count 1 -timeout 20m ./bench/

@@ -87,8 +87,10 @@ func (*socketSet) renew(string, int) (bool, error)        { return false, nil }
 func (*socketSet) acceptQueue(string, int) (uint32, bool) { return 0, false }
 
 type identity struct {
-	user, home string
-	uid        uint32
+	name, user, home string
+	uid, gid         uint32
+	groups           []uint32
+	bindCap          bool
 }
 
 func resolveIdentity(Config) (*identity, error) { return nil, errUnsupported }
@@ -146,3 +148,6 @@ type osUpgrader struct{ procs *osProcs }
 
 func (osUpgrader) open(string) (newBinary, error) { return nil, errUnsupported }
 func (*Supervisor) unsteer() func()               { return func() {} }
+
+func checkSealed(int) error                                 { return errUnsupported }
+func ownChildren(c []childFile, _ *slog.Logger) []childFile { return c }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -66,14 +67,16 @@ func (s *Supervisor) adoptFDs(st *upgradeState) (err error) {
 			s.sockets.steer, s.steering.off = false, err.Error()
 		}
 	}
+	// Without its control socket or metrics endpoint, the master still
+	// supervises: said, not fatal.
 	if st.Control >= 0 {
 		if s.control, err = fileListener(st.Control, "control"); err != nil {
-			return err
+			s.log.Error("the control socket could not be taken over; the admin API is off until a restart", "err", err)
 		}
 	}
 	if st.Metrics >= 0 {
 		if s.metrics, err = fileListener(st.Metrics, "metrics"); err != nil {
-			return err
+			s.log.Error("the metrics endpoint could not be taken over; it is off until a restart", "err", err)
 		}
 	}
 	f := os.NewFile(uintptr(st.Notify), "notify")
@@ -425,4 +428,34 @@ func (s *Supervisor) unsteer() (undo func()) {
 		s.steering.slots = -1 // set them again
 		s.syncSteerSlots()
 	}
+}
+
+// checkSealed refuses a state that is not the sealed memfd an old master
+// writes: the variable that names it is in the environment, which any
+// caller of the master sets.
+func checkSealed(fd int) error {
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return fmt.Errorf("descriptor %d is not a sealed memfd: %w", fd, err)
+	}
+	if want := unix.F_SEAL_WRITE | unix.F_SEAL_SEAL; seals&want != want {
+		return fmt.Errorf("descriptor %d is not sealed against writes", fd)
+	}
+	return nil
+}
+
+// ownChildren keeps the children of the state that are children of this
+// process: a state that names another process must not make the master
+// signal it.
+func ownChildren(children []childFile, log *slog.Logger) []childFile {
+	self := os.Getpid()
+	var own []childFile
+	for _, c := range children {
+		if ppid, err := parentPID(c.PID); err != nil || ppid != self {
+			log.Warn("the state names a process that is not a child of this master; ignored", "pid", c.PID)
+			continue
+		}
+		own = append(own, c)
+	}
+	return own
 }

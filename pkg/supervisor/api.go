@@ -40,7 +40,11 @@ func answer[T any](f func() T) func(chan<- T) {
 
 // Stop asks for a stop; it returns at once. A graceful stop can be
 // escalated to a fast one.
-func (s *Supervisor) Stop(mode StopMode) { s.send(stopRequest{mode: mode}) }
+func (s *Supervisor) Stop(mode StopMode) {
+	// Seen by an upgrade about to exec, which would otherwise lose it.
+	s.stopAsked.Store(true)
+	s.send(stopRequest{mode: mode})
+}
 
 // RequestReload asks for a reload and returns at once (SIGHUP).
 func (s *Supervisor) RequestReload() { s.send(call(func() { s.requestReload(nil) })) }

@@ -1,12 +1,14 @@
 package supervisor
 
 import (
+	"errors"
 	"io"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/prefork/prefork/pkg/lineprefix"
+	"golang.org/x/sys/unix"
 )
 
 // outputs are the master's stdout and stderr as the children's copied
@@ -110,29 +112,42 @@ func (o *outputs) handOn() []outputFile {
 		if l.pid == 0 {
 			continue
 		}
-		if out, errfd := l.out.ReadFD(), l.err.ReadFD(); out >= 0 && errfd >= 0 {
+		// Each on its own: a child that closed its stderr still writes
+		// to its stdout.
+		if out, errfd := l.out.ReadFD(), l.err.ReadFD(); out >= 0 || errfd >= 0 {
 			files = append(files, outputFile{PID: l.pid, Slot: l.slot, Out: out, Err: errfd})
 		}
 	}
 	return files
 }
 
-// adopt goes on copying the pipes an old master handed on.
+// adopt goes on copying the pipes an old master handed on; a pipe it
+// cannot take is said and closed, the others are copied.
 func (o *outputs) adopt(files []outputFile) error {
+	var errs []error
 	for _, f := range files {
 		prefix := lineprefix.Prefix(f.Slot, f.PID)
-		out, err := lineprefix.Adopt(o.stdout, f.Out, prefix)
-		if err != nil {
-			return err
-		}
-		errc, err := lineprefix.Adopt(o.stderr, f.Err, prefix)
-		if err != nil {
-			out.Close()
-			return err
-		}
+		out, err := adoptLines(o.stdout, f.Out, prefix)
+		errs = append(errs, err)
+		errc, err := adoptLines(o.stderr, f.Err, prefix)
+		errs = append(errs, err)
 		o.track(&childLines{out: out, err: errc, slot: f.Slot, pid: f.PID})
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// adoptLines copies the pipe fd, or returns a copy already ended where
+// there is none (-1) or it cannot be taken (closed then).
+func adoptLines(dst io.Writer, fd int, prefix string) (*lineprefix.Copier, error) {
+	if fd < 0 {
+		return lineprefix.Ended(), nil
+	}
+	c, err := lineprefix.Adopt(dst, fd, prefix)
+	if err != nil {
+		unix.Close(fd)
+		return lineprefix.Ended(), err
+	}
+	return c, nil
 }
 
 // started closes the master's copies of the write ends and starts the

@@ -74,8 +74,9 @@ func (s *Supervisor) requestReload(reply chan<- ReloadResult) {
 		}
 		return
 	}
-	if s.upgrade.running {
-		// The exec would cut the new generation short.
+	if s.upgrade.running && s.upgrade.to != "" {
+		// The new binary passed its check, and the exec would cut the
+		// new generation short.
 		err := fmt.Errorf("%w: an upgrade of the master is under way; reload once it has ended", ErrReloadRejected)
 		s.log.Error("reload refused", "err", err)
 		if reply != nil {

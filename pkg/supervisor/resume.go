@@ -33,9 +33,6 @@ func CheckUpgrade(fd int) error {
 		if err := g.Config.Validate(); err != nil {
 			return fmt.Errorf("generation %d: %w", g.Number, err)
 		}
-		if _, err := resolveIdentity(g.Config); err != nil {
-			return fmt.Errorf("generation %d: %w", g.Number, err)
-		}
 	}
 	if len(st.Gens) == 0 || st.Generation <= 0 {
 		return errors.New("read the state: no serving generation")
@@ -51,6 +48,7 @@ func Resume(fd int, opts Options) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.Children = ownChildren(st.Children, logger(opts))
 	// Every thread of this master inherited the children's seccomp
 	// guard: its answerer must run before the first steering program is
 	// attached.
@@ -90,15 +88,11 @@ func resumeSupervisor(st *upgradeState, opts Options, e env) (*Supervisor, error
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("find the master's executable: %w", err)
+		self = st.Binary // the exec's own, as the old master named it
 	}
 	gens := make(map[int]*generation, len(st.Gens))
 	for _, gf := range st.Gens {
-		id, err := resolveIdentity(gf.Config)
-		if err != nil {
-			return nil, fmt.Errorf("generation %d: %w", gf.Number, err)
-		}
-		g := &generation{number: gf.Number, cfg: gf.Config, argv: gf.Argv, id: id}
+		g := &generation{number: gf.Number, cfg: gf.Config, argv: gf.Argv, id: identityOfFile(gf.ID)}
 		g.slots = make([]*slot, gf.Config.Workers)
 		for i := range g.slots {
 			g.slots[i] = &slot{}
@@ -136,7 +130,10 @@ func resumeSupervisor(st *upgradeState, opts Options, e env) (*Supervisor, error
 	}
 	on, why, err := decideSteering(cur.cfg, supported)
 	if err != nil {
-		return nil, err
+		// --steer on, and the program no longer loads: the children
+		// serve on, unsteered, rather than the master ending here.
+		s.log.Error("steering is off after the upgrade", "err", err)
+		on, why = false, err.Error()
 	}
 	s.sockets.steer, s.steering.off = on, why
 	s.taken.on, s.taken.retire = on, s.foldConnections
@@ -192,6 +189,11 @@ func (s *Supervisor) resumeChildren() {
 				fd = s.sockets.held(cfg.Listen, c.slot)
 			}
 			s.awaitReady(c, fd)
+			if cfg.Ready.Mode == ReadyDelay {
+				// From its start, as the ready timeout.
+				stopTimer(c.delayTimer)
+				c.delayTimer = s.env.clock.AfterFunc(left(c.started, cfg.Ready.Delay), func() { s.send(delayOver{c: c}) })
+			}
 		case lifeReady, lifeRecycling:
 			if cfg.Watchdog > 0 && !c.lastPing.IsZero() {
 				c.watchdogTimer = s.env.clock.AfterFunc(left(c.lastPing, cfg.Watchdog), func() { s.send(watchdogExpired{c: c}) })
@@ -214,6 +216,7 @@ func (s *Supervisor) resumeChildren() {
 		}
 	}
 	s.tally.upgrades["success"]++
+	s.syncReservations() // child socket mode's, for the children's uid
 	s.syncSteerSlots()
 	s.steerTick()
 	s.log.Info("master upgraded in place", "from", st.Version, "to", version.String(), "pid", s.pid(),
@@ -231,6 +234,9 @@ func readState(fd int) (*upgradeState, error) {
 		return nil, fmt.Errorf("read the state: no descriptor %d", fd)
 	}
 	defer f.Close()
+	if err := checkSealed(fd); err != nil {
+		return nil, fmt.Errorf("read the state: %w", err)
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("read the state: %w", err)

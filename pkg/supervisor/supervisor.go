@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -88,6 +89,9 @@ type Supervisor struct {
 
 	events chan any      // everything the loop acts on
 	quit   chan struct{} // closed when Run's loop has ended
+	// stopAsked is set by Stop before its request reaches the loop: an
+	// upgrade checks it just before the exec.
+	stopAsked atomic.Bool
 
 	// Owned by the loop goroutine alone.
 	children      map[int]*child // by pid; only unreaped processes

@@ -97,8 +97,10 @@ func (*socketSet) renew(string, int) (bool, error)        { return false, nil }
 func (*socketSet) acceptQueue(string, int) (uint32, bool) { return 0, false }
 
 type identity struct {
-	user, home string
-	uid        uint32
+	name, user, home string
+	uid, gid         uint32
+	groups           []uint32
+	bindCap          bool
 }
 
 func resolveIdentity(Config) (*identity, error) { return nil, errUnsupported }
@@ -154,6 +156,8 @@ func (*socketSet) held(string, int) int                         { return -1 }
 
 type osUpgrader struct{ procs *osProcs }
 
-func (osUpgrader) check(context.Context, string, []byte) (string, error) { return "", errUnsupported }
-func (osUpgrader) exec(string, []byte, []int) error                      { return errUnsupported }
-func (*Supervisor) unsteer() func()                                      { return func() {} }
+func (osUpgrader) open(string) (newBinary, error) { return nil, errUnsupported }
+func (*Supervisor) unsteer() func()               { return func() {} }
+
+func checkSealed(int) error                                 { return errUnsupported }
+func ownChildren(c []childFile, _ *slog.Logger) []childFile { return c }

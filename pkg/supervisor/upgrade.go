@@ -41,16 +41,26 @@ const (
 	upgradeAnswerTimeout = 2 * time.Second
 )
 
-// upgrader checks and execs the new binary (upgrade_linux.go); the loop's
+// upgrader opens new master binaries (upgrade_linux.go); the loop's
 // tests fake it.
 type upgrader interface {
-	// check runs binary in check mode on state and returns the version it
+	// open opens binary and vets it (a regular file of root's or the
+	// master's user, that others may not write). The check and the exec
+	// run that file, whatever is at its path by then.
+	open(binary string) (newBinary, error)
+}
+
+// newBinary is a new master binary, opened.
+type newBinary interface {
+	// check runs it in check mode on state and returns the version it
 	// reports, or why it refused.
-	check(ctx context.Context, binary string, state []byte) (version string, err error)
-	// exec replaces the master by binary, handing it state and the
+	check(ctx context.Context, state []byte) (version string, err error)
+	// exec replaces the master by it, handing it state and the
 	// descriptors keep. It returns only on failure, with everything as
 	// it was.
-	exec(binary string, state []byte, keep []int) error
+	exec(state []byte, keep []int) error
+	// close lets it go.
+	close()
 }
 
 // UpgradeResult is the outcome of an upgrade request up to the exec.
@@ -78,7 +88,8 @@ func (r UpgradeResult) Answered() {
 type upgradeRun struct {
 	running  bool
 	binary   string
-	to       string // the new binary's version, once checked
+	bin      newBinary // once opened
+	to       string    // the new binary's version, once checked
 	reply    chan<- UpgradeResult
 	deadline time.Time // of the wait for quiet
 	lastErr  string    // why the last exec failed, for master status
@@ -87,6 +98,7 @@ type upgradeRun struct {
 type (
 	// upgradeChecked: the new binary's check ended.
 	upgradeChecked struct {
+		bin     newBinary // nil when it could not be opened
 		version string
 		err     error
 	}
@@ -130,10 +142,18 @@ func (s *Supervisor) requestUpgrade(binary string, reply chan<- UpgradeResult) {
 			s.upgrade = upgradeRun{running: true, binary: binary, reply: reply, lastErr: s.upgrade.lastErr}
 			s.log.Info("upgrade: checking the new binary", "binary", binary)
 			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), upgradeCheckTimeout)
-				defer cancel()
-				v, err := s.env.upgrade.check(ctx, binary, data)
-				s.send(upgradeChecked{version: v, err: err})
+				// Opened here, off the loop: the path is the operator's,
+				// and may be a fifo or on a hung filesystem.
+				bin, err := s.env.upgrade.open(binary)
+				var v string
+				if err == nil {
+					ctx, cancel := context.WithTimeout(context.Background(), upgradeCheckTimeout)
+					v, err = bin.check(ctx, data)
+					cancel()
+				}
+				if !s.sendOr(upgradeChecked{bin: bin, version: v, err: err}) && bin != nil {
+					bin.close()
+				}
 			}()
 			return
 		}
@@ -158,8 +178,12 @@ func (s *Supervisor) upgradable() error {
 // upgradeCheckDone acts on the end of the new binary's check.
 func (s *Supervisor) upgradeCheckDone(ev upgradeChecked) {
 	if !s.upgrade.running {
+		if ev.bin != nil {
+			ev.bin.close()
+		}
 		return
 	}
+	s.upgrade.bin = ev.bin
 	if ev.err != nil {
 		s.endUpgrade("rejected", fmt.Errorf("%w: %w", ErrUpgradeRejected, ev.err))
 		return
@@ -178,10 +202,10 @@ func (s *Supervisor) upgradeWhenQuiet() {
 	}
 	busy := s.upgradeBusy()
 	switch {
+	case s.stopping != 0 || s.stopAsked.Load():
+		s.endUpgrade("rejected", fmt.Errorf("%w: %w", ErrUpgradeRejected, ErrStopping))
 	case busy == "":
 		s.execUpgrade()
-	case s.stopping != 0:
-		s.endUpgrade("rejected", fmt.Errorf("%w: %w", ErrUpgradeRejected, ErrStopping))
 	case !s.env.clock.Now().Before(s.upgrade.deadline):
 		s.endUpgrade("rejected", fmt.Errorf("%w: still busy after %v: %s", ErrUpgradeRejected, upgradeQuietTimeout, busy))
 	default:
@@ -218,6 +242,12 @@ func (s *Supervisor) execUpgrade() {
 		case <-time.After(upgradeAnswerTimeout):
 		}
 	}
+	if s.stopAsked.Load() {
+		// A stop asked for while the loop waited: it wins, and the
+		// loop handles it next.
+		s.endUpgrade("rejected", fmt.Errorf("%w: %w", ErrUpgradeRejected, ErrStopping))
+		return
+	}
 	// Taken last, so that nothing the loop did before the exec is
 	// missing from it.
 	st, err := s.captureState(s.upgrade.binary)
@@ -233,19 +263,28 @@ func (s *Supervisor) execUpgrade() {
 		"to", s.upgrade.to, "children", len(st.Children))
 	s.notifySystemd(fmt.Sprintf("RELOADING=1\nSTATUS=upgrading the master to %s\nMONOTONIC_USEC=%d", s.upgrade.to, monotonicMicros()))
 	undo := s.unsteer()
-	err = s.env.upgrade.exec(s.upgrade.binary, data, st.descriptors())
+	err = s.upgrade.bin.exec(data, st.descriptors())
 	// Still here: the exec failed, and nothing changed.
 	undo()
-	s.notifySystemd("READY=1")
+	if s.announced {
+		s.notifySystemd("READY=1")
+	}
 	s.endUpgrade("failed", fmt.Errorf("exec %s: %w", s.upgrade.binary, err))
 }
 
 // endUpgrade ends the upgrade under way with err, counting it as result.
 func (s *Supervisor) endUpgrade(result string, err error) {
 	s.tally.upgrades[result]++
-	s.log.Error("upgrade failed; the master runs on as it was", "binary", s.upgrade.binary, "err", err)
+	msg := "upgrade failed; the master runs on as it was"
+	if result == "rejected" {
+		msg = "upgrade rejected; the master runs on as it was"
+	}
+	s.log.Error(msg, "binary", s.upgrade.binary, "err", err)
 	if s.upgrade.reply != nil {
 		s.upgrade.reply <- UpgradeResult{From: version.String(), To: s.upgrade.to, PID: s.pid(), Err: err}
+	}
+	if s.upgrade.bin != nil {
+		s.upgrade.bin.close()
 	}
 	s.upgrade = upgradeRun{lastErr: err.Error()}
 }
@@ -268,7 +307,11 @@ func (st *upgradeState) descriptors() []int {
 		}
 	}
 	for _, o := range st.Outputs {
-		fds = append(fds, o.Out, o.Err)
+		for _, fd := range []int{o.Out, o.Err} {
+			if fd >= 0 {
+				fds = append(fds, fd)
+			}
+		}
 	}
 	return fds
 }

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
@@ -64,14 +67,16 @@ func (s *Supervisor) adoptFDs(st *upgradeState) (err error) {
 			s.sockets.steer, s.steering.off = false, err.Error()
 		}
 	}
+	// Without its control socket or metrics endpoint, the master still
+	// supervises: said, not fatal.
 	if st.Control >= 0 {
 		if s.control, err = fileListener(st.Control, "control"); err != nil {
-			return err
+			s.log.Error("the control socket could not be taken over; the admin API is off until a restart", "err", err)
 		}
 	}
 	if st.Metrics >= 0 {
 		if s.metrics, err = fileListener(st.Metrics, "metrics"); err != nil {
-			return err
+			s.log.Error("the metrics endpoint could not be taken over; it is off until a restart", "err", err)
 		}
 	}
 	f := os.NewFile(uintptr(st.Notify), "notify")
@@ -129,13 +134,54 @@ type osUpgrader struct{ procs *osProcs }
 // checkOutputMax bounds what is kept of the check's output.
 const checkOutputMax = 64 << 10
 
-func (u osUpgrader) check(ctx context.Context, binary string, state []byte) (string, error) {
+func (u osUpgrader) open(binary string) (newBinary, error) {
+	if !filepath.IsAbs(binary) {
+		return nil, fmt.Errorf("binary %q: not an absolute path", binary)
+	}
+	// O_NONBLOCK: a fifo at the path must not hang the open.
+	fd, err := unix.Open(binary, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", binary, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat %s: %w", binary, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		err = fmt.Errorf("%s is not a regular file", binary)
+	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+		// The master would run, with its privileges, what another
+		// user wrote.
+		err = fmt.Errorf("%s belongs to uid %d, neither root nor the master's user", binary, st.Uid)
+	case st.Mode&0o002 != 0:
+		err = fmt.Errorf("%s is writable by every user", binary)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &osBinary{procs: u.procs, name: binary, fd: fd}, nil
+}
+
+// osBinary is a new master binary, open: its check and its exec run the
+// file opened, through /proc, whatever is at its path by then.
+type osBinary struct {
+	procs *osProcs
+	name  string
+	fd    int
+}
+
+func (b *osBinary) close() { unix.Close(b.fd) }
+
+func (b *osBinary) check(ctx context.Context, state []byte) (string, error) {
 	mfd, err := stateMemfd(state)
 	if err != nil {
 		return "", err
 	}
 	defer unix.Close(mfd)
-	argv, err := upgradeArgv(binary, true)
+	argv, err := upgradeArgv(b.name, true)
 	if err != nil {
 		return "", err
 	}
@@ -144,7 +190,7 @@ func (u osUpgrader) check(ctx context.Context, binary string, state []byte) (str
 		return "", err
 	}
 	env := upgradeEnv(3)
-	files := []uintptr{u.procs.stdin.Fd(), w.Fd(), w.Fd(), uintptr(mfd)}
+	files := []uintptr{b.procs.stdin.Fd(), w.Fd(), w.Fd(), uintptr(mfd)}
 	out := make(chan []byte, 1)
 	go func() {
 		data, _ := io.ReadAll(io.LimitReader(r, checkOutputMax))
@@ -152,28 +198,33 @@ func (u osUpgrader) check(ctx context.Context, binary string, state []byte) (str
 		r.Close()
 		out <- data
 	}()
-	ws, err := u.procs.runHelper(ctx, binary, argv, env, files)
+	// The master's descriptor of the file, seen from the check process.
+	path := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), b.fd)
+	ws, err := b.procs.runHelper(ctx, path, argv, env, files)
 	w.Close()
+	// A process the check left behind may hold the pipe open: what it
+	// has not written within a second is not waited for.
+	r.SetReadDeadline(time.Now().Add(time.Second))
 	data := <-out
 	if err != nil {
-		return "", fmt.Errorf("check %s: %w", binary, err)
+		return "", fmt.Errorf("check %s: %w", b.name, err)
 	}
 	if !ws.Exited() || ws.ExitStatus() != 0 {
-		return "", fmt.Errorf("check %s: %s: %s", binary, describeExit(ws), lastLine(data))
+		return "", fmt.Errorf("check %s: %s: %s", b.name, describeExit(ws), lastLine(data))
 	}
 	v := strings.TrimSpace(string(firstLine(data)))
 	if v == "" {
-		return "", fmt.Errorf("check %s: it said no version", binary)
+		return "", fmt.Errorf("check %s: it said no version", b.name)
 	}
 	return v, nil
 }
 
-func (u osUpgrader) exec(binary string, state []byte, keep []int) error {
+func (b *osBinary) exec(state []byte, keep []int) error {
 	mfd, err := stateMemfd(state)
 	if err != nil {
 		return err
 	}
-	argv, err := upgradeArgv(binary, false)
+	argv, err := upgradeArgv(b.name, false)
 	if err != nil {
 		unix.Close(mfd)
 		return err
@@ -186,7 +237,7 @@ func (u osUpgrader) exec(binary string, state []byte, keep []int) error {
 			return fmt.Errorf("keep descriptor %d: %w", fd, err)
 		}
 	}
-	err = u.procs.spawner.exec(binary, argv, upgradeEnv(mfd))
+	err = b.procs.spawner.exec(fmt.Sprintf("/proc/self/fd/%d", b.fd), argv, upgradeEnv(mfd))
 	restoreCloseOnExec(keep)
 	unix.Close(mfd)
 	return err
@@ -377,4 +428,34 @@ func (s *Supervisor) unsteer() (undo func()) {
 		s.steering.slots = -1 // set them again
 		s.syncSteerSlots()
 	}
+}
+
+// checkSealed refuses a state that is not the sealed memfd an old master
+// writes: the variable that names it is in the environment, which any
+// caller of the master sets.
+func checkSealed(fd int) error {
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return fmt.Errorf("descriptor %d is not a sealed memfd: %w", fd, err)
+	}
+	if want := unix.F_SEAL_WRITE | unix.F_SEAL_SEAL; seals&want != want {
+		return fmt.Errorf("descriptor %d is not sealed against writes", fd)
+	}
+	return nil
+}
+
+// ownChildren keeps the children of the state that are children of this
+// process: a state that names another process must not make the master
+// signal it.
+func ownChildren(children []childFile, log *slog.Logger) []childFile {
+	self := os.Getpid()
+	var own []childFile
+	for _, c := range children {
+		if ppid, err := parentPID(c.PID); err != nil || ppid != self {
+			log.Warn("the state names a process that is not a child of this master; ignored", "pid", c.PID)
+			continue
+		}
+		own = append(own, c)
+	}
+	return own
 }

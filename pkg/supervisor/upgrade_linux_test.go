@@ -28,23 +28,33 @@ type fakeUpgrader struct {
 	version  string
 	checked  int
 	states   chan *upgradeState
+	gate     chan struct{} // when set, the check waits for it to close
 }
 
 func newFakeUpgrader() *fakeUpgrader {
 	return &fakeUpgrader{version: "v-new", states: make(chan *upgradeState, 1)}
 }
 
-func (u *fakeUpgrader) check(_ context.Context, _ string, state []byte) (string, error) {
+func (u *fakeUpgrader) open(string) (newBinary, error) { return u, nil }
+func (u *fakeUpgrader) close()                         {}
+
+func (u *fakeUpgrader) check(_ context.Context, state []byte) (string, error) {
+	u.mu.Lock()
+	gate := u.gate
+	u.checked++
+	u.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.checked++
 	if _, err := decodeState(state); err != nil {
 		return "", err
 	}
 	return u.version, u.checkErr
 }
 
-func (u *fakeUpgrader) exec(_ string, state []byte, keep []int) error {
+func (u *fakeUpgrader) exec(state []byte, keep []int) error {
 	u.mu.Lock()
 	err, s := u.execErr, u.s
 	u.mu.Unlock()
@@ -362,5 +372,30 @@ func TestUpgradeHandlesExitsDuringTheExec(t *testing.T) {
 	n.readyAll(2)
 	if res := n.result(r); res.Err != nil || res.Generation != 2 {
 		t.Errorf("reload after the upgrade: %+v", res)
+	}
+}
+
+// A stop asked for while the new binary is checked wins: no exec, and the
+// master stops.
+func TestUpgradeLosesToAStop(t *testing.T) {
+	t.Parallel()
+	u := newFakeUpgrader()
+	u.gate = make(chan struct{})
+	h := newHarness(t, testConfig(t, 1), upgrading(u))
+	h.readyAll(1)
+	res := make(chan UpgradeResult, 1)
+	go func() { res <- h.s.Upgrade(context.Background(), "") }()
+	h.waitFor("the check", func() bool { u.mu.Lock(); defer u.mu.Unlock(); return u.checked == 1 })
+	h.s.Stop(StopGraceful)
+	close(u.gate)
+	r := <-res
+	if !errors.Is(r.Err, ErrStopping) && !errors.Is(r.Err, ErrNotRunning) {
+		t.Errorf("Upgrade with a stop during its check = %v, want ErrStopping or ErrNotRunning", r.Err)
+	}
+	if err := h.wait(); err != nil {
+		t.Errorf("Run = %v, want a clean stop", err)
+	}
+	if len(u.states) != 0 {
+		t.Errorf("the master exec'd after a stop was asked for")
 	}
 }

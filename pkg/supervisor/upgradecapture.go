@@ -58,7 +58,7 @@ func (s *Supervisor) captureState(binary string) (*upgradeState, error) {
 		gens[c.gen] = true
 	}
 	for g := range gens {
-		st.Gens = append(st.Gens, generationFile{Number: g.number, Config: g.cfg, Argv: g.argv})
+		st.Gens = append(st.Gens, generationFile{Number: g.number, Config: g.cfg, Argv: g.argv, ID: fileOfIdentity(g.id)})
 	}
 	slices.SortFunc(st.Gens, func(a, b generationFile) int { return a.Number - b.Number })
 	for _, sl := range s.cur.slots {

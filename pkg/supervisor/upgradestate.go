@@ -79,6 +79,35 @@ type generationFile struct {
 	Number int
 	Config Config
 	Argv   []string
+	// ID is who its children run as, resolved once by the master that
+	// started it: the new master looks up no user (a name service that
+	// fails at that instant must not end the service).
+	ID *identityFile
+}
+
+// identityFile is an identity in the state.
+type identityFile struct {
+	Name, User, Home string
+	UID, GID         uint32
+	Groups           []uint32
+	BindCap          bool
+}
+
+// fileOfIdentity and identityOfFile copy an identity (nil: the master's
+// own) in and out of the state.
+func fileOfIdentity(id *identity) *identityFile {
+	if id == nil {
+		return nil
+	}
+	return &identityFile{Name: id.name, User: id.user, Home: id.home, UID: id.uid, GID: id.gid, Groups: id.groups,
+		BindCap: id.bindCap}
+}
+
+func identityOfFile(f *identityFile) *identity {
+	if f == nil {
+		return nil
+	}
+	return &identity{name: f.Name, user: f.User, home: f.Home, uid: f.UID, gid: f.GID, groups: f.Groups, bindCap: f.BindCap}
 }
 
 type slotFile struct {

@@ -166,13 +166,19 @@ type brokenBinary struct {
 	name, path, reason string
 }
 
-// brokenBinaries writes, into dir, a script that exits 1, a copy of
+// brokenBinaries writes, into dir, an executable that exits 1, a copy of
 // bin/master without its execute bit, and builds a master that reads
 // only an older format of the state.
 func brokenBinaries(b *testing.B, dir string) []brokenBinary {
 	b.Helper()
+	// An executable that exits 1 (a copy of false(1)); a script is
+	// refused before its check.
+	falseData, err := os.ReadFile("/bin/false")
+	if err != nil {
+		b.Fatal(err)
+	}
 	exits1 := filepath.Join(dir, "exits1")
-	if err := os.WriteFile(exits1, []byte("#!/bin/sh\necho 'new master: cannot start' >&2\nexit 1\n"), 0o755); err != nil {
+	if err := os.WriteFile(exits1, falseData, 0o755); err != nil {
 		b.Fatal(err)
 	}
 	data, err := os.ReadFile(filepath.Join(bin, "master"))
@@ -185,7 +191,7 @@ func brokenBinaries(b *testing.B, dir string) []brokenBinary {
 	}
 	oldstate := buildMaster(b, dir, "oldstate", "-X=github.com/prefork/prefork/pkg/supervisor.upgradeFormatText=0")
 	return []brokenBinary{
-		{name: "exits1", path: exits1, reason: "new master: cannot start"},
+		{name: "exits1", path: exits1, reason: "exited with code 1"},
 		{name: "noexec", path: noexec, reason: "permission denied"},
 		{name: "oldstate", path: oldstate, reason: "state format 1"},
 	}

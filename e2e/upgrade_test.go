@@ -26,8 +26,9 @@ var (
 
 // upgradeBinaries builds, once, the masters the upgrade tests switch to:
 // "next", of another version; "oldstate", which reads only an older
-// format of the state; and writes "exits1", a program that fails, and
-// "noexec", a master without its execute bit.
+// format of the state; and writes "exits1", a program that fails,
+// "script", a shell script that runs the master, and "noexec", a master
+// without its execute bit.
 func upgradeBinaries(t *testing.T) map[string]string {
 	t.Helper()
 	nextOnce.Do(func() {
@@ -49,8 +50,18 @@ func upgradeBinaries(t *testing.T) map[string]string {
 			}
 			nextBin[name] = out
 		}
-		nextBin["exits1"] = filepath.Join(dir, "exits1")
-		if err := os.WriteFile(nextBin["exits1"], []byte("#!/bin/sh\necho 'new master: cannot start' >&2\nexit 1\n"), 0o755); err != nil {
+		nextBin["script"] = filepath.Join(dir, "script")
+		if err := os.WriteFile(nextBin["script"], []byte("#!/bin/sh\nexec "+filepath.Join(bin, "master")+" \"$@\"\n"), 0o755); err != nil {
+			nextErr = err
+			return
+		}
+		// An executable that exits 1: a copy of false(1), the test's own.
+		falseData, err := os.ReadFile("/bin/false")
+		if err == nil {
+			nextBin["exits1"] = filepath.Join(dir, "exits1")
+			err = os.WriteFile(nextBin["exits1"], falseData, 0o755)
+		}
+		if err != nil {
 			nextErr = err
 			return
 		}
@@ -173,7 +184,8 @@ func TestUpgradeRejectsBrokenBinary(t *testing.T) {
 	load := make(chan *loadResult, 1)
 	go func() { load <- runLoad(ctx, m.addr, perRequest, 4, 5_000_000) }()
 	for _, c := range []struct{ name, want string }{
-		{"exits1", "new master: cannot start"},
+		{"exits1", "exited with code 1"},
+		{"script", "not an ELF executable"},
 		{"noexec", "permission denied"},
 		{"oldstate", "state format 1"},
 		{"missing", "no such file"},

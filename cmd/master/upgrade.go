@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -23,13 +24,16 @@ func upgradeCommand() *cli.Command {
 		Name:  "upgrade",
 		Usage: "re-exec the master in place from a new binary, keeping its pid, children, sockets and counts (same as SIGUSR2); exit 0 when the new master answers, 1 with the reason otherwise",
 		Flags: []cli.Flag{controlFlag(),
-			&cli.StringFlag{Name: "binary", Usage: "the new master binary (default: the running master's own path)"}},
+			&cli.StringFlag{Name: "binary", Usage: "the new master binary, an ELF file of root's or the master's user that others may not write (default: the path the running master was exec'd from)"}},
 		OnUsageError: usageError,
 		Action:       upgradeAction,
 	}
 }
 
 func upgradeAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return cli.Exit(fmt.Sprintf("upgrade takes no argument; did you mean --binary %s?", c.Args().First()), exitBadInput)
+	}
 	cl := newClient(c, 10*time.Second)
 	before, err := cl.status()
 	if err != nil {
@@ -57,10 +61,15 @@ func upgradeAction(c *cli.Context) error {
 	// The exec ends the connection; the new master answers on the same
 	// socket once it runs.
 	deadline := time.Now().Add(upgradeWait)
+	// Where this client sees the master's pid (not from another pid
+	// namespace), a master gone is told at once, not after upgradeWait.
+	visible := processLives(before.PID)
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		st, err := cl.status()
 		switch {
+		case err != nil && visible && !processLives(before.PID):
+			return cli.Exit(fmt.Sprintf("upgrade: the master (pid %d) exited during the exec to %s; see its log", before.PID, r.To), exitFailure)
 		case err != nil:
 			continue
 		case st.Upgrades > before.Upgrades:
@@ -91,4 +100,15 @@ func (cl *client) status() (supervisor.Status, error) {
 		return st, errors.New("status: " + err.Error())
 	}
 	return st, nil
+}
+
+// processLives reports whether pid is a process that has not exited (a
+// zombie has).
+func processLives(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && i+2 < len(data) && data[i+2] != 'Z'
 }

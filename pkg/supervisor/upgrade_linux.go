@@ -157,6 +157,11 @@ func (u osUpgrader) open(binary string) (newBinary, error) {
 		err = fmt.Errorf("%s belongs to uid %d, neither root nor the master's user", binary, st.Uid)
 	case st.Mode&0o002 != 0:
 		err = fmt.Errorf("%s is writable by every user", binary)
+	case !isELF(fd):
+		// A script would pass its check (run through /proc/PID/fd/N)
+		// and fail its exec (through a descriptor closed by then, for
+		// its interpreter), past the point of no return.
+		err = fmt.Errorf("%s is not an ELF executable: give the master binary itself, not a script that runs it", binary)
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -458,4 +463,11 @@ func ownChildren(children []childFile, log *slog.Logger) []childFile {
 		own = append(own, c)
 	}
 	return own
+}
+
+// isELF reports whether the file at fd starts as an ELF executable does.
+func isELF(fd int) bool {
+	var magic [4]byte
+	n, err := unix.Pread(fd, magic[:], 0)
+	return err == nil && n == 4 && string(magic[:]) == "\x7fELF"
 }

@@ -127,3 +127,17 @@ func runLoad(ctx context.Context, addr string, mode loadMode, clients, maxReques
 	wg.Wait()
 	return res
 }
+
+// runBothLoads runs runLoad with 16 clients in each mode, keep-alive and
+// a new connection per request, until ctx ends, and sends both results.
+func runBothLoads(ctx context.Context, addr string) <-chan *loadResult {
+	results := make(chan *loadResult, 2)
+	for _, mode := range []loadMode{keepAlive, perRequest} {
+		go func() {
+			r := runLoad(ctx, addr, mode, 16, 5_000_000)
+			r.mode = mode
+			results <- r
+		}()
+	}
+	return results
+}

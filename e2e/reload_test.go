@@ -125,14 +125,7 @@ func reloadUnderLoad(t *testing.T, sockets string, reloads int, extra ...string)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	results := make(chan *loadResult, 2)
-	for _, mode := range []loadMode{keepAlive, perRequest} {
-		go func() {
-			r := runLoad(ctx, m.addr, mode, 16, 5_000_000)
-			r.mode = mode
-			results <- r
-		}()
-	}
+	results := runBothLoads(ctx, m.addr)
 	for i := range reloads {
 		waitServed(t, m, 50)
 		code, out, errOut := m.ctl("reload")

@@ -93,14 +93,7 @@ func upgradeUnderLoad(t *testing.T, sockets string, upgrades int) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	results := make(chan *loadResult, 2)
-	for _, mode := range []loadMode{keepAlive, perRequest} {
-		go func() {
-			r := runLoad(ctx, m.addr, mode, 16, 5_000_000)
-			r.mode = mode
-			results <- r
-		}()
-	}
+	results := runBothLoads(ctx, m.addr)
 	accepts := map[int]uint64{}
 	var took []time.Duration
 	for i := range upgrades {

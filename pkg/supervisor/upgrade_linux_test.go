@@ -108,22 +108,7 @@ func upgrading(u *fakeUpgrader) harnessOption {
 // of the new one, on the same processes and clock.
 func (h *harness) upgrade(u *fakeUpgrader) *harness {
 	h.t.Helper()
-	u.mu.Lock()
-	u.s = h.s
-	u.mu.Unlock()
-	res := h.s.Upgrade(context.Background(), "")
-	if res.Err != nil {
-		h.t.Fatalf("Upgrade: %v", res.Err)
-	}
-	res.Answered()
-	var st *upgradeState
-	select {
-	case st = <-u.states:
-	case <-time.After(10 * time.Second):
-		h.t.Fatalf("no exec within 10 s")
-	}
-	h.execd.Store(true)
-	return h.resume(st, u)
+	return h.upgradeWith(u, func() {})
 }
 
 // upgradeWith is upgrade, with during run between the old master's exec
@@ -138,7 +123,12 @@ func (h *harness) upgradeWith(u *fakeUpgrader, during func()) *harness {
 		h.t.Fatalf("Upgrade: %v", res.Err)
 	}
 	res.Answered()
-	st := <-u.states
+	var st *upgradeState
+	select {
+	case st = <-u.states:
+	case <-time.After(10 * time.Second):
+		h.t.Fatalf("no exec within 10 s")
+	}
 	h.execd.Store(true)
 	during()
 	return h.resume(st, u)

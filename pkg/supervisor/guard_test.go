@@ -14,27 +14,55 @@ import (
 // serveGuarded serves h through a guard of cap n on a loopback port.
 func serveGuarded(t *testing.T, n int, h http.Handler) string {
 	t.Helper()
-	return serveLimited(t, n, h, masterServerLimits)
+	addr, _ := serveLimited(t, n, h, masterServerLimits)
+	return addr
 }
 
-// serveLimited is serveGuarded with the server's limits given.
-func serveLimited(t *testing.T, n int, h http.Handler, limits serverLimits) string {
+// serveLimited is serveGuarded with the server's limits given; it also
+// returns the guard, for a test to see what it tracks.
+func serveLimited(t *testing.T, n int, h http.Handler, limits serverLimits) (string, *guardedListener) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := newServer(h, slog.New(slog.DiscardHandler), limits)
+	g := guard(ln, "test", n, nil, slog.New(slog.DiscardHandler))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		guard(ln, "test", n, nil, slog.New(slog.DiscardHandler)).serve(srv)
+		g.serve(srv)
 	}()
 	t.Cleanup(func() {
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), g
+}
+
+// waitIdle waits until g counts n of its connections idle. A client
+// has its answer before the server marks the connection idle, so a
+// test that relies on which one is idle longest must wait for it.
+func waitIdle(t *testing.T, g *guardedListener, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g.mu.Lock()
+		idle := 0
+		for c := range g.open {
+			if c.idle {
+				idle++
+			}
+		}
+		g.mu.Unlock()
+		if idle == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections idle, want %d", idle, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // request sends a GET on c and returns the status line; "" when the
@@ -58,9 +86,9 @@ func request(t *testing.T, c net.Conn) string {
 // is closed.
 func TestGuardEvictsIdle(t *testing.T) {
 	t.Parallel()
-	addr := serveGuarded(t, 2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	addr, g := serveLimited(t, 2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), masterServerLimits)
 	var idle []net.Conn
-	for range 2 {
+	for i := range 2 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -70,6 +98,7 @@ func TestGuardEvictsIdle(t *testing.T) {
 			t.Fatalf("request = %q", st)
 		}
 		idle = append(idle, c)
+		waitIdle(t, g, i+1) // the first idle longest, whatever the scheduler did
 	}
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -139,7 +168,7 @@ func TestUntimedOutlivesDeadlines(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			addr := serveLimited(t, 4, tt.h, short)
+			addr, _ := serveLimited(t, 4, tt.h, short)
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)

@@ -36,6 +36,17 @@ type report struct {
 	Env       []string
 	Args      []string
 	Pdeathsig int
+	OnMain    bool // Pdeathsig was read on the main thread
+}
+
+// The parent-death signal belongs to the thread the exec ran on, the
+// main thread; a thread the Go runtime starts later reads 0. Locking in
+// init keeps the helper's TestMain on the main thread (under load the
+// main goroutine otherwise moves, and the check failed in CI).
+func init() {
+	if os.Getenv(helperEnv) == "1" {
+		runtime.LockOSThread()
+	}
 }
 
 func TestMain(m *testing.M) {
@@ -43,7 +54,7 @@ func TestMain(m *testing.M) {
 		var sig int
 		unix.Syscall(unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0)
 		json.NewEncoder(os.Stdout).Encode(report{PID: os.Getpid(), LISTENPID: os.Getenv("LISTEN_PID"),
-			Env: os.Environ(), Args: os.Args[1:], Pdeathsig: sig})
+			Env: os.Environ(), Args: os.Args[1:], Pdeathsig: sig, OnMain: unix.Gettid() == os.Getpid()})
 		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m) // exits; fails on a goroutine left running
@@ -204,6 +215,9 @@ func TestShimExecs(t *testing.T) {
 	}
 	if r.LISTENPID != strconv.Itoa(r.PID) {
 		t.Errorf("LISTEN_PID=%q in pid %d", r.LISTENPID, r.PID)
+	}
+	if !r.OnMain {
+		t.Error("the helper read its parent-death signal off the main thread")
 	}
 	if r.Pdeathsig != int(syscall.SIGTERM) {
 		t.Errorf("parent-death signal %d, want SIGTERM", r.Pdeathsig)

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/prefork/prefork/pkg/metrics"
 )
@@ -51,7 +52,16 @@ func (s *Supervisor) RequestReload() { s.send(call(func() { s.requestReload(nil)
 
 // Reload runs a reload and waits for its outcome, or for ctx.
 func (s *Supervisor) Reload(ctx context.Context) ReloadResult {
-	r, err := ask(s, ctx, func(reply chan<- ReloadResult) { s.requestReload(reply) })
+	return s.ReloadWith(ctx, ReloadOptions{})
+}
+
+// ReloadWith runs a reload with o over the configuration's rollout
+// settings, and waits for its outcome, or for ctx.
+func (s *Supervisor) ReloadWith(ctx context.Context, o ReloadOptions) ReloadResult {
+	if err := o.Check(); err != nil {
+		return ReloadResult{Err: fmt.Errorf("%w: %w", ErrReloadRejected, err)}
+	}
+	r, err := ask(s, ctx, func(reply chan<- ReloadResult) { s.requestReloadWith(reply, o) })
 	if err != nil {
 		return ReloadResult{Err: err}
 	}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -26,6 +27,22 @@ const (
 	DefaultMetrics      = "127.0.0.1:9090"
 	DefaultSteer        = SteerAuto
 	DefaultChildOutput  = OutputInherit
+	DefaultStrategy     = StrategyGeneration
+	DefaultMaxSurge     = 1
+	DefaultCanaryFor    = 30 * time.Second
+	// DefaultMaxDraining is the default of --max-draining-generations.
+	DefaultMaxDraining = 2
+)
+
+// Reload strategies (--reload-strategy): how a reload replaces the
+// children.
+const (
+	// StrategyGeneration starts a whole new generation beside the old
+	// one and drains the old one once every new child is ready.
+	StrategyGeneration = "generation"
+	// StrategyRolling replaces --max-surge slots at a time, each new
+	// child ready before the old one of its slot drains.
+	StrategyRolling = "rolling"
 )
 
 // Child output modes (--child-output): where what a child writes goes.
@@ -117,6 +134,20 @@ type Config struct {
 	// Env is added to every child's environment; its values may hold the
 	// same placeholders as the command's arguments.
 	Env map[string]string
+	// ReloadStrategy is StrategyGeneration or StrategyRolling; ""
+	// reads as StrategyGeneration.
+	ReloadStrategy string
+	// MaxSurge is how many slots a rolling reload replaces at once; 0
+	// reads as DefaultMaxSurge.
+	MaxSurge int
+	// Canary is how many slots a reload replaces first and watches for
+	// CanaryFor before it replaces the rest; 0 is off.
+	Canary    int
+	CanaryFor time.Duration
+	// MaxDrainingGenerations caps the generations draining at once: a
+	// reload that would pass it first kills the oldest draining one. 0
+	// reads as DefaultMaxDraining.
+	MaxDrainingGenerations int
 }
 
 // DefaultConfig returns the documented defaults. Command is left to the
@@ -135,6 +166,11 @@ func DefaultConfig() Config {
 		Ready:        Readiness{Mode: ReadyNotify},
 		StopSignal:   unix.SIGTERM,
 		ChildOutput:  OutputInherit,
+
+		ReloadStrategy:         DefaultStrategy,
+		MaxSurge:               DefaultMaxSurge,
+		CanaryFor:              DefaultCanaryFor,
+		MaxDrainingGenerations: DefaultMaxDraining,
 	}
 }
 
@@ -189,6 +225,9 @@ func (c Config) Validate() error {
 		// The ready timeout would kill every child before its delay ends.
 		return fmt.Errorf("ready: delay:%v is not shorter than the ready timeout (%v): shorten the delay or raise --ready-timeout", c.Ready.Delay, c.ReadyTimeout)
 	}
+	if err := c.checkRollout(); err != nil {
+		return err
+	}
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("command: none given")
 	}
@@ -210,6 +249,38 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// checkRollout checks the settings of how a reload replaces the
+// children.
+func (c Config) checkRollout() error {
+	switch c.ReloadStrategy {
+	case "", StrategyGeneration, StrategyRolling:
+	default:
+		return fmt.Errorf("reload-strategy: %q is not generation or rolling", c.ReloadStrategy)
+	}
+	if c.MaxSurge < 0 || c.MaxSurge > MaxWorkers {
+		return fmt.Errorf("max-surge: %d is out of range 1..%d", c.MaxSurge, MaxWorkers)
+	}
+	if c.Canary < 0 || c.Canary > MaxWorkers {
+		return fmt.Errorf("canary: %d is out of range 0..%d (0 turns it off)", c.Canary, MaxWorkers)
+	}
+	if c.CanaryFor < 0 {
+		return fmt.Errorf("canary-for: %v must not be negative", c.CanaryFor)
+	}
+	if c.MaxDrainingGenerations < 0 || c.MaxDrainingGenerations > MaxWorkers {
+		return fmt.Errorf("max-draining-generations: %d is out of range 1..%d", c.MaxDrainingGenerations, MaxWorkers)
+	}
+	return nil
+}
+
+// strategy is c's reload strategy, its default filled in.
+func (c Config) strategy() string { return cmp.Or(c.ReloadStrategy, DefaultStrategy) }
+
+// surge is c's --max-surge, its default filled in.
+func (c Config) surge() int { return cmp.Or(c.MaxSurge, DefaultMaxSurge) }
+
+// maxDraining is c's --max-draining-generations, its default filled in.
+func (c Config) maxDraining() int { return cmp.Or(c.MaxDrainingGenerations, DefaultMaxDraining) }
 
 func validateListen(addr string) error {
 	host, port, err := net.SplitHostPort(addr)

@@ -34,6 +34,9 @@ type reloadRun struct {
 	outcome ReloadResult          // of the reload that just ended, for actAnswer
 	waiters []chan<- ReloadResult // callers of the running reload
 	later   []chan<- ReloadResult // callers of the coalesced reload after it
+	// asked is the options of the next reload to load its configuration;
+	// opts, those of the running one.
+	asked, opts ReloadOptions
 }
 
 func (r *reloadRun) idle() bool { return r.machine.phase == reloadIdle }
@@ -68,6 +71,16 @@ func (c *configRead) wait() time.Duration {
 
 // requestReload asks for a reload; reply, if not nil, gets its outcome.
 func (s *Supervisor) requestReload(reply chan<- ReloadResult) {
+	s.requestReloadWith(reply, ReloadOptions{})
+}
+
+// requestReloadWith asks for a reload with o; a request coalesced into
+// the reload after the running one gives it its options, the last one's
+// winning.
+func (s *Supervisor) requestReloadWith(reply chan<- ReloadResult, o ReloadOptions) {
+	if o != (ReloadOptions{}) {
+		s.reload.asked = o
+	}
 	if s.stopping != 0 {
 		if reply != nil {
 			reply <- ReloadResult{Generation: s.cur.number, Err: ErrStopping}
@@ -144,6 +157,7 @@ func (s *Supervisor) startLoad() reloadInput {
 	r.started = s.env.clock.Now()
 	r.err = nil
 	r.waiters, r.later = append(r.waiters, r.later...), nil
+	r.opts, r.asked = r.asked, ReloadOptions{}
 	s.notifySystemd(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicMicros()))
 	load, cur := s.opts.Load, s.cur.cfg
 	c := &r.read
@@ -394,4 +408,37 @@ func monotonicMicros() int64 {
 		return 0
 	}
 	return ts.Nano() / 1000
+}
+
+// ReloadOptions are one reload's own rollout settings (`master reload
+// --strategy`, POST /reload?strategy=): a zero field takes the value of
+// the configuration the reload reads.
+type ReloadOptions struct {
+	Strategy  string        // StrategyGeneration or StrategyRolling
+	MaxSurge  int           // slots replaced at once by a rolling reload
+	Canary    int           // slots replaced first and watched
+	CanaryFor time.Duration // how long the canaries are watched
+}
+
+// Check reports what is wrong with o, in the words of the settings.
+func (o ReloadOptions) Check() error {
+	c := Config{ReloadStrategy: o.Strategy, MaxSurge: o.MaxSurge, Canary: o.Canary, CanaryFor: o.CanaryFor}
+	return c.checkRollout()
+}
+
+// over returns cfg with o's settings in place of its own.
+func (o ReloadOptions) over(cfg Config) Config {
+	if o.Strategy != "" {
+		cfg.ReloadStrategy = o.Strategy
+	}
+	if o.MaxSurge > 0 {
+		cfg.MaxSurge = o.MaxSurge
+	}
+	if o.Canary > 0 {
+		cfg.Canary = o.Canary
+	}
+	if o.CanaryFor > 0 {
+		cfg.CanaryFor = o.CanaryFor
+	}
+	return cfg
 }

@@ -114,6 +114,21 @@ var settings = []Setting{
 	{Name: "child-output", Env: "PREFORK_CHILD_OUTPUT", Metavar: "MODE", Default: DefaultChildOutput, Reload: true, Key: true,
 		Usage: "inherit (the master's stdout and stderr) or prefix (each line prefixed with the child's slot and pid)",
 		bind:  field(func(c *Config) *string { return &c.ChildOutput }, verbatim)},
+	{Name: "reload-strategy", Env: "PREFORK_RELOAD_STRATEGY", Metavar: "MODE", Default: DefaultStrategy, Reload: true, Key: true,
+		Usage: "generation (a whole new generation beside the old one) or rolling (--max-surge slots at a time, for hosts short of memory)",
+		bind:  field(func(c *Config) *string { return &c.ReloadStrategy }, verbatim)},
+	{Name: "max-surge", Env: "PREFORK_MAX_SURGE", Metavar: "N", Default: strconv.Itoa(DefaultMaxSurge), Reload: true, Key: true,
+		Usage: "rolling reloads replace N slots at a time, each new child ready before the old one drains",
+		bind:  field(func(c *Config) *int { return &c.MaxSurge }, parsePositive)},
+	{Name: "canary", Env: "PREFORK_CANARY", Metavar: "N", Default: "off", Reload: true, Key: true,
+		Usage: "a reload replaces N slots first and watches them for --canary-for before the rest; rolls them back if one fails",
+		bind:  field(func(c *Config) *int { return &c.Canary }, parseNonNegative)},
+	{Name: "canary-for", Env: "PREFORK_CANARY_FOR", Metavar: "D", Default: DefaultCanaryFor.String(), Reload: true, Key: true,
+		Usage: "how long the canaries are watched (an exit, a missed watchdog, a stuck queue fails them)",
+		bind:  field(func(c *Config) *time.Duration { return &c.CanaryFor }, parseDuration)},
+	{Name: "max-draining-generations", Env: "PREFORK_MAX_DRAINING_GENERATIONS", Metavar: "N", Default: strconv.Itoa(DefaultMaxDraining), Reload: true, Key: true,
+		Usage: "a reload that would leave more than N generations draining first kills the oldest",
+		bind:  field(func(c *Config) *int { return &c.MaxDrainingGenerations }, parsePositive)},
 	{Name: "env", Reload: true, Key: true,
 		Usage: "variables added to every child's environment (in the file: env: {NAME: value}); values may hold placeholders",
 		bind: binding{
@@ -226,6 +241,24 @@ func parseCount(s string) (uint64, error) {
 		return 0, fmt.Errorf("%d must not be negative (0 turns it off)", n)
 	}
 	return uint64(n), nil
+}
+
+// parsePositive reads a whole number of at least 1.
+func parsePositive(s string) (int, error) {
+	n, err := ParseWhole(s)
+	if err == nil && n < 1 {
+		err = fmt.Errorf("%d must be at least 1", n)
+	}
+	return n, err
+}
+
+// parseNonNegative reads a whole number that may be 0 (off).
+func parseNonNegative(s string) (int, error) {
+	n, err := ParseWhole(s)
+	if err == nil && n < 0 {
+		err = fmt.Errorf("%d must not be negative (0 turns it off)", n)
+	}
+	return n, err
 }
 
 func parseDuration(s string) (time.Duration, error) {

@@ -50,6 +50,29 @@ type ChildStatus struct {
 	Note string `json:"note,omitempty"`
 }
 
+// ReloadStatus is the reload in progress, as GET /status shows it.
+type ReloadStatus struct {
+	// Strategy is StrategyGeneration or StrategyRolling.
+	Strategy string `json:"strategy"`
+	// Phase is where it is: "loading" (reading the configuration),
+	// "starting" (a generation's children are starting), "rolling"
+	// (slots are being replaced), "canary" (the canaries are watched)
+	// or "rolling_back" (replaced slots are going back).
+	Phase string `json:"phase"`
+	// Generation is the number of the generation being started.
+	Generation int `json:"generation,omitempty"`
+	// Slots is how many slots the new generation has, SlotsDone how many
+	// of them a ready new child serves (the old one told to drain).
+	Slots     int `json:"slots"`
+	SlotsDone int `json:"slots_done"`
+	// Canary is how many slots are watched first; CanaryLeftSeconds how
+	// long the watch has to run (while Phase is "canary").
+	Canary            int     `json:"canary,omitempty"`
+	CanaryLeftSeconds float64 `json:"canary_left_seconds,omitempty"`
+	// ElapsedSeconds is the time since the reload began.
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+}
+
 // Status is a snapshot of the supervisor, as GET /status shows it.
 type Status struct {
 	PID        int    `json:"pid"`
@@ -63,6 +86,8 @@ type Status struct {
 	// UpgradeError says why the last one failed, if it did.
 	Upgrades     int    `json:"upgrades"`
 	UpgradeError string `json:"upgrade_error,omitempty"`
+	// Reload is the reload in progress; nil when none runs.
+	Reload *ReloadStatus `json:"reload,omitempty"`
 	// Children has a row per live child, and one per slot of the serving
 	// generation that is waiting to restart (StateBackoff).
 	Children []ChildStatus `json:"children"`

@@ -10,9 +10,16 @@
 // watchdog check block forever, so the pings stop while the process stays
 // alive. The default is no hang.
 //
+// For rollout tests, -crash-after DURATION (CHILD_CRASH_AFTER) makes the
+// child exit with code 1 that long after Ready, with a line on stderr, as
+// a build that crashes under traffic would; and -ballast SIZE
+// (CHILD_BALLAST) allocates and touches SIZE bytes before Ready and keeps
+// them, so that the children's resident memory is known. Both are off by
+// default.
+//
 // Usage:
 //
-//	child [-hang-after DURATION]
+//	child [-hang-after DURATION] [-crash-after DURATION] [-ballast SIZE]
 package main
 
 import (
@@ -22,6 +29,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/prefork/prefork/pkg/child"
@@ -57,6 +65,9 @@ func run(log *slog.Logger, opts options) error {
 	if err != nil {
 		return err
 	}
+	// Before Ready: a child the master sees ready has its full size.
+	ballast := newBallast(opts.ballast)
+	defer runtime.KeepAlive(ballast)
 	handler := newHandler(info, os.Getpid())
 	var stuck *hang
 	if opts.hangAfter > 0 {
@@ -79,6 +90,14 @@ func run(log *slog.Logger, opts options) error {
 		time.AfterFunc(opts.hangAfter, func() {
 			log.Warn("child hangs now, as -hang-after asked", "pid", os.Getpid())
 			stuck.start()
+		})
+	}
+	if opts.crashAfter > 0 {
+		// Counted from Ready, as -hang-after: the master has seen the
+		// child ready, so the exit is a crash of a serving child.
+		time.AfterFunc(opts.crashAfter, func() {
+			log.Error("child crashes now, as -crash-after asked", "pid", os.Getpid())
+			os.Exit(1)
 		})
 	}
 	log.Info("child serving", "addr", ln.Addr().String(), "slot", info.Slot,

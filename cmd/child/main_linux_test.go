@@ -61,7 +61,8 @@ func startChild(t *testing.T, env ...string) *runningChild {
 	c := &runningChild{notify: notify, exited: make(chan error, 1)}
 	c.cmd = exec.Command(os.Args[0])
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WATCHDOG_") && !strings.HasPrefix(kv, envHangAfter+"=") {
+		if !strings.HasPrefix(kv, "WATCHDOG_") && !strings.HasPrefix(kv, envHangAfter+"=") &&
+			!strings.HasPrefix(kv, envCrashAfter+"=") && !strings.HasPrefix(kv, envBallast+"=") {
 			c.cmd.Env = append(c.cmd.Env, kv)
 		}
 	}
@@ -211,4 +212,68 @@ func TestChildHangs(t *testing.T) {
 		t.Fatalf("got %q after the pings stopped", msg)
 	}
 	c.alive(t)
+}
+
+// With CHILD_CRASH_AFTER the child serves, then exits with code 1 and a
+// line on stderr, no sooner than the delay after READY: a build that
+// passes the readiness gate and crashes under traffic.
+func TestChildCrashes(t *testing.T) {
+	const after = 300 * time.Millisecond
+	c := startChild(t, envCrashAfter+"="+after.String())
+	c.expect(t, "READY=1")
+	ready := time.Now()
+	client := &http.Client{Timeout: waitTimeout}
+	resp, err := client.Get("http://" + c.addr + "/")
+	if err != nil {
+		t.Fatalf("request before the crash: %v", err)
+	}
+	resp.Body.Close()
+	c.waitLog(t, "child crashes now")
+	var exit error
+	select {
+	case exit = <-c.exited:
+		c.exited <- exit // for the cleanup
+	case <-time.After(waitTimeout):
+		t.Fatal("the child did not exit after its crash line")
+	}
+	if took := time.Since(ready); took < after {
+		t.Errorf("exited %v after READY, want no sooner than %v", took, after)
+	}
+	var ee *exec.ExitError
+	if !errors.As(exit, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("child exit %v, want code 1", exit)
+	}
+}
+
+// With CHILD_BALLAST the child is ready with at least that much resident.
+func TestChildBallast(t *testing.T) {
+	const size = 64 << 20
+	c := startChild(t, envBallast+"=64MiB")
+	c.expect(t, "READY=1")
+	rss, err := residentBytes(c.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss < size {
+		t.Errorf("VmRSS %d MiB at READY, want at least %d MiB", rss>>20, size>>20)
+	}
+	c.alive(t)
+}
+
+// residentBytes reads VmRSS from /proc/PID/status.
+func residentBytes(pid int) (int64, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("VmRSS %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }

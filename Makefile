@@ -47,8 +47,12 @@ $(STATICCHECK):
 # failed requests per reload under wrk, a request in flight at stop; each
 # skipped if not installed), 100 upgrades of the master in place under
 # wrk in each socket mode and load and 20 rejected ones (PREFORK_UPGRADES
-# sets the count), then the accept counting's cost and one scrape of 256
-# slots. About 30 minutes on 2 cores.
+# sets the count), the rollouts' figures (peak/steady memory of 8 children
+# and reload time for generation and rolling reloads, with and without a
+# 64 MiB ballast; failed requests over 20 rolling reloads under load in
+# each socket mode, PREFORK_ROLLOUT_RELOADS sets the count), then the
+# accept counting's cost and one scrape of 256 slots. About 35 minutes on
+# 2 cores.
 bench:
 	$(GO) test -run '^$$' -bench 'Spawn|ChildStart|CrashRecovery|Spread|DataPath|MasterIdle' -benchtime 5x -count 5 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'ReloadLatency' -benchtime 20x -count 1 -timeout 20m ./bench/
@@ -57,6 +61,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'SocketModes|ExecShim|NotifyFlood' -benchtime 3x -count 1 -timeout 10m ./bench/
 	$(GO) test -run '^$$' -bench 'Servers' -benchtime 1x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'Upgrade' -benchtime 1x -count 1 -timeout 40m ./bench/
+	$(GO) test -run '^$$' -bench 'Rollout' -benchtime 1x -count 1 -timeout 40m ./bench/
 	$(GO) test -run '^$$' -bench 'Accept' -benchtime 3000x -count 5 ./pkg/child/
 	$(GO) test -run '^$$' -bench 'Scrape256' -count 5 ./pkg/metrics/
 	$(GO) test -run '^$$' -bench 'CounterInc' -count 5 ./pkg/counters/

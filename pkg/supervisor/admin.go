@@ -152,7 +152,8 @@ var reloadParams = []string{queryStrategy, queryMaxSurge, queryCanary, queryCana
 // know, one given twice, or a value that is malformed or out of range is
 // an error that names the parameter: an operator's typo must not turn
 // into a reload with the configuration's settings. A parameter not given
-// leaves its field zero (the configuration's value); so does canary=0.
+// leaves its field zero (the configuration's value); canary=0 turns a
+// configured canary off for this reload.
 func parseReloadQuery(raw string) (ReloadOptions, error) {
 	q, err := url.ParseQuery(raw)
 	if err != nil {
@@ -203,6 +204,7 @@ func (o *ReloadOptions) setParam(k, v string) (err error) {
 		o.MaxSurge, err = parsePositive(v)
 	case queryCanary:
 		o.Canary, err = parseNonNegative(v)
+		o.NoCanary = err == nil && o.Canary == 0
 	case queryCanaryFor:
 		o.CanaryFor, err = parseDuration(v)
 	}

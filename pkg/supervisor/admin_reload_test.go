@@ -28,7 +28,7 @@ func TestParseReloadQuery(t *testing.T) {
 		{name: "any order", query: "canary_for=1m30s&canary=3",
 			want: ReloadOptions{Canary: 3, CanaryFor: 90 * time.Second}},
 		{name: "max surge at the cap", query: "max_surge=" + strconv.Itoa(MaxWorkers), want: ReloadOptions{MaxSurge: MaxWorkers}},
-		{name: "canary 0", query: "canary=0"},
+		{name: "canary 0 turns it off", query: "canary=0", want: ReloadOptions{NoCanary: true}},
 		{name: "escaped", query: "strat%65gy=rolling", want: ReloadOptions{Strategy: StrategyRolling}},
 
 		{name: "strategy unknown", query: "strategy=blue-green", wantErr: `strategy: "blue-green" is not generation or rolling`},

@@ -433,6 +433,8 @@ type ReloadOptions struct {
 	MaxSurge  int           // slots replaced at once by a rolling reload
 	Canary    int           // slots replaced first and watched
 	CanaryFor time.Duration // how long the canaries are watched
+	// NoCanary turns a configured canary off for this reload (canary=0).
+	NoCanary bool
 }
 
 // Check reports what is wrong with o, in the words of the settings.
@@ -451,6 +453,9 @@ func (o ReloadOptions) over(cfg Config) Config {
 	}
 	if o.Canary > 0 {
 		cfg.Canary = o.Canary
+	}
+	if o.NoCanary {
+		cfg.Canary = 0
 	}
 	if o.CanaryFor > 0 {
 		cfg.CanaryFor = o.CanaryFor

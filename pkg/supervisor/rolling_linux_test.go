@@ -353,3 +353,18 @@ func TestStopDuringRollout(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// canary=0 turns a configured canary off for one reload.
+func TestNoCanaryPerReload(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 2, 2)
+	cfg.Canary, cfg.CanaryFor = 1, time.Minute
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	res := h.reloadAsyncWith(ReloadOptions{NoCanary: true})
+	h.wantStates("0/1:ready", "0/2:starting", "1/1:ready", "1/2:starting")
+	h.readyAll(2)
+	if r := h.result(res); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+}

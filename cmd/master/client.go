@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -211,6 +212,9 @@ func printStatus(w io.Writer, st supervisor.Status) {
 		fmt.Fprintf(w, "; the last upgrade failed: %s", st.UpgradeError)
 	}
 	fmt.Fprintln(w)
+	if st.Reload != nil {
+		fmt.Fprintln(w, reloadLine(*st.Reload))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tACCEPTS\tRESTARTS\tUPTIME\tNOTE")
 	for _, ch := range st.Children {
@@ -230,14 +234,55 @@ func printStatus(w io.Writer, st supervisor.Status) {
 	tw.Flush()
 }
 
+// reloadLine is the line of master status on the reload in progress:
+// "reload: rolling, 3/8 slots done, generation 5, strategy rolling, 41.2s
+// elapsed"; what is not known yet (while the configuration loads) is
+// left out.
+func reloadLine(r supervisor.ReloadStatus) string {
+	parts := []string{"reload: " + r.Phase}
+	if r.Slots > 0 {
+		parts = append(parts, fmt.Sprintf("%d/%d slots done", r.SlotsDone, r.Slots))
+	}
+	if r.Generation > 0 {
+		parts = append(parts, fmt.Sprintf("generation %d", r.Generation))
+	}
+	if r.Strategy != "" {
+		parts = append(parts, "strategy "+r.Strategy)
+	}
+	if r.Canary > 0 {
+		canary := fmt.Sprintf("canary %d", r.Canary)
+		if r.Phase == "canary" {
+			canary += fmt.Sprintf(" with %v of watch left", seconds(r.CanaryLeftSeconds))
+		}
+		parts = append(parts, canary)
+	}
+	parts = append(parts, fmt.Sprintf("%v elapsed", seconds(r.ElapsedSeconds)))
+	return strings.Join(parts, ", ")
+}
+
+// seconds is a number of seconds as a duration, to a tenth of a second.
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(100 * time.Millisecond)
+}
+
 func reloadCommand() *cli.Command {
 	return &cli.Command{
-		Name:         "reload",
-		Usage:        "reload and wait: exit 0 when the new generation serves, 1 with the reason otherwise",
-		Flags:        []cli.Flag{controlFlag()},
+		Name: "reload",
+		Usage: "reload and wait: exit 0 when the new generation serves, 1 with the reason otherwise; " +
+			"--strategy, --max-surge, --canary and --canary-for replace the configuration's for this reload",
+		Flags: []cli.Flag{controlFlag(),
+			&cli.StringFlag{Name: "strategy", Usage: "this reload's `MODE`: generation or rolling (--reload-strategy of master run)"},
+			&cli.StringFlag{Name: "max-surge", Usage: "a rolling reload replaces `N` slots at a time (N >= 1)"},
+			&cli.StringFlag{Name: "canary", Usage: "replace `N` slots first and watch them before the rest"},
+			&cli.StringFlag{Name: "canary-for", Usage: "how long the canaries are watched (a duration `D` such as 30s)"},
+		},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			code, body, err := newClient(c, 0).do(http.MethodPost, "/reload")
+			query, err := reloadQuery(c)
+			if err != nil {
+				return cli.Exit("reload: "+err.Error(), exitBadInput)
+			}
+			code, body, err := newClient(c, 0).do(http.MethodPost, "/reload"+query)
 			if err != nil {
 				return cli.Exit(err.Error(), exitFailure)
 			}
@@ -248,10 +293,68 @@ func reloadCommand() *cli.Command {
 			if code != http.StatusOK {
 				return cli.Exit(r.Error, exitFailure)
 			}
-			fmt.Printf("generation %d serves\n", r.Generation)
+			fmt.Fprintf(c.App.Writer, "generation %d serves\n", r.Generation)
 			return nil
 		},
 	}
+}
+
+// reloadFlags maps the flags of master reload to the query parameters of
+// POST /reload.
+var reloadFlags = []struct{ flag, param string }{
+	{"strategy", "strategy"}, {"max-surge", "max_surge"}, {"canary", "canary"}, {"canary-for", "canary_for"},
+}
+
+// reloadQuery is the query of POST /reload ("?strategy=rolling&...", or ""
+// with none) for the flags given to master reload, and only those. The
+// master checks the values; this refuses the obvious mistakes first, in
+// the flag's own name, so that nothing is sent.
+func reloadQuery(c *cli.Context) (string, error) {
+	var o supervisor.ReloadOptions
+	q := url.Values{}
+	for _, f := range reloadFlags {
+		if !c.IsSet(f.flag) {
+			continue
+		}
+		v := c.String(f.flag)
+		var err error
+		switch f.flag {
+		case "strategy":
+			o.Strategy = v
+			if v == "" {
+				err = fmt.Errorf("--strategy: %q is not generation or rolling", v)
+			}
+		case "max-surge":
+			o.MaxSurge, err = parseInt("--max-surge", v)
+			if err == nil && o.MaxSurge < 1 {
+				err = fmt.Errorf("--max-surge: %d must be at least 1", o.MaxSurge)
+			}
+		case "canary":
+			o.Canary, err = parseInt("--canary", v)
+		case "canary-for":
+			o.CanaryFor, err = time.ParseDuration(v)
+			if err != nil {
+				err = fmt.Errorf("--canary-for: %q is not a duration such as 10s or 1m30s", v)
+			}
+		}
+		if err == nil {
+			// The flags before this one passed: what Check finds is in
+			// this one's, in the words of master run's setting
+			// ("max-surge: 5000 is out of range 1..4096").
+			if cerr := o.Check(); cerr != nil {
+				_, reason, _ := strings.Cut(cerr.Error(), ": ")
+				err = fmt.Errorf("--%s: %s", f.flag, reason)
+			}
+		}
+		if err != nil {
+			return "", err
+		}
+		q.Set(f.param, v)
+	}
+	if len(q) == 0 {
+		return "", nil
+	}
+	return "?" + q.Encode(), nil
 }
 
 func stopCommand() *cli.Command {

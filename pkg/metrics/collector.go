@@ -17,9 +17,14 @@ type Snapshot struct {
 	// so that no series disappears when the worker count goes down.
 	Slots    []SlotSnapshot
 	Children []ChildSnapshot
-	// Reloads counts reload outcomes by result: success, rolled_back,
-	// rejected.
-	Reloads map[string]uint64
+	// Reloads counts reload outcomes by result (success, rolled_back,
+	// rejected) and strategy (generation, rolling).
+	Reloads map[ReloadKey]uint64
+	// ReloadInProgress is set while a reload runs.
+	ReloadInProgress bool
+	// DrainKilled counts the draining children killed because a reload
+	// would have left more generations draining than allowed.
+	DrainKilled uint64
 	// Upgrades counts the master's upgrades in place by result: success,
 	// rejected (the new binary failed its check, or the master was
 	// busy), failed (the exec failed).
@@ -118,6 +123,13 @@ type HistogramSnapshot struct {
 // prefork_reloads_total; every one is exported from the start, at 0.
 var ReloadResults = []string{"success", "rolled_back", "rejected"}
 
+// ReloadStrategies are the values of the strategy label of
+// prefork_reloads_total.
+var ReloadStrategies = []string{"generation", "rolling"}
+
+// ReloadKey is one series of prefork_reloads_total.
+type ReloadKey struct{ Result, Strategy string }
+
 // UpgradeResults are the values of the result label of
 // prefork_upgrades_total; every one is exported from the start, at 0.
 var UpgradeResults = []string{"success", "rejected", "failed"}
@@ -145,6 +157,7 @@ type Collector struct {
 	accepts, info, restarts, reloads, upgrades, duration, generation, workers, queue, overflows *prometheus.Desc
 	watchdogKills, recycles, steeredAway, steerChanges, logDropped                              *prometheus.Desc
 	notifyDropped, refused, connections, unplaced, rescued                                      *prometheus.Desc
+	reloadInProgress, drainKilled                                                               *prometheus.Desc
 
 	mu     sync.Mutex
 	inodes map[int]uint64 // a child's listener, by pid, found once
@@ -186,7 +199,11 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 		restarts: prometheus.NewDesc("prefork_child_restarts_total",
 			"Unplanned child exits that were restarted.", []string{"slot"}, nil),
 		reloads: prometheus.NewDesc("prefork_reloads_total",
-			"Reload outcomes.", []string{"result"}, nil),
+			"Reload outcomes, by strategy.", []string{"result", "strategy"}, nil),
+		reloadInProgress: prometheus.NewDesc("prefork_reload_in_progress",
+			"1 while a reload runs.", nil, nil),
+		drainKilled: prometheus.NewDesc("prefork_drain_killed_total",
+			"Draining children killed because a reload would have left more generations draining than --max-draining-generations.", nil, nil),
 		upgrades: prometheus.NewDesc("prefork_upgrades_total",
 			"Upgrades of the master in place, by outcome.", []string{"result"}, nil),
 		duration: prometheus.NewDesc("prefork_reload_duration_seconds",
@@ -216,7 +233,7 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.upgrades, c.duration, c.generation,
 		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped,
-		c.notifyDropped, c.refused, c.connections, c.unplaced, c.rescued} {
+		c.notifyDropped, c.refused, c.connections, c.unplaced, c.rescued, c.reloadInProgress, c.drainKilled} {
 		ch <- d
 	}
 }
@@ -256,8 +273,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			strconv.Itoa(ch2.Slot), strconv.Itoa(ch2.Generation), strconv.Itoa(ch2.PID), ch2.State)
 	}
 	for _, result := range ReloadResults {
-		ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(s.Reloads[result]), result)
+		for _, strategy := range ReloadStrategies {
+			ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue,
+				float64(s.Reloads[ReloadKey{Result: result, Strategy: strategy}]), result, strategy)
+		}
 	}
+	inProgress := 0.0
+	if s.ReloadInProgress {
+		inProgress = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.reloadInProgress, prometheus.GaugeValue, inProgress)
+	ch <- prometheus.MustNewConstMetric(c.drainKilled, prometheus.CounterValue, float64(s.DrainKilled))
 	for _, result := range UpgradeResults {
 		ch <- prometheus.MustNewConstMetric(c.upgrades, prometheus.CounterValue, float64(s.Upgrades[result]), result)
 	}

@@ -27,12 +27,14 @@ func fixedSnapshot() Snapshot {
 			{Slot: 1, Generation: 2, PID: 99, State: "draining"},
 			{Slot: 1, Generation: 3, PID: 102, State: "ready"},
 		},
-		Reloads:        map[string]uint64{"success": 2, "rolled_back": 1},
-		ReloadDuration: h,
-		LogDropped:     5,
-		NotifyDropped:  9,
-		Steered:        true,
-		Unplaced:       12,
+		Reloads:          map[ReloadKey]uint64{{"success", "generation"}: 2, {"rolled_back", "rolling"}: 1},
+		ReloadInProgress: true,
+		DrainKilled:      3,
+		ReloadDuration:   h,
+		LogDropped:       5,
+		NotifyDropped:    9,
+		Steered:          true,
+		Unplaced:         12,
 		Refused: []Refusal{{Endpoint: "control", Reason: RefusedPeer, Count: 2},
 			{Endpoint: "control", Reason: RefusedBusy}, {Endpoint: "control", Reason: RefusedEvicted, Count: 1}},
 	}
@@ -78,13 +80,14 @@ func TestCollectorFixture(t *testing.T) {
 	}
 }
 
-// Every result of prefork_reloads_total is there from the start, at 0.
+// Every result and strategy of prefork_reloads_total is there from the
+// start, at 0.
 func TestCollectorZeroSeries(t *testing.T) {
 	c := NewCollector(func() (Snapshot, error) {
 		return Snapshot{Generation: 1, Workers: 1, Slots: []SlotSnapshot{{Slot: 0}}}, nil
 	}, fixedKernel)
-	if n := testutil.CollectAndCount(c, "prefork_reloads_total"); n != len(ReloadResults) {
-		t.Errorf("prefork_reloads_total has %d series, want %d", n, len(ReloadResults))
+	if n := testutil.CollectAndCount(c, "prefork_reloads_total"); n != len(ReloadResults)*len(ReloadStrategies) {
+		t.Errorf("prefork_reloads_total has %d series, want %d", n, len(ReloadResults)*len(ReloadStrategies))
 	}
 	if n := testutil.CollectAndCount(c, "prefork_child_accepts_total"); n != 1 {
 		t.Errorf("prefork_child_accepts_total has %d series, want 1", n)
@@ -155,7 +158,7 @@ func TestHistogramObserve(t *testing.T) {
 // children (the kernel's answers fixed, so that the collector's own cost
 // is what is measured).
 func BenchmarkScrape256(b *testing.B) {
-	snap := Snapshot{Generation: 7, Workers: 256, ListenPort: 8080, Reloads: map[string]uint64{"success": 6}}
+	snap := Snapshot{Generation: 7, Workers: 256, ListenPort: 8080, Reloads: map[ReloadKey]uint64{{"success", "generation"}: 6}}
 	queues := map[uint64]uint64{}
 	for i := range 256 {
 		snap.Slots = append(snap.Slots, SlotSnapshot{Slot: i, Accepts: uint64(i * 1000), Restarts: 1, ListenInode: uint64(1000 + i)})

@@ -8,9 +8,12 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -18,8 +21,10 @@ import (
 // The admin API, HTTP over the control socket (curl --unix-socket works):
 //
 //	GET  /status  200 with the Status as JSON
-//	POST /reload  waits; 200 {"generation":N}, or 409 (rejected) or 500
-//	              (rolled back) with {"error":"why","generation":N}
+//	POST /reload[?strategy=MODE&max_surge=N&canary=N&canary_for=D]
+//	              waits; 200 {"generation":N}, or 409 (rejected) or 500
+//	              (rolled back) with {"error":"why","generation":N}; 400
+//	              {"error"} for a query it does not take, and no reload
 //	POST /scale?workers=N  200 {"workers":N} once children are started or
 //	              told to drain; 400 or 409 with {"error"}
 //	POST /upgrade[?binary=PATH]  202 {"from","to","pid"} once the new
@@ -59,7 +64,12 @@ func (s *Supervisor) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("POST /reload", untimed(func(w http.ResponseWriter, r *http.Request) {
-		res := s.Reload(r.Context())
+		opts, err := parseReloadQuery(r.URL.RawQuery)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, ReloadReply{Error: err.Error()})
+			return
+		}
+		res := s.ReloadWith(r.Context(), opts)
 		code := http.StatusOK
 		switch {
 		case res.Err == nil:
@@ -122,6 +132,97 @@ func (s *Supervisor) adminHandler() http.Handler {
 		s.Stop(StopGraceful)
 	})
 	return mux
+}
+
+// The query parameters of POST /reload, each one reload's own value of
+// a setting of `master run` (ReloadOptions).
+const (
+	queryStrategy  = "strategy"   // --reload-strategy
+	queryMaxSurge  = "max_surge"  // --max-surge
+	queryCanary    = "canary"     // --canary
+	queryCanaryFor = "canary_for" // --canary-for
+)
+
+// reloadParams are the parameters POST /reload takes, in the order its
+// errors name them.
+var reloadParams = []string{queryStrategy, queryMaxSurge, queryCanary, queryCanaryFor}
+
+// parseReloadQuery reads the query of POST /reload into one reload's
+// options. Each parameter may be given once; a parameter it does not
+// know, one given twice, or a value that is malformed or out of range is
+// an error that names the parameter: an operator's typo must not turn
+// into a reload with the configuration's settings. A parameter not given
+// leaves its field zero (the configuration's value); canary=0 turns a
+// configured canary off for this reload.
+func parseReloadQuery(raw string) (ReloadOptions, error) {
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return ReloadOptions{}, fmt.Errorf("query: %w", err)
+	}
+	var unknown []string
+	for k := range q {
+		if !slices.Contains(reloadParams, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return ReloadOptions{}, fmt.Errorf("unknown query parameter %s (known: %s)",
+			strings.Join(unknown, ", "), strings.Join(reloadParams, ", "))
+	}
+	var o ReloadOptions
+	for _, k := range reloadParams {
+		vs, ok := q[k]
+		if !ok {
+			continue
+		}
+		if len(vs) > 1 {
+			return ReloadOptions{}, fmt.Errorf("%s: given %d times", k, len(vs))
+		}
+		err := o.setParam(k, vs[0])
+		if err == nil {
+			// The fields before k passed: what Check finds is in k's.
+			err = checkReason(o.Check())
+		}
+		if err != nil {
+			return ReloadOptions{}, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return o, nil
+}
+
+// setParam sets the field of o that the query parameter k names to v, read
+// as the setting of `master run` is read.
+func (o *ReloadOptions) setParam(k, v string) (err error) {
+	switch k {
+	case queryStrategy:
+		if v == "" {
+			return errors.New(`"" is not generation or rolling`)
+		}
+		o.Strategy = v
+	case queryMaxSurge:
+		o.MaxSurge, err = parsePositive(v)
+	case queryCanary:
+		o.Canary, err = parseNonNegative(v)
+		o.NoCanary = err == nil && o.Canary == 0
+	case queryCanaryFor:
+		o.CanaryFor, err = parseDuration(v)
+	}
+	return err
+}
+
+// checkReason is err of ReloadOptions.Check without the name of the
+// setting it starts with ("max-surge: 5000 is out of range 1..4096"
+// reads "5000 is out of range 1..4096"), for a message that names the
+// query parameter instead.
+func checkReason(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, reason, ok := strings.Cut(err.Error(), ": "); ok {
+		return errors.New(reason)
+	}
+	return err
 }
 
 // untimed lifts the server's read and write deadlines for h's requests,

@@ -25,6 +25,10 @@ const (
 	// exitNewGeneration: a child of the generation a reload is starting;
 	// the reload rolls back.
 	exitNewGeneration
+	// exitRestore: a child of the serving generation that was starting
+	// to take its slot back from a rollout that failed; another follows
+	// after the backoff.
+	exitRestore
 	// exitServing: a child of the serving generation; its slot restarts.
 	exitServing
 	// exitStray: a child of a generation neither serving nor starting
@@ -42,6 +46,8 @@ func (s *Supervisor) classify(c *child) exitKind {
 		return exitSuccessor
 	case c.gen == s.reload.next:
 		return exitNewGeneration
+	case s.restoring(c):
+		return exitRestore
 	case c.gen == s.cur && sl != nil:
 		return exitServing
 	}
@@ -85,8 +91,15 @@ func (s *Supervisor) exited(e exitStatus) {
 		if sl := s.slotOf(c); sl != nil && sl.note != "" {
 			reason += ": " + sl.note // what `master reload` prints
 		}
+		if s.reload.roll != nil {
+			s.newChildFailed(c, reason)
+			return
+		}
 		s.reload.err = fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason)
 		s.driveReload(reloadInput{kind: inNewFailed})
+	case exitRestore:
+		s.log.Error("the old configuration's child failed before it was ready", "slot", c.slot, "pid", c.pid, "reason", reason)
+		s.rollFeed(rollInput{kind: rollFailed, slot: c.slot})
 	case exitServing:
 		s.crashed(c, reason, e)
 	}
@@ -186,6 +199,9 @@ func (s *Supervisor) restartDue(sl *slot) {
 	sl.restart, sl.retryAt = nil, time.Time{}
 	if s.stopping != 0 || sl.current != nil {
 		return
+	}
+	if i := slices.Index(s.cur.slots, sl); i >= 0 && s.handedOver(i) {
+		return // a rollout gave the slot to the new generation
 	}
 	// Only the serving generation restarts; a slot of a generation that
 	// was replaced meanwhile has no business starting anything.

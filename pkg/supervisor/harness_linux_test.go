@@ -245,9 +245,15 @@ func (h *harness) wantStates(want ...string) {
 // reloadAsync starts a reload whose result arrives on the channel.
 func (h *harness) reloadAsync() <-chan ReloadResult {
 	h.t.Helper()
+	return h.reloadAsyncWith(ReloadOptions{})
+}
+
+// reloadAsyncWith is reloadAsync with one reload's options.
+func (h *harness) reloadAsyncWith(o ReloadOptions) <-chan ReloadResult {
+	h.t.Helper()
 	out := make(chan ReloadResult, 1)
 	seen := h.logs.count("reload requested")
-	go func() { out <- h.s.Reload(context.Background()) }()
+	go func() { out <- h.s.ReloadWith(context.Background(), o) }()
 	// Wait until the request is in the loop: the reload then has begun
 	// or been queued, or it was answered at once.
 	deadline := time.Now().Add(10 * time.Second)

@@ -112,6 +112,10 @@ func (s *Supervisor) handle(ev any) {
 		s.upgradeCheckDone(ev)
 	case upgradeRetry:
 		s.upgradeWhenQuiet()
+	case canaryOver:
+		s.canaryWatched(ev)
+	case restoreDue:
+		s.restoreDueNow(ev)
 	case call:
 		ev()
 	}

@@ -22,8 +22,12 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	snap := metrics.Snapshot{
 		Generation:     s.cur.number,
 		Workers:        s.cur.cfg.Workers,
-		Reloads:        make(map[string]uint64, len(s.tally.reloads)),
+		Reloads:        maps.Clone(s.tally.reloads),
 		ReloadDuration: s.tally.reloadHist.Clone(),
+		// A reload that only waits for its configuration is in
+		// progress too: a scrape may land there.
+		ReloadInProgress: !s.reload.idle(),
+		DrainKilled:      s.tally.drainKilled,
 	}
 	snap.NotifyDropped = s.gate.dropCount()
 	for _, g := range s.guards {
@@ -31,9 +35,6 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	}
 	if s.opts.LogDropped != nil {
 		snap.LogDropped = s.opts.LogDropped()
-	}
-	for k, v := range s.tally.reloads {
-		snap.Reloads[k] = v
 	}
 	snap.Upgrades = maps.Clone(s.tally.upgrades)
 	// What the endpoints and the notify socket refused before the last
@@ -58,7 +59,7 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 		}
 		if s.cur.cfg.Sockets == SocketsMaster {
 			snap.Slots[i].ListenInode = s.sockets.inode(s.cur.cfg.Listen, i)
-		} else if c := s.cur.slots[i].current; c != nil && c.state() == StateReady {
+		} else if c := s.servingChild(i); c != nil && c.state() == StateReady {
 			snap.Slots[i].PID = c.pid
 		}
 	}
@@ -97,8 +98,8 @@ func (s *Supervisor) healthz(wait time.Duration) http.HandlerFunc {
 // ready child, or "" when all have one.
 func (s *Supervisor) unreadySlots() string {
 	var missing []string
-	for i, sl := range s.cur.slots {
-		if c := sl.current; c == nil || !c.life.serving() {
+	for i := range s.cur.slots {
+		if c := s.servingChild(i); c == nil || !c.life.serving() {
 			missing = append(missing, fmt.Sprint(i))
 		}
 	}

@@ -143,8 +143,17 @@ func (s *Supervisor) becameReady(c *child, by string) {
 	}
 	switch c.gen {
 	case s.reload.next:
+		if s.reload.roll != nil {
+			s.rollFeed(rollInput{kind: rollReady, slot: c.slot, fresh: true})
+			return
+		}
 		s.driveReload(reloadInput{kind: inNewReady})
 	case s.cur:
+		if s.restoring(c) {
+			s.log.Info("slot back on the old configuration", "slot", c.slot, "generation", c.gen.number, "pid", c.pid)
+			s.rollFeed(rollInput{kind: rollReady, slot: c.slot})
+			return
+		}
 		if sl := s.slotOf(c); sl != nil && sl.successor == c {
 			s.recycled(sl)
 			return

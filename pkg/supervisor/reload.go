@@ -37,6 +37,8 @@ type reloadRun struct {
 	// asked is the options of the next reload to load its configuration;
 	// opts, those of the running one.
 	asked, opts ReloadOptions
+	strategy    string      // of the running reload, for the outcome counters
+	roll        *rolloutRun // the running rollout; nil for a generation reload
 }
 
 func (r *reloadRun) idle() bool { return r.machine.phase == reloadIdle }
@@ -144,6 +146,8 @@ func (s *Supervisor) perform(a reloadAction) reloadInput {
 		s.reload.waiters = nil
 	case actAbandon:
 		s.abandonReload()
+	case actRoll:
+		return s.rollStep(rollInput{kind: rollBegin})
 	}
 	return reloadInput{}
 }
@@ -158,6 +162,7 @@ func (s *Supervisor) startLoad() reloadInput {
 	r.err = nil
 	r.waiters, r.later = append(r.waiters, r.later...), nil
 	r.opts, r.asked = r.asked, ReloadOptions{}
+	r.strategy = r.opts.over(s.cur.cfg).strategy()
 	s.notifySystemd(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicMicros()))
 	load, cur := s.opts.Load, s.cur.cfg
 	c := &r.read
@@ -262,6 +267,13 @@ func (s *Supervisor) beginReload() reloadInput {
 		return reloadInput{kind: inRejected}
 	}
 	r.next = g
+	rcfg := r.opts.over(g.cfg)
+	r.strategy = rcfg.strategy()
+	s.capDraining(rcfg.maxDraining())
+	if rolls(rcfg) {
+		s.beginRollout(g, rcfg)
+		return reloadInput{kind: inSpawned, rolling: true}
+	}
 	s.log.Info("reload started", "generation", g.number, "workers", g.cfg.Workers, "listen", g.cfg.Listen,
 		"command", g.cfg.Command)
 	for i, sl := range g.slots {
@@ -298,6 +310,7 @@ func (s *Supervisor) bindGeneration(g *generation) error {
 // commitReload makes the new generation the serving one and drains every
 // child of the generations before it.
 func (s *Supervisor) commitReload() {
+	s.endRollout()
 	old := s.cur
 	s.cur, s.reload.next = s.reload.next, nil
 	for _, sl := range old.slots {
@@ -309,10 +322,10 @@ func (s *Supervisor) commitReload() {
 		}
 	}
 	took := s.env.clock.Now().Sub(s.reload.started)
-	s.tally.reloads["success"]++
+	s.tally.reloads[reloadKey("success", s.reload.strategy)]++
 	s.tally.reloadHist.Observe(took.Seconds())
 	s.tally.slotsEver = max(s.tally.slotsEver, s.cur.cfg.Workers)
-	s.log.Info("reload succeeded", "generation", s.cur.number, "took_ms", millis(took))
+	s.log.Info("reload succeeded", "generation", s.cur.number, "strategy", s.reload.strategy, "took_ms", millis(took))
 	s.reload.outcome = ReloadResult{Generation: s.cur.number}
 	s.announced = true
 	s.notifySystemd("READY=1")
@@ -326,6 +339,7 @@ func (s *Supervisor) commitReload() {
 
 // rollbackReload drains the new generation; the old one never stopped.
 func (s *Supervisor) rollbackReload() {
+	s.endRollout()
 	if g := s.reload.next; g != nil {
 		s.reload.next = nil
 		for _, sl := range g.slots {
@@ -339,7 +353,7 @@ func (s *Supervisor) rollbackReload() {
 			}
 		}
 	}
-	s.tally.reloads["rolled_back"]++
+	s.tally.reloads[reloadKey("rolled_back", s.reload.strategy)]++
 	s.log.Error("reload rolled back; the old generation serves on", "generation", s.cur.number,
 		"reason", s.reload.err.Error())
 	s.reload.outcome = ReloadResult{Generation: s.cur.number, Err: fmt.Errorf("%w: %w", ErrRolledBack, s.reload.err)}
@@ -351,7 +365,7 @@ func (s *Supervisor) rollbackReload() {
 
 // rejectReload reports a configuration refused before anything started.
 func (s *Supervisor) rejectReload() {
-	s.tally.reloads["rejected"]++
+	s.tally.reloads[reloadKey("rejected", s.reload.strategy)]++
 	s.log.Error("reload rejected; nothing changed", "generation", s.cur.number, "reason", s.reload.err.Error())
 	s.reload.outcome = ReloadResult{Generation: s.cur.number, Err: fmt.Errorf("%w: %w", ErrReloadRejected, s.reload.err)}
 	s.reportReloadEnd()
@@ -363,6 +377,7 @@ func (s *Supervisor) abortReload() { s.driveReload(reloadInput{kind: inStop}) }
 // abandonReload ends the running reload for a stop, which drains its
 // children with every other; everyone waiting is told.
 func (s *Supervisor) abandonReload() {
+	s.endRollout()
 	r := &s.reload
 	r.next = nil
 	stopTimer(r.read.timer)
@@ -418,6 +433,8 @@ type ReloadOptions struct {
 	MaxSurge  int           // slots replaced at once by a rolling reload
 	Canary    int           // slots replaced first and watched
 	CanaryFor time.Duration // how long the canaries are watched
+	// NoCanary turns a configured canary off for this reload (canary=0).
+	NoCanary bool
 }
 
 // Check reports what is wrong with o, in the words of the settings.
@@ -436,6 +453,9 @@ func (o ReloadOptions) over(cfg Config) Config {
 	}
 	if o.Canary > 0 {
 		cfg.Canary = o.Canary
+	}
+	if o.NoCanary {
+		cfg.Canary = 0
 	}
 	if o.CanaryFor > 0 {
 		cfg.CanaryFor = o.CanaryFor

@@ -35,7 +35,7 @@ func TestReloadCommits(t *testing.T) {
 		t.Errorf("systemd was told %q, want READY, RELOADING with MONOTONIC_USEC, READY", got)
 	}
 	snap, _ := h.s.Snapshot()
-	if snap.Generation != 2 || snap.Reloads["success"] != 1 || snap.ReloadDuration.Count != 1 {
+	if snap.Generation != 2 || snap.Reloads[reloadKey("success", StrategyGeneration)] != 1 || snap.ReloadDuration.Count != 1 {
 		t.Errorf("snapshot: generation %d, reloads %v, histogram count %d", snap.Generation, snap.Reloads, snap.ReloadDuration.Count)
 	}
 }
@@ -67,7 +67,7 @@ func TestReloadRollsBack(t *testing.T) {
 		}
 	}
 	snap, _ := h.s.Snapshot()
-	if snap.Reloads["rolled_back"] != 1 {
+	if snap.Reloads[reloadKey("rolled_back", StrategyGeneration)] != 1 {
 		t.Errorf("reloads = %v", snap.Reloads)
 	}
 }

@@ -11,6 +11,8 @@ package supervisor
 //	                     │                   │   └──a start failed──┐  └──a new child failed───────▶ idle  (roll back)
 //	                     │                   │                      └──────────────────────────────▶ idle  (roll back)
 //	                     └───────────────────┴──config rejected────────────────────────────────────▶ idle  (reject)
+//	spawning ──spawned for a rollout──▶ rolling ──rolled out──▶ idle (commit)
+//	                                       └─────rolled back──▶ idle (roll back)
 //
 // Loading waits for the configuration, which a goroutine reads off the
 // loop (reload.go, startLoad): a config file on a hung filesystem must not
@@ -29,6 +31,7 @@ const (
 	reloadLoading                     // the configuration is being read, off the loop
 	reloadSpawning                    // the new generation is being checked and started
 	reloadStarting                    // its children are starting; waiting for each READY=1
+	reloadRolling                     // a rollout replaces the slots (rollout.go); waiting for its end
 )
 
 // reloadMachine is the state of the reload sequence.
@@ -42,19 +45,22 @@ type reloadMachine struct {
 type reloadInputKind uint8
 
 const (
-	inRequest   reloadInputKind = iota + 1 // a reload was asked for
-	inLoaded                               // the configuration was read
-	inSpawned                              // the new generation was started: n children, failed if a start failed
-	inRejected                             // the new configuration was refused, or could not be read in time
-	inNewReady                             // a child of the new generation said READY=1
-	inNewFailed                            // a child of the new generation exited or timed out
-	inStop                                 // the supervisor stops
+	inRequest    reloadInputKind = iota + 1 // a reload was asked for
+	inLoaded                                // the configuration was read
+	inSpawned                               // the new generation was started: n children, failed if a start failed
+	inRejected                              // the new configuration was refused, or could not be read in time
+	inNewReady                              // a child of the new generation said READY=1
+	inNewFailed                             // a child of the new generation exited or timed out
+	inStop                                  // the supervisor stops
+	inRolledOut                             // the rollout replaced every slot
+	inRolledBack                            // the rollout failed and every slot went back
 )
 
 type reloadInput struct {
-	kind   reloadInputKind
-	n      int  // inSpawned: the number of children started
-	failed bool // inSpawned: a child failed to start
+	kind    reloadInputKind
+	n       int  // inSpawned: the number of children started
+	failed  bool // inSpawned: a child failed to start
+	rolling bool // inSpawned: nothing started yet; a rollout replaces the slots
 }
 
 // reloadAction is what the loop must do.
@@ -78,6 +84,9 @@ const (
 	// actAbandon: a stop ends the reload; answer every caller, those of
 	// a coalesced reload too, that the supervisor is stopping.
 	actAbandon
+	// actRoll: begin the rollout; yields inRolledOut or inRolledBack if
+	// it ends at once.
+	actRoll
 )
 
 // step is the reload state machine. Inputs that make no sense in a phase
@@ -113,6 +122,9 @@ func (m reloadMachine) step(in reloadInput) (reloadMachine, []reloadAction) {
 			m.again = true
 		case inSpawned:
 			switch {
+			case in.rolling:
+				m.phase = reloadRolling
+				return m, []reloadAction{actRoll}
 			case in.failed:
 				return m.finish(actRollback)
 			case in.n == 0:
@@ -134,6 +146,15 @@ func (m reloadMachine) step(in reloadInput) (reloadMachine, []reloadAction) {
 				return m.finish(actCommit)
 			}
 		case inNewFailed:
+			return m.finish(actRollback)
+		}
+	case reloadRolling:
+		switch in.kind {
+		case inRequest:
+			m.again = true
+		case inRolledOut:
+			return m.finish(actCommit)
+		case inRolledBack:
 			return m.finish(actRollback)
 		}
 	}

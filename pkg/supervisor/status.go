@@ -106,6 +106,9 @@ func (s *Supervisor) status() Status {
 		UpgradeError: s.upgrade.lastErr,
 	}
 	now := s.env.clock.Now()
+	if !s.reload.idle() {
+		st.Reload = s.reloadStatus(now)
+	}
 	for _, c := range s.children {
 		st.Children = append(st.Children, ChildStatus{
 			Slot:          c.slot,
@@ -140,4 +143,32 @@ func (s *Supervisor) status() Status {
 			a.Started.Compare(b.Started), cmp.Compare(a.PID, b.PID))
 	})
 	return st
+}
+
+// reloadStatus describes the running reload.
+func (s *Supervisor) reloadStatus(now time.Time) *ReloadStatus {
+	r := &s.reload
+	rs := &ReloadStatus{Strategy: r.strategy, Phase: "loading", ElapsedSeconds: now.Sub(r.started).Seconds()}
+	if g := r.next; g != nil {
+		rs.Generation, rs.Slots = g.number, len(g.slots)
+		rs.Phase = "starting"
+		for _, sl := range g.slots {
+			if c := sl.current; c != nil && c.life.serving() {
+				rs.SlotsDone++
+			}
+		}
+	}
+	if ro := r.roll; ro != nil {
+		rs.SlotsDone, rs.Canary = ro.done(), ro.canary
+		switch ro.phase {
+		case rollForward:
+			rs.Phase = "rolling"
+		case rollWatching:
+			rs.Phase = "canary"
+			rs.CanaryLeftSeconds = max(ro.watchUntil.Sub(now), 0).Seconds()
+		case rollBack:
+			rs.Phase = "rolling_back"
+		}
+	}
+	return rs
 }

@@ -362,6 +362,7 @@ func (s *Supervisor) steerTick() {
 				why = "no ready child"
 			}
 			s.log.Warn("steering new connections away from slot", "slot", i, "reason", why)
+			s.canaryUnhealthy(i, why)
 		case wasAway:
 			s.steering.away[i] = false
 			// probe: the slot shows no progress since its rescue; it

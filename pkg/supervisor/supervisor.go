@@ -114,13 +114,14 @@ type Supervisor struct {
 // tally holds the totals behind the metrics that outlive the children
 // they count.
 type tally struct {
-	restarts      map[int]int       // unplanned exits restarted, by slot
-	accepted      map[int]uint64    // accepts of the slot's children that are gone
-	connections   map[int]uint64    // new connections placed by steering programs that are gone, by slot
-	rescued       map[int]uint64    // connections moved out of stuck slots' queues, by slot
-	unplaced      uint64            // new connections those programs left to the kernel
-	slotsEver     int               // the most slots any generation had
-	reloads       map[string]uint64 // reload outcomes, by result
+	restarts      map[int]int                  // unplanned exits restarted, by slot
+	accepted      map[int]uint64               // accepts of the slot's children that are gone
+	connections   map[int]uint64               // new connections placed by steering programs that are gone, by slot
+	rescued       map[int]uint64               // connections moved out of stuck slots' queues, by slot
+	unplaced      uint64                       // new connections those programs left to the kernel
+	slotsEver     int                          // the most slots any generation had
+	reloads       map[metrics.ReloadKey]uint64 // reload outcomes, by result and strategy
+	drainKilled   uint64                       // draining children killed for --max-draining-generations
 	reloadHist    metrics.HistogramSnapshot
 	watchdogKills map[int]uint64        // by slot
 	recycles      map[recycleKey]uint64 // completed recycles
@@ -231,7 +232,7 @@ func newBare(opts Options, e env, self string, g *generation) *Supervisor {
 			accepted:      make(map[int]uint64),
 			connections:   make(map[int]uint64),
 			rescued:       make(map[int]uint64),
-			reloads:       make(map[string]uint64),
+			reloads:       make(map[metrics.ReloadKey]uint64),
 			watchdogKills: make(map[int]uint64),
 			recycles:      make(map[recycleKey]uint64),
 			upgrades:      make(map[string]uint64),

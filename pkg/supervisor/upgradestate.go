@@ -141,22 +141,26 @@ type socketFile struct {
 
 // tallyFile is tally with keys JSON can carry.
 type tallyFile struct {
-	Restarts      map[int]int
-	Accepted      map[int]uint64
-	Connections   map[int]uint64
-	Rescued       map[int]uint64
-	Unplaced      uint64
-	SlotsEver     int
-	Reloads       map[string]uint64
-	ReloadCount   uint64
-	ReloadSum     float64
-	ReloadBuckets []bucketFile
-	WatchdogKills map[int]uint64
-	Recycles      []recycleFile
-	Upgrades      map[string]uint64
-	NotifyDropped uint64
-	Refused       []metrics.Refusal
-	LogDropped    uint64
+	Restarts    map[int]int
+	Accepted    map[int]uint64
+	Connections map[int]uint64
+	Rescued     map[int]uint64
+	Unplaced    uint64
+	SlotsEver   int
+	Reloads     map[string]uint64 // of the generation strategy: the only one before rollouts
+	// ReloadsRolling counts the rolling reloads by result; an older
+	// master's state has none.
+	ReloadsRolling map[string]uint64 `json:",omitempty"`
+	DrainKilled    uint64            `json:",omitempty"`
+	ReloadCount    uint64
+	ReloadSum      float64
+	ReloadBuckets  []bucketFile
+	WatchdogKills  map[int]uint64
+	Recycles       []recycleFile
+	Upgrades       map[string]uint64
+	NotifyDropped  uint64
+	Refused        []metrics.Refusal
+	LogDropped     uint64
 }
 
 type bucketFile struct {
@@ -203,9 +207,17 @@ func decodeState(data []byte) (*upgradeState, error) {
 func fileOfTally(t *tally) tallyFile {
 	f := tallyFile{
 		Restarts: maps.Clone(t.restarts), Accepted: maps.Clone(t.accepted), Connections: maps.Clone(t.connections),
-		Rescued: maps.Clone(t.rescued), Unplaced: t.unplaced, SlotsEver: t.slotsEver, Reloads: maps.Clone(t.reloads),
+		Rescued: maps.Clone(t.rescued), Unplaced: t.unplaced, SlotsEver: t.slotsEver,
+		Reloads: make(map[string]uint64), ReloadsRolling: make(map[string]uint64), DrainKilled: t.drainKilled,
 		ReloadCount: t.reloadHist.Count, ReloadSum: t.reloadHist.Sum, WatchdogKills: maps.Clone(t.watchdogKills),
 		Upgrades: maps.Clone(t.upgrades), NotifyDropped: t.notifyDropped, Refused: slices.Clone(t.refused),
+	}
+	for k, n := range t.reloads {
+		if k.Strategy == StrategyRolling {
+			f.ReloadsRolling[k.Result] = n
+		} else {
+			f.Reloads[k.Result] = n
+		}
 	}
 	for le, n := range t.reloadHist.Buckets {
 		f.ReloadBuckets = append(f.ReloadBuckets, bucketFile{Le: le, Count: n})
@@ -220,9 +232,15 @@ func fileOfTally(t *tally) tallyFile {
 func tallyOfFile(f tallyFile) tally {
 	t := tally{
 		restarts: orEmpty(f.Restarts), accepted: orEmpty(f.Accepted), connections: orEmpty(f.Connections),
-		rescued: orEmpty(f.Rescued), unplaced: f.Unplaced, slotsEver: f.SlotsEver, reloads: orEmpty(f.Reloads),
-		watchdogKills: orEmpty(f.WatchdogKills), recycles: make(map[recycleKey]uint64), upgrades: orEmpty(f.Upgrades),
+		rescued: orEmpty(f.Rescued), unplaced: f.Unplaced, slotsEver: f.SlotsEver, reloads: make(map[metrics.ReloadKey]uint64),
+		drainKilled: f.DrainKilled, watchdogKills: orEmpty(f.WatchdogKills), recycles: make(map[recycleKey]uint64), upgrades: orEmpty(f.Upgrades),
 		notifyDropped: f.NotifyDropped, refused: f.Refused,
+	}
+	for result, n := range f.Reloads {
+		t.reloads[reloadKey(result, StrategyGeneration)] = n
+	}
+	for result, n := range f.ReloadsRolling {
+		t.reloads[reloadKey(result, StrategyRolling)] = n
 	}
 	t.reloadHist.Count, t.reloadHist.Sum = f.ReloadCount, f.ReloadSum
 	if len(f.ReloadBuckets) > 0 {

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/prefork/prefork/pkg/sdwatchdog"
@@ -69,6 +70,10 @@ func (s *Supervisor) watchdogExpired(c *child) {
 	s.kill(c, unix.SIGQUIT)
 	c.graceTimer = s.env.clock.AfterFunc(WatchdogGrace, func() { s.send(watchdogGraceOver{c: c}) })
 	s.steerNow(c)
+	if c.gen == s.reload.next && s.reload.roll != nil {
+		// A rollout does not wait for the exit to turn back.
+		s.newChildFailed(c, fmt.Sprintf("missed its watchdog: no WATCHDOG=1 for %v", d))
+	}
 }
 
 // watchdogGraceOver kills a hung child that outlived its SIGQUIT.

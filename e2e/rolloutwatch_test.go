@@ -67,7 +67,9 @@ func liveChildren(masterPID int) []int {
 
 // rolloutWatch samples a master while reloads run: the number of its
 // live child processes every 2 ms, from /proc, and its status every
-// 20 ms.
+// 20 ms. The surge a rollout allows is of children starting or ready
+// (status); the processes also count the old children still draining,
+// which may take up to --drain-timeout each.
 type rolloutWatch struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -88,6 +90,10 @@ type rolloutWatch struct {
 	reloads []rolloutStatus
 	// mixed counts samples with ready children of two generations.
 	mixed int
+	// maxActive is the most children starting or ready (not draining)
+	// in one status sample; maxActiveWho lists that sample's rows.
+	maxActive    int
+	maxActiveWho string
 	// statusErrs counts failed status requests; lastErr is the latest.
 	statusErrs int
 	lastErr    error
@@ -152,6 +158,28 @@ func (w *rolloutWatch) record(st rolloutStatus, err error) {
 	if len(ready) > 1 {
 		w.mixed++
 	}
+	active := 0
+	for _, c := range st.Children {
+		if c.State == "starting" || c.State == "ready" {
+			active++
+		}
+	}
+	if active > w.maxActive {
+		w.maxActive = active
+		var b strings.Builder
+		for _, c := range st.Children {
+			fmt.Fprintf(&b, "\n  slot %d generation %d pid %d %s", c.Slot, c.Generation, c.PID, c.State)
+		}
+		w.maxActiveWho = b.String()
+	}
+}
+
+// surge returns the most children starting or ready at once, in a status
+// sample, and that sample's rows.
+func (w *rolloutWatch) surge() (int, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.maxActive, w.maxActiveWho
 }
 
 // stop ends the sampling and waits for it.
@@ -170,8 +198,8 @@ func (w *rolloutWatch) peak() (int, string) {
 func (w *rolloutWatch) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return fmt.Sprintf("peak %d live children; %d status samples (%d failed, last %v): generations %v, phases %v, slots_done %v, %d with two generations ready",
-		w.maxLive, w.samples, w.statusErrs, w.lastErr, w.gens, w.phases, w.slotsDone, w.mixed)
+	return fmt.Sprintf("peak %d live children, %d starting or ready; %d status samples (%d failed, last %v): generations %v, phases %v, slots_done %v, %d with two generations ready",
+		w.maxLive, w.maxActive, w.samples, w.statusErrs, w.lastErr, w.gens, w.phases, w.slotsDone, w.mixed)
 }
 
 // commands describes pids for a failure message: each one's command

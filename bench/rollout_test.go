@@ -179,10 +179,17 @@ func steadyRSS(b *testing.B, masterPID, n int) int64 {
 	return int64(median(sums))
 }
 
-// childrenRSS returns the sum of VmRSS over the master's child processes,
-// in bytes, and how many of them had one (a zombie has none).
+// childrenRSS returns the sum of VmRSS over the master's child processes
+// that run bin/child, in bytes, and how many of them had one (a zombie
+// has none). A child not yet exec'd is left out: between its fork (a
+// vfork, or the exec shim's clone) and its exec it shares or copies the
+// master's memory, whose size is not the child's.
 func childrenRSS(masterPID int) (total int64, live int) {
+	child := filepath.Join(bin, "child")
 	for _, pid := range testkit.ChildrenOf(masterPID) {
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe != child {
+			continue
+		}
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			continue

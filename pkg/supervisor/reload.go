@@ -80,9 +80,6 @@ func (s *Supervisor) requestReload(reply chan<- ReloadResult) {
 // the reload after the running one gives it its options, the last one's
 // winning.
 func (s *Supervisor) requestReloadWith(reply chan<- ReloadResult, o ReloadOptions) {
-	if o != (ReloadOptions{}) {
-		s.reload.asked = o
-	}
 	if s.stopping != 0 {
 		if reply != nil {
 			reply <- ReloadResult{Generation: s.cur.number, Err: ErrStopping}
@@ -98,6 +95,9 @@ func (s *Supervisor) requestReloadWith(reply chan<- ReloadResult, o ReloadOption
 			reply <- ReloadResult{Generation: s.cur.number, Err: err}
 		}
 		return
+	}
+	if o != (ReloadOptions{}) {
+		s.reload.asked = o
 	}
 	running := !s.reload.idle()
 	if reply != nil {
@@ -271,8 +271,14 @@ func (s *Supervisor) beginReload() reloadInput {
 	r.strategy = rcfg.strategy()
 	s.capDraining(rcfg.maxDraining())
 	if rolls(rcfg) {
-		s.beginRollout(g, rcfg)
-		return reloadInput{kind: inSpawned, rolling: true}
+		why := cannotRoll(s.cur.cfg, g.cfg)
+		if why == "" {
+			s.beginRollout(g, rcfg)
+			return reloadInput{kind: inSpawned, rolling: true}
+		}
+		s.log.Warn("this reload starts a whole generation, without canaries: it cannot go slot by slot when "+why,
+			"strategy", rcfg.strategy(), "canary", rcfg.Canary)
+		r.strategy = StrategyGeneration
 	}
 	s.log.Info("reload started", "generation", g.number, "workers", g.cfg.Workers, "listen", g.cfg.Listen,
 		"command", g.cfg.Command)

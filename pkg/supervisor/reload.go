@@ -269,7 +269,6 @@ func (s *Supervisor) beginReload() reloadInput {
 	r.next = g
 	rcfg := r.opts.over(g.cfg)
 	r.strategy = rcfg.strategy()
-	s.capDraining(rcfg.maxDraining())
 	if rolls(rcfg) {
 		why := cannotRoll(s.cur.cfg, g.cfg)
 		if why == "" {
@@ -317,6 +316,7 @@ func (s *Supervisor) bindGeneration(g *generation) error {
 // child of the generations before it.
 func (s *Supervisor) commitReload() {
 	s.endRollout()
+	s.capDraining(s.reload.next.cfg.maxDraining())
 	old := s.cur
 	s.cur, s.reload.next = s.reload.next, nil
 	for _, sl := range old.slots {

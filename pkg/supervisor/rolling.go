@@ -25,6 +25,9 @@ type rolloutRun struct {
 	failures map[int]int
 	// lastRestoreErr is why the last start of an old child failed.
 	lastRestoreErr string
+	// capped: --max-draining-generations was applied, at the first old
+	// child drained.
+	capped bool
 }
 
 // Rollout events, tied to their rollout: one that ended ignores them.
@@ -62,8 +65,17 @@ func (s *Supervisor) beginRollout(g *generation, cfg Config) {
 	r := &rolloutRun{rollout: newRollout(len(s.cur.slots), len(g.slots), cfg), strategy: cfg.strategy(),
 		canaryFor: cfg.CanaryFor, retries: make(map[int]timer), failures: make(map[int]int)}
 	s.reload.roll = r
-	s.log.Info("rollout started", "generation", g.number, "strategy", r.strategy, "slots", r.n,
-		"max_surge", r.surge, "canary", r.canary, "canary_for_ms", millis(r.canaryFor))
+	attrs := []any{"generation", g.number, "strategy", r.strategy, "slots", r.n}
+	if r.strategy == StrategyRolling {
+		attrs = append(attrs, "max_surge", r.surge)
+	}
+	if r.canary > 0 {
+		attrs = append(attrs, "canary", r.canary, "canary_for_ms", millis(r.canaryFor))
+		if cfg.Canary > r.n {
+			attrs = append(attrs, "canary_asked", cfg.Canary)
+		}
+	}
+	s.log.Info("rollout started", attrs...)
 }
 
 // rollStep feeds in to the rollout and performs its actions, and those of
@@ -117,6 +129,11 @@ func (s *Supervisor) performRoll(r *rolloutRun, a rollAction) (rollInput, bool) 
 	case actDrainOld:
 		if i >= len(s.cur.slots) {
 			break // a slot the old generation did not have
+		}
+		if !r.capped {
+			// The serving generation begins to drain.
+			r.capped = true
+			s.capDraining(next.cfg.maxDraining())
 		}
 		sl := s.cur.slots[i]
 		sl.cancelRestart()
@@ -229,7 +246,11 @@ func (s *Supervisor) canaryWatched(ev canaryOver) {
 		return
 	}
 	r.watchUntil = time.Time{}
-	s.log.Info("canaries passed their watch; replacing the rest", "slots_done", r.done(), "slots", r.n)
+	if r.done() == r.n {
+		s.log.Info("canaries passed their watch; every slot is replaced", "slots", r.n)
+	} else {
+		s.log.Info("canaries passed their watch; replacing the rest", "slots_done", r.done(), "slots", r.n)
+	}
 	s.rollFeed(rollInput{kind: rollWatchOver})
 }
 
@@ -248,6 +269,10 @@ func (s *Supervisor) failRollout(err error) {
 // generation that failed: it exited, or (with canaries watched) missed
 // its watchdog or got stuck.
 func (s *Supervisor) newChildFailed(c *child, reason string) {
+	if r := s.reload.roll; r != nil && r.phase == rollWatching {
+		reason = fmt.Sprintf("a canary, %v into its %v watch: %s",
+			(r.canaryFor - r.watchUntil.Sub(s.env.clock.Now())).Round(time.Millisecond), r.canaryFor, reason)
+	}
 	s.failRollout(fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason))
 	s.rollFeed(rollInput{kind: rollFailed, slot: c.slot, fresh: true})
 }

@@ -239,8 +239,9 @@ func TestCanaryCrashRollsBack(t *testing.T) {
 	h.wantStates("0/1:starting", "1/1:ready", "2/1:ready")
 	h.ready(h.child(0, 1))
 	r := h.result(res)
-	if !errors.Is(r.Err, ErrRolledBack) || !strings.Contains(r.Err.Error(), "slot 0") {
-		t.Fatalf("reload = %+v, want rolled back naming slot 0", r)
+	if !errors.Is(r.Err, ErrRolledBack) || !strings.Contains(r.Err.Error(), "slot 0") ||
+		!strings.Contains(r.Err.Error(), "a canary, 2s into its 5s watch: exited with code 1") {
+		t.Fatalf("reload = %+v, want rolled back naming slot 0, in its watch", r)
 	}
 	h.clock.Advance(10 * time.Second) // the watch's timer, had it stayed, fires now
 	h.wantStates("0/1:ready", "1/1:ready", "2/1:ready")
@@ -324,6 +325,7 @@ func TestMaxDrainingGenerations(t *testing.T) {
 	reload(2)
 	second := lingering(2)
 	reload(3) // generations 1 and 2 drain: the default allows two
+	third := lingering(3)
 	if got := h.procs.signalsOf(first.pid); !slices.Equal(got, []unix.Signal{unix.SIGTERM}) {
 		t.Fatalf("generation 1 got %v, want only SIGTERM", got)
 	}
@@ -340,6 +342,59 @@ func TestMaxDrainingGenerations(t *testing.T) {
 	snap, _ := h.s.Snapshot()
 	if snap.DrainKilled != 1 {
 		t.Errorf("prefork_drain_killed_total = %d, want 1", snap.DrainKilled)
+	}
+	// A reload rolled back leaves no more generations draining than
+	// before (only its own new children, barely started): it kills none.
+	res := h.reloadAsync()
+	h.exit(h.child(0, 5), exitCode(1))
+	if r := h.result(res); !errors.Is(r.Err, ErrRolledBack) {
+		t.Fatalf("reload = %+v", r)
+	}
+	for _, p := range []*fakeProc{second, third} {
+		if got := h.procs.signalsOf(p.pid); slices.Contains(got, unix.SIGKILL) {
+			t.Errorf("generation %d was killed by a reload that rolled back", p.generation())
+		}
+	}
+}
+
+// A rolling reload applies the cap when the serving generation begins to
+// drain: at its first slot replaced.
+func TestMaxDrainingRolling(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 2, 1)
+	cfg.MaxDrainingGenerations = 1
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	linger := func(g int) []*fakeProc {
+		ps := []*fakeProc{h.child(0, g), h.child(1, g)}
+		h.procs.mu.Lock()
+		for _, p := range ps {
+			p.ignore[unix.SIGTERM] = true
+		}
+		h.procs.mu.Unlock()
+		return ps
+	}
+	first := linger(1)
+	res := h.reloadAsync()
+	h.ready(h.child(0, 2))
+	h.ready(h.child(1, 2))
+	h.result(res)
+	linger(2)
+	res = h.reloadAsync()
+	for _, p := range first {
+		if got := h.procs.signalsOf(p.pid); slices.Contains(got, unix.SIGKILL) {
+			t.Fatalf("generation 1 killed before any child of generation 2 drained")
+		}
+	}
+	h.ready(h.child(0, 3))
+	for _, p := range first {
+		if got := h.procs.signalsOf(p.pid); !slices.Contains(got, unix.SIGKILL) {
+			t.Errorf("generation 1's pid %d got %v once generation 2 began to drain, want SIGKILL", p.pid, got)
+		}
+	}
+	h.ready(h.child(1, 3))
+	if r := h.result(res); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
 	}
 }
 

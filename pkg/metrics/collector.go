@@ -207,7 +207,7 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 		upgrades: prometheus.NewDesc("prefork_upgrades_total",
 			"Upgrades of the master in place, by outcome.", []string{"result"}, nil),
 		duration: prometheus.NewDesc("prefork_reload_duration_seconds",
-			"From reload start to the old generation told to drain.", nil, nil),
+			"From reload start to its commit: the old generation told to drain (rolling: the last slot replaced).", nil, nil),
 		generation: prometheus.NewDesc("prefork_generation",
 			"The current generation.", nil, nil),
 		workers: prometheus.NewDesc("prefork_workers",

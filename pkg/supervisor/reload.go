@@ -80,9 +80,6 @@ func (s *Supervisor) requestReload(reply chan<- ReloadResult) {
 // the reload after the running one gives it its options, the last one's
 // winning.
 func (s *Supervisor) requestReloadWith(reply chan<- ReloadResult, o ReloadOptions) {
-	if o != (ReloadOptions{}) {
-		s.reload.asked = o
-	}
 	if s.stopping != 0 {
 		if reply != nil {
 			reply <- ReloadResult{Generation: s.cur.number, Err: ErrStopping}
@@ -98,6 +95,9 @@ func (s *Supervisor) requestReloadWith(reply chan<- ReloadResult, o ReloadOption
 			reply <- ReloadResult{Generation: s.cur.number, Err: err}
 		}
 		return
+	}
+	if o != (ReloadOptions{}) {
+		s.reload.asked = o
 	}
 	running := !s.reload.idle()
 	if reply != nil {
@@ -269,10 +269,15 @@ func (s *Supervisor) beginReload() reloadInput {
 	r.next = g
 	rcfg := r.opts.over(g.cfg)
 	r.strategy = rcfg.strategy()
-	s.capDraining(rcfg.maxDraining())
 	if rolls(rcfg) {
-		s.beginRollout(g, rcfg)
-		return reloadInput{kind: inSpawned, rolling: true}
+		why := cannotRoll(s.cur.cfg, g.cfg)
+		if why == "" {
+			s.beginRollout(g, rcfg)
+			return reloadInput{kind: inSpawned, rolling: true}
+		}
+		s.log.Warn("this reload starts a whole generation, without canaries: it cannot go slot by slot when "+why,
+			"strategy", rcfg.strategy(), "canary", rcfg.Canary)
+		r.strategy = StrategyGeneration
 	}
 	s.log.Info("reload started", "generation", g.number, "workers", g.cfg.Workers, "listen", g.cfg.Listen,
 		"command", g.cfg.Command)
@@ -311,6 +316,7 @@ func (s *Supervisor) bindGeneration(g *generation) error {
 // child of the generations before it.
 func (s *Supervisor) commitReload() {
 	s.endRollout()
+	s.capDraining(s.reload.next.cfg.maxDraining())
 	old := s.cur
 	s.cur, s.reload.next = s.reload.next, nil
 	for _, sl := range old.slots {

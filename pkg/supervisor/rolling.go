@@ -23,6 +23,11 @@ type rolloutRun struct {
 	// failures the times each failed to come back.
 	retries  map[int]timer
 	failures map[int]int
+	// lastRestoreErr is why the last start of an old child failed.
+	lastRestoreErr string
+	// capped: --max-draining-generations was applied, at the first old
+	// child drained.
+	capped bool
 }
 
 // Rollout events, tied to their rollout: one that ended ignores them.
@@ -40,14 +45,37 @@ func rolls(cfg Config) bool {
 	return cfg.strategy() == StrategyRolling || cfg.Canary > 0
 }
 
+// cannotRoll says why a reload from cur to next cannot go slot by slot
+// ("" when it can). A slot handed over to another address or socket mode
+// would leave its old socket in the old group with nobody to accept (the
+// master's own, in master mode) and steering judging it empty.
+func cannotRoll(cur, next Config) string {
+	switch {
+	case cur.Listen != next.Listen:
+		return fmt.Sprintf("the address changes (%s to %s)", cur.Listen, next.Listen)
+	case cur.Sockets != next.Sockets:
+		return fmt.Sprintf("the socket mode changes (%s to %s)", cur.Sockets, next.Sockets)
+	}
+	return ""
+}
+
 // beginRollout starts replacing the serving generation's slots with g's,
 // by the rollout settings of cfg.
 func (s *Supervisor) beginRollout(g *generation, cfg Config) {
 	r := &rolloutRun{rollout: newRollout(len(s.cur.slots), len(g.slots), cfg), strategy: cfg.strategy(),
 		canaryFor: cfg.CanaryFor, retries: make(map[int]timer), failures: make(map[int]int)}
 	s.reload.roll = r
-	s.log.Info("rollout started", "generation", g.number, "strategy", r.strategy, "slots", r.n,
-		"max_surge", r.surge, "canary", r.canary, "canary_for_ms", millis(r.canaryFor))
+	attrs := []any{"generation", g.number, "strategy", r.strategy, "slots", r.n}
+	if r.strategy == StrategyRolling {
+		attrs = append(attrs, "max_surge", r.surge)
+	}
+	if r.canary > 0 {
+		attrs = append(attrs, "canary", r.canary, "canary_for_ms", millis(r.canaryFor))
+		if cfg.Canary > r.n {
+			attrs = append(attrs, "canary_asked", cfg.Canary)
+		}
+	}
+	s.log.Info("rollout started", attrs...)
 }
 
 // rollStep feeds in to the rollout and performs its actions, and those of
@@ -102,6 +130,11 @@ func (s *Supervisor) performRoll(r *rolloutRun, a rollAction) (rollInput, bool) 
 		if i >= len(s.cur.slots) {
 			break // a slot the old generation did not have
 		}
+		if !r.capped {
+			// The serving generation begins to drain.
+			r.capped = true
+			s.capDraining(next.cfg.maxDraining())
+		}
 		sl := s.cur.slots[i]
 		sl.cancelRestart()
 		for _, c := range []*child{sl.current, sl.successor} {
@@ -111,14 +144,19 @@ func (s *Supervisor) performRoll(r *rolloutRun, a rollAction) (rollInput, bool) 
 				s.drain(c)
 			}
 		}
+		// A recycle's successor drains with it: no longer the slot's
+		// heir should the slot go back and its child crash.
+		sl.successor, sl.recycleReason = nil, ""
 	case actWatch:
 		r.watchUntil = s.env.clock.Now().Add(r.canaryFor)
 		r.watchTimer = s.env.clock.AfterFunc(r.canaryFor, func() { s.send(canaryOver{r: r}) })
 		s.log.Info("canaries replaced; watching them", "slots", r.canary, "for_ms", millis(r.canaryFor))
 	case actStartOld:
-		s.restoreSlot(r, i)
+		return s.restoreSlot(r, i)
 	case actRetryOld:
-		s.retryRestore(r, i)
+		return s.retryRestore(r, i)
+	case actAdopt:
+		s.adopt(r, i)
 	case actDrainNew:
 		if i < len(next.slots) {
 			if c := next.slots[i].current; c != nil && s.live(c) {
@@ -130,26 +168,64 @@ func (s *Supervisor) performRoll(r *rolloutRun, a rollAction) (rollInput, bool) 
 }
 
 // restoreSlot starts a child of the serving generation's configuration in
-// slot i again, beside the new child that replaced its old one.
-func (s *Supervisor) restoreSlot(r *rolloutRun, i int) {
+// slot i again, beside the new child that replaced its old one; a start
+// that fails is retried (retryRestore).
+func (s *Supervisor) restoreSlot(r *rolloutRun, i int) (rollInput, bool) {
 	delete(r.retries, i)
 	c, err := s.startChild(s.cur, i)
 	if err != nil {
+		r.lastRestoreErr = err.Error()
 		s.log.Error("could not start the old configuration's child again", "slot", i, "generation", s.cur.number, "err", err)
-		s.retryRestore(r, i)
-		return
+		return s.retryRestore(r, i)
 	}
 	s.cur.slots[i].current = c
+	return rollInput{}, false
 }
 
+// maxRestoreTries is how many times a slot's old child may fail to come
+// back before the slot keeps its new child: a rollback whose old
+// configuration no longer starts (its binary gone) must end, or no
+// reload could ever fix it.
+const maxRestoreTries = 5
+
 // retryRestore starts slot i's old child again after the backoff; the new
-// child serves the slot meanwhile.
-func (s *Supervisor) retryRestore(r *rolloutRun, i int) {
+// child serves the slot meanwhile. Past maxRestoreTries it yields the
+// input that gives up.
+func (s *Supervisor) retryRestore(r *rolloutRun, i int) (rollInput, bool) {
 	r.failures[i]++
+	if r.failures[i] >= maxRestoreTries {
+		return rollInput{kind: rollGiveUp, slot: i}, true
+	}
 	d := max(minRecycleRetry, restartDelay(r.failures[i]))
 	s.log.Warn("the old configuration's child did not come back; trying again", "slot", i,
 		"generation", s.cur.number, "in_ms", millis(d), "failures_in_a_row", r.failures[i])
 	r.retries[i] = s.env.clock.AfterFunc(d, func() { s.send(restoreDue{r: r, slot: i}) })
+	return rollInput{}, false
+}
+
+// adopt gives up on bringing slot i back: its new child, if it still
+// serves, stays and joins the serving generation (a crash then restarts
+// the slot with the old configuration, under the backoff); if it is gone
+// too, the slot restarts under the backoff now.
+func (s *Supervisor) adopt(r *rolloutRun, i int) {
+	sl := s.cur.slots[i]
+	why := fmt.Sprintf("the old configuration's child of slot %d failed to start %d times", i, r.failures[i])
+	if r.lastRestoreErr != "" {
+		why += " (last: " + r.lastRestoreErr + ")"
+	}
+	c := s.reload.next.slots[i].current
+	if c == nil || !s.live(c) || c.life == lifeDraining {
+		s.log.Error("giving up on the slot's old configuration; the slot restarts under the backoff", "slot", i, "reason", why)
+		sl.failures = max(sl.failures, r.failures[i])
+		s.scheduleRestart(s.cur, i)
+		s.reload.err = fmt.Errorf("%w; %s, and restarts under the backoff", s.reload.err, why)
+		return
+	}
+	s.reload.next.slots[i].current = nil
+	c.gen = s.cur
+	sl.current = c
+	s.log.Error("giving up on the slot's old configuration; it keeps its new child", "slot", i, "pid", c.pid, "reason", why)
+	s.reload.err = fmt.Errorf("%w; %s, so it keeps its new child (pid %d)", s.reload.err, why, c.pid)
 }
 
 // restoreDueNow restarts a slot's old child whose backoff is over.
@@ -157,7 +233,9 @@ func (s *Supervisor) restoreDueNow(ev restoreDue) {
 	if s.reload.roll != ev.r || ev.r.phase != rollBack || ev.r.slots[ev.slot] != slotRestoring {
 		return
 	}
-	s.restoreSlot(ev.r, ev.slot)
+	if in, ok := s.restoreSlot(ev.r, ev.slot); ok {
+		s.rollFeed(in)
+	}
 }
 
 // canaryWatched goes on with a rollout whose canaries lived through their
@@ -168,7 +246,11 @@ func (s *Supervisor) canaryWatched(ev canaryOver) {
 		return
 	}
 	r.watchUntil = time.Time{}
-	s.log.Info("canaries passed their watch; replacing the rest", "slots_done", r.done(), "slots", r.n)
+	if r.done() == r.n {
+		s.log.Info("canaries passed their watch; every slot is replaced", "slots", r.n)
+	} else {
+		s.log.Info("canaries passed their watch; replacing the rest", "slots_done", r.done(), "slots", r.n)
+	}
 	s.rollFeed(rollInput{kind: rollWatchOver})
 }
 
@@ -187,6 +269,10 @@ func (s *Supervisor) failRollout(err error) {
 // generation that failed: it exited, or (with canaries watched) missed
 // its watchdog or got stuck.
 func (s *Supervisor) newChildFailed(c *child, reason string) {
+	if r := s.reload.roll; r != nil && r.phase == rollWatching {
+		reason = fmt.Sprintf("a canary, %v into its %v watch: %s",
+			(r.canaryFor - r.watchUntil.Sub(s.env.clock.Now())).Round(time.Millisecond), r.canaryFor, reason)
+	}
 	s.failRollout(fmt.Errorf("slot %d pid %d: %s", c.slot, c.pid, reason))
 	s.rollFeed(rollInput{kind: rollFailed, slot: c.slot, fresh: true})
 }
@@ -209,8 +295,13 @@ func (s *Supervisor) handedOver(i int) bool {
 // servingChild returns the child that serves slot i, whatever its
 // generation: the new one's in a slot a rollout has replaced.
 func (s *Supervisor) servingChild(i int) *child {
-	if r := s.reload.roll; r != nil && i < r.n && r.slots[i] == slotNew {
-		return s.reload.next.slots[i].current
+	if r := s.reload.roll; r != nil && i < r.n {
+		switch c := s.reload.next.slots[i].current; {
+		case r.slots[i] == slotNew:
+			return c
+		case r.slots[i] == slotRestoring && c != nil && c.life.serving():
+			return c // until the old one is back
+		}
 	}
 	if i < len(s.cur.slots) {
 		return s.cur.slots[i].current
@@ -233,32 +324,38 @@ func (s *Supervisor) endRollout() {
 
 // capDraining kills the oldest draining generations when a reload would
 // leave more than --max-draining-generations draining at once: the
-// serving one will drain too (or, rolled back, the new one).
+// serving one will drain too (or, rolled back, the new one). A
+// generation is told apart by itself, not its number (one rolled back
+// had the number the next reload gives again); the oldest is the one
+// that began draining first.
 func (s *Supervisor) capDraining(limit int) {
-	draining := map[int]bool{}
+	since := map[*generation]time.Time{} // the first of its children told to drain
 	for _, c := range s.children {
-		if c.life == lifeDraining && c.gen != s.cur {
-			draining[c.gen.number] = true
+		if c.life != lifeDraining || c.gen == s.cur {
+			continue
+		}
+		if t, ok := since[c.gen]; !ok || c.drainAt.Before(t) {
+			since[c.gen] = c.drainAt
 		}
 	}
-	for len(draining)+1 > limit {
-		oldest := 0
-		for n := range draining {
-			if oldest == 0 || n < oldest {
-				oldest = n
+	for len(since)+1 > limit {
+		var oldest *generation
+		for g, t := range since {
+			if oldest == nil || t.Before(since[oldest]) || t.Equal(since[oldest]) && g.number < oldest.number {
+				oldest = g
 			}
 		}
-		delete(draining, oldest)
+		delete(since, oldest)
 		killed := 0
 		for _, c := range s.children {
-			if c.life == lifeDraining && c.gen.number == oldest {
+			if c.life == lifeDraining && c.gen == oldest {
 				s.kill(c, unix.SIGKILL)
 				killed++
 			}
 		}
 		s.tally.drainKilled += uint64(killed)
 		s.log.Warn("killing the oldest draining generation: the reload would leave more generations draining than --max-draining-generations",
-			"generation", oldest, "children", killed, "max_draining_generations", limit)
+			"generation", oldest.number, "children", killed, "max_draining_generations", limit)
 	}
 }
 

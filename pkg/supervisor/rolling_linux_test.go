@@ -186,7 +186,12 @@ func TestRollbackRetriesOldChild(t *testing.T) {
 	h.exit(h.child(1, 2), exitCode(1))
 	h.exit(h.child(0, 1), exitCode(1)) // the old configuration's child, starting again
 	h.wantStates("0/2:ready", "1/1:ready")
-	h.clock.Advance(time.Minute)
+	var why string
+	h.onLoop(func() { why = h.s.unreadySlots() })
+	if why != "" {
+		t.Errorf("/readyz would say %q while slot 0's new child serves it", why)
+	}
+	h.clock.Advance(minRecycleRetry)
 	h.wantStates("0/1:starting", "0/2:ready", "1/1:ready")
 	h.ready(h.child(0, 1))
 	if r := h.result(res); !errors.Is(r.Err, ErrRolledBack) {
@@ -234,8 +239,9 @@ func TestCanaryCrashRollsBack(t *testing.T) {
 	h.wantStates("0/1:starting", "1/1:ready", "2/1:ready")
 	h.ready(h.child(0, 1))
 	r := h.result(res)
-	if !errors.Is(r.Err, ErrRolledBack) || !strings.Contains(r.Err.Error(), "slot 0") {
-		t.Fatalf("reload = %+v, want rolled back naming slot 0", r)
+	if !errors.Is(r.Err, ErrRolledBack) || !strings.Contains(r.Err.Error(), "slot 0") ||
+		!strings.Contains(r.Err.Error(), "a canary, 2s into its 5s watch: exited with code 1") {
+		t.Fatalf("reload = %+v, want rolled back naming slot 0, in its watch", r)
 	}
 	h.clock.Advance(10 * time.Second) // the watch's timer, had it stayed, fires now
 	h.wantStates("0/1:ready", "1/1:ready", "2/1:ready")
@@ -319,6 +325,7 @@ func TestMaxDrainingGenerations(t *testing.T) {
 	reload(2)
 	second := lingering(2)
 	reload(3) // generations 1 and 2 drain: the default allows two
+	third := lingering(3)
 	if got := h.procs.signalsOf(first.pid); !slices.Equal(got, []unix.Signal{unix.SIGTERM}) {
 		t.Fatalf("generation 1 got %v, want only SIGTERM", got)
 	}
@@ -335,6 +342,59 @@ func TestMaxDrainingGenerations(t *testing.T) {
 	snap, _ := h.s.Snapshot()
 	if snap.DrainKilled != 1 {
 		t.Errorf("prefork_drain_killed_total = %d, want 1", snap.DrainKilled)
+	}
+	// A reload rolled back leaves no more generations draining than
+	// before (only its own new children, barely started): it kills none.
+	res := h.reloadAsync()
+	h.exit(h.child(0, 5), exitCode(1))
+	if r := h.result(res); !errors.Is(r.Err, ErrRolledBack) {
+		t.Fatalf("reload = %+v", r)
+	}
+	for _, p := range []*fakeProc{second, third} {
+		if got := h.procs.signalsOf(p.pid); slices.Contains(got, unix.SIGKILL) {
+			t.Errorf("generation %d was killed by a reload that rolled back", p.generation())
+		}
+	}
+}
+
+// A rolling reload applies the cap when the serving generation begins to
+// drain: at its first slot replaced.
+func TestMaxDrainingRolling(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 2, 1)
+	cfg.MaxDrainingGenerations = 1
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	linger := func(g int) []*fakeProc {
+		ps := []*fakeProc{h.child(0, g), h.child(1, g)}
+		h.procs.mu.Lock()
+		for _, p := range ps {
+			p.ignore[unix.SIGTERM] = true
+		}
+		h.procs.mu.Unlock()
+		return ps
+	}
+	first := linger(1)
+	res := h.reloadAsync()
+	h.ready(h.child(0, 2))
+	h.ready(h.child(1, 2))
+	h.result(res)
+	linger(2)
+	res = h.reloadAsync()
+	for _, p := range first {
+		if got := h.procs.signalsOf(p.pid); slices.Contains(got, unix.SIGKILL) {
+			t.Fatalf("generation 1 killed before any child of generation 2 drained")
+		}
+	}
+	h.ready(h.child(0, 3))
+	for _, p := range first {
+		if got := h.procs.signalsOf(p.pid); !slices.Contains(got, unix.SIGKILL) {
+			t.Errorf("generation 1's pid %d got %v once generation 2 began to drain, want SIGKILL", p.pid, got)
+		}
+	}
+	h.ready(h.child(1, 3))
+	if r := h.result(res); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
 	}
 }
 
@@ -364,6 +424,122 @@ func TestNoCanaryPerReload(t *testing.T) {
 	res := h.reloadAsyncWith(ReloadOptions{NoCanary: true})
 	h.wantStates("0/1:ready", "0/2:starting", "1/1:ready", "1/2:starting")
 	h.readyAll(2)
+	if r := h.result(res); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+}
+
+// An old configuration that no longer starts does not hold the rollback
+// forever: after maxRestoreTries the slot keeps its new child, the reload
+// ends rolled back saying so, and the next reload can run.
+func TestRollbackGivesUpOnOldChild(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, rollingConfig(t, 2, 1))
+	h.readyAll(1)
+	res := h.reloadAsync()
+	kept := h.child(0, 2)
+	h.ready(kept)
+	h.exit(h.child(1, 2), exitCode(1))
+	for n := range maxRestoreTries - 1 {
+		h.exit(h.child(0, 1), exitCode(1))
+		h.clock.Advance(max(minRecycleRetry, restartDelay(n+1))) // the next try, before its ready timeout
+	}
+	h.exit(h.child(0, 1), exitCode(1))
+	r := h.result(res)
+	if !errors.Is(r.Err, ErrRolledBack) || !strings.Contains(r.Err.Error(), "slot 1") ||
+		!strings.Contains(r.Err.Error(), "keeps its new child") {
+		t.Fatalf("reload = %+v, want rolled back naming slot 1 and the slot kept", r)
+	}
+	h.wantStates("0/1:ready", "1/1:ready") // the kept child now counts in the serving generation
+	if got := h.procs.signalsOf(kept.pid); len(got) != 0 {
+		t.Errorf("the kept child got %v", got)
+	}
+	// Its crash restarts the slot with the serving configuration.
+	h.exit(kept, exitCode(1))
+	h.clock.Advance(time.Minute)
+	if p := h.newest(0); p.generation() != 1 {
+		t.Errorf("slot 0 restarted with generation %d, want 1", p.generation())
+	}
+	// And the next reload runs.
+	res = h.reloadAsync()
+	h.readyAll(2)
+	h.readyAll(2)
+	if r := h.result(res); r.Err != nil {
+		t.Fatalf("the next reload: %v", r.Err)
+	}
+}
+
+// A recycle's successor that drains with its slot's old child is no
+// longer the slot's heir: after a rollback, a crash of the slot's child
+// restarts the slot.
+func TestRolloutDrainsRecycleSuccessor(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 2, 1)
+	cfg.MaxAccepts = 10
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	inc(t, h.child(0, 1), 12)
+	h.clock.Advance(recycleInterval)
+	succ := h.newest(0)
+	h.procs.mu.Lock()
+	succ.ignore[unix.SIGTERM] = true // a long drain
+	h.procs.mu.Unlock()
+	res := h.reloadAsync()
+	h.ready(h.child(0, 2))
+	h.exit(h.child(1, 2), exitCode(1))
+	restored := h.newest(0)
+	h.ready(restored)
+	if r := h.result(res); !errors.Is(r.Err, ErrRolledBack) {
+		t.Fatalf("reload = %+v", r)
+	}
+	h.exit(restored, exitCode(1))
+	h.clock.Advance(time.Second)
+	if p := h.newest(0); p == succ || p == restored {
+		t.Errorf("slot 0 was not restarted after its child crashed (states %v)", h.states())
+	}
+}
+
+// A reload that moves the address or switches the socket mode cannot go
+// slot by slot: it starts a whole generation, and says so.
+func TestRollingFallsBackOnAddressChange(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 2, 1)
+	next := cfg
+	next.Listen = testConfig(t, 1).Listen
+	h := newHarness(t, cfg, loading(func() (Config, error) { return next, nil }))
+	h.readyAll(1)
+	res := h.reloadAsyncWith(ReloadOptions{Canary: 1})
+	h.wantStates("0/1:ready", "0/2:starting", "1/1:ready", "1/2:starting")
+	if n := h.logs.count("this reload starts a whole generation, without canaries: it cannot go slot by slot when the address changes (" +
+		cfg.Listen + " to " + next.Listen + ")"); n != 1 {
+		t.Errorf("warned %d times", n)
+	}
+	h.readyAll(2)
+	if r := h.result(res); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+	snap, _ := h.s.Snapshot()
+	if snap.Reloads[reloadKey("success", StrategyGeneration)] != 1 {
+		t.Errorf("reloads %v, want one by the generation strategy", snap.Reloads)
+	}
+}
+
+// A rolling reload that adds slots starts those first: they replace
+// nothing, and in master socket mode their sockets take connections
+// from the start.
+func TestRollingNewSlotsFirst(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 1, 1)
+	cfg.Sockets = SocketsMaster
+	next := cfg
+	next.Workers = 2
+	h := newHarness(t, cfg, loading(func() (Config, error) { return next, nil }))
+	h.readyAll(1)
+	res := h.reloadAsync()
+	h.wantStates("0/1:ready", "1/2:starting")
+	h.ready(h.child(1, 2))
+	h.wantStates("0/1:ready", "0/2:starting", "1/2:ready")
+	h.ready(h.child(0, 2))
 	if r := h.result(res); r.Err != nil {
 		t.Fatalf("reload = %+v", r)
 	}

@@ -24,7 +24,9 @@ package supervisor
 //
 //	new ──startOld──▶ restoring ──its old child ready──▶ old (the new child drains)
 //
-// Once no slot is new or restoring, the rollout has rolled back.
+// Once no slot is new or restoring, the rollout has rolled back. A slot
+// whose old child keeps failing to come back gives up (the loop says when):
+// its new child stays, and joins the old generation.
 type rollout struct {
 	n     int // slots of the new generation
 	oldN  int // slots of the old one: a slot past it has no old child
@@ -38,6 +40,11 @@ type rollout struct {
 	batch bool
 	phase rollPhase
 	slots []rollSlot
+	// order is the order the slots go in: those the old generation did
+	// not have first (they replace nothing, and in master socket mode
+	// their sockets already take connections), then the others from 0.
+	// The canaries are the first of it.
+	order []int
 	// back is the replaced slots waiting to go back, in order.
 	back []int
 }
@@ -71,6 +78,9 @@ const (
 	rollReady                   // the slot's new child (fresh) or restoring old child is ready
 	rollFailed                  // the slot's new child (fresh) or restoring old child failed
 	rollWatchOver               // the canaries lived through their watch
+	// rollGiveUp: the slot's old child failed to come back too often;
+	// its new child stays.
+	rollGiveUp
 )
 
 type rollInput struct {
@@ -101,6 +111,9 @@ const (
 	actCommitted
 	// actRolledBack: every slot is old again; the reload rolls back.
 	actRolledBack
+	// actAdopt: the slot keeps its new child, which joins the old
+	// generation.
+	actAdopt
 )
 
 type rollAction struct {
@@ -113,6 +126,12 @@ type rollAction struct {
 func newRollout(oldN, n int, cfg Config) *rollout {
 	r := &rollout{n: n, oldN: oldN, surge: cfg.surge(), canary: min(cfg.Canary, n), slots: make([]rollSlot, n)}
 	r.watched = r.canary == 0
+	for j := oldN; j < n; j++ {
+		r.order = append(r.order, j)
+	}
+	for j := 0; j < min(oldN, n); j++ {
+		r.order = append(r.order, j)
+	}
 	if cfg.strategy() == StrategyGeneration {
 		// Canaries first, then the rest as one generation.
 		r.batch = true
@@ -139,6 +158,11 @@ func (r *rollout) step(in rollInput) []rollAction {
 		if r.phase == rollWatching {
 			r.phase, r.watched = rollForward, true
 			acts = r.forward(acts)
+		}
+	case rollGiveUp:
+		if i := in.slot; r.phase == rollBack && i >= 0 && i < r.n && r.slots[i] == slotRestoring {
+			r.slots[i] = slotOld
+			acts = r.backward(append(acts, rollAction{kind: actAdopt, slot: i}))
 		}
 	}
 	return acts
@@ -249,7 +273,10 @@ func (r *rollout) forward(acts []rollAction) []rollAction {
 		surge = r.n // the rest as one generation
 	}
 	busy := r.count(slotStarting) + r.count(slotWaiting)
-	for j := 0; j < limit && busy < surge; j++ {
+	for _, j := range r.order[:limit] {
+		if busy >= surge {
+			break
+		}
 		if r.slots[j] == slotOld {
 			r.slots[j] = slotStarting
 			busy++

@@ -11,7 +11,7 @@ import (
 func trace(acts []rollAction) string {
 	names := map[rollActionKind]string{actStartNew: "start", actDrainOld: "drain-old", actWatch: "watch",
 		actStartOld: "restore", actRetryOld: "retry", actDrainNew: "drain-new", actCommitted: "commit",
-		actRolledBack: "rolled-back"}
+		actRolledBack: "rolled-back", actAdopt: "adopt"}
 	var out []string
 	for _, a := range acts {
 		s := names[a.kind]
@@ -28,6 +28,7 @@ func failed(slot int) rollInput   { return rollInput{kind: rollFailed, slot: slo
 func restored(slot int) rollInput { return rollInput{kind: rollReady, slot: slot} }
 func notBack(slot int) rollInput  { return rollInput{kind: rollFailed, slot: slot} }
 func watchOver() rollInput        { return rollInput{kind: rollWatchOver} }
+func giveUp(slot int) rollInput   { return rollInput{kind: rollGiveUp, slot: slot} }
 func begin() rollInput            { return rollInput{kind: rollBegin} }
 func rolling(surge int) Config    { return Config{ReloadStrategy: StrategyRolling, MaxSurge: surge} }
 func canaries(c Config, n int) Config {
@@ -66,11 +67,11 @@ func TestRolloutMachine(t *testing.T) {
 			{ready(0), "drain-old 0, start 1"},
 			{ready(0), ""},
 		}},
-		{name: "more slots than before", oldN: 1, n: 3, cfg: rolling(1), steps: []step{
-			{begin(), "start 0"},
-			{ready(0), "drain-old 0, start 1"},
+		{name: "more slots than before: the new ones first", oldN: 1, n: 3, cfg: rolling(1), steps: []step{
+			{begin(), "start 1"},
 			{ready(1), "drain-old 1, start 2"}, // the loop finds no old child in slot 1
-			{ready(2), "drain-old 2, commit"},
+			{ready(2), "drain-old 2, start 0"},
+			{ready(0), "drain-old 0, commit"},
 		}},
 		{name: "the first new child fails", oldN: 3, n: 3, cfg: rolling(1), steps: []step{
 			{begin(), "start 0"},
@@ -109,17 +110,26 @@ func TestRolloutMachine(t *testing.T) {
 			{notBack(0), "retry 0"},
 			{restored(0), "drain-new 0, rolled-back"},
 		}},
-		{name: "a slot the old generation lacked just drains", oldN: 1, n: 2, cfg: rolling(1), steps: []step{
-			{begin(), "start 0"},
-			{ready(0), "drain-old 0, start 1"},
-			{ready(1), "drain-old 1, commit"},
-		}},
 		{name: "a new slot the old generation lacked fails", oldN: 1, n: 3, cfg: rolling(1), steps: []step{
+			{begin(), "start 1"},
+			{ready(1), "drain-old 1, start 2"},
+			{failed(2), "drain-new 1, drain-new 2, rolled-back"},
+		}},
+		{name: "a canary among new slots", oldN: 1, n: 2, cfg: canaries(rolling(1), 1), steps: []step{
+			{begin(), "start 1"},
+			{ready(1), "drain-old 1, watch"},
+			{watchOver(), "start 0"},
+			{ready(0), "drain-old 0, commit"},
+		}},
+		{name: "an old child that never comes back: its slot keeps the new one", oldN: 3, n: 3, cfg: rolling(1), steps: []step{
 			{begin(), "start 0"},
 			{ready(0), "drain-old 0, start 1"},
 			{ready(1), "drain-old 1, start 2"},
-			{failed(2), "drain-new 1, drain-new 2, restore 0"},
-			{restored(0), "drain-new 0, rolled-back"},
+			{failed(2), "drain-new 2, restore 0"},
+			{notBack(0), "retry 0"},
+			{giveUp(0), "adopt 0, restore 1"},
+			{giveUp(0), ""},
+			{restored(1), "drain-new 1, rolled-back"},
 		}},
 		{name: "canary then the rest, rolling", oldN: 3, n: 3, cfg: canaries(rolling(1), 1), steps: []step{
 			{begin(), "start 0"},
@@ -213,6 +223,15 @@ func FuzzRollout(f *testing.F) {
 					}
 				}
 			}
+			if r.phase == rollBack {
+				// Every slot is on its way back, waits for it, or is old.
+				for i, st := range r.slots {
+					queued := indexOf(r.back, i) >= 0
+					if st == slotNew && !queued || st != slotNew && queued || st == slotStarting || st == slotWaiting {
+						t.Fatalf("going back with slot %d in state %d (queued %v): %v", i, st, queued, r.slots)
+					}
+				}
+			}
 			if r.phase == rollForward || r.phase == rollWatching {
 				if busy := r.count(slotStarting) + r.count(slotWaiting); busy > r.surge && !(r.batch && r.watched) {
 					t.Fatalf("%d slots starting, surge %d", busy, r.surge)
@@ -221,7 +240,7 @@ func FuzzRollout(f *testing.F) {
 		}
 		check(r.step(begin()))
 		for k := 0; k+1 < len(script); k += 2 {
-			in := rollInput{kind: rollInputKind(script[k]%3 + 2), slot: int(script[k+1] % n), fresh: script[k+1]&0x80 == 0}
+			in := rollInput{kind: rollInputKind(script[k]%4 + 2), slot: int(script[k+1] % n), fresh: script[k+1]&0x80 == 0}
 			check(r.step(in))
 		}
 		if ends > 1 {

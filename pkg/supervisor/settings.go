@@ -116,7 +116,7 @@ var settings = []Setting{
 		bind:  field(func(c *Config) *string { return &c.ChildOutput }, verbatim)},
 	{Name: "reload-strategy", Env: "PREFORK_RELOAD_STRATEGY", Metavar: "MODE", Default: DefaultStrategy, Reload: true, Key: true,
 		Usage: "generation (a whole new generation beside the old one) or rolling (--max-surge slots at a time, for hosts short of memory)",
-		bind:  field(func(c *Config) *string { return &c.ReloadStrategy }, verbatim)},
+		bind:  field(func(c *Config) *string { return &c.ReloadStrategy }, parseStrategy)},
 	{Name: "max-surge", Env: "PREFORK_MAX_SURGE", Metavar: "N", Default: strconv.Itoa(DefaultMaxSurge), Reload: true, Key: true,
 		Usage: "rolling reloads replace N slots at a time, each new child ready before the old one drains",
 		bind:  field(func(c *Config) *int { return &c.MaxSurge }, parsePositive)},
@@ -241,6 +241,15 @@ func parseCount(s string) (uint64, error) {
 		return 0, fmt.Errorf("%d must not be negative (0 turns it off)", n)
 	}
 	return uint64(n), nil
+}
+
+// parseStrategy reads a reload strategy, checked as it is read: a
+// flag that overrides a bad value in the config file must not hide it.
+func parseStrategy(s string) (string, error) {
+	if s != StrategyGeneration && s != StrategyRolling {
+		return "", fmt.Errorf("%q is not generation or rolling", s)
+	}
+	return s, nil
 }
 
 // parsePositive reads a whole number of at least 1.

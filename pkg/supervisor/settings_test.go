@@ -93,8 +93,11 @@ func sample(s Setting) string {
 	case "SIG":
 		return "QUIT"
 	}
-	if s.Name == "ready" {
+	switch s.Name {
+	case "ready":
 		return "listen"
+	case "reload-strategy":
+		return StrategyRolling
 	}
 	return "x"
 }

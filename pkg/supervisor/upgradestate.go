@@ -147,9 +147,11 @@ type tallyFile struct {
 	Rescued     map[int]uint64
 	Unplaced    uint64
 	SlotsEver   int
-	Reloads     map[string]uint64 // of the generation strategy: the only one before rollouts
-	// ReloadsRolling counts the rolling reloads by result; an older
-	// master's state has none.
+	// Reloads counts every reload by result, as a master before the
+	// rolling strategy did, and ReloadsRolling the rolling ones among
+	// them: an older master reads the totals, and its state has no
+	// rolling ones.
+	Reloads        map[string]uint64
 	ReloadsRolling map[string]uint64 `json:",omitempty"`
 	DrainKilled    uint64            `json:",omitempty"`
 	ReloadCount    uint64
@@ -213,10 +215,9 @@ func fileOfTally(t *tally) tallyFile {
 		Upgrades: maps.Clone(t.upgrades), NotifyDropped: t.notifyDropped, Refused: slices.Clone(t.refused),
 	}
 	for k, n := range t.reloads {
+		f.Reloads[k.Result] += n
 		if k.Strategy == StrategyRolling {
 			f.ReloadsRolling[k.Result] = n
-		} else {
-			f.Reloads[k.Result] = n
 		}
 	}
 	for le, n := range t.reloadHist.Buckets {
@@ -237,10 +238,13 @@ func tallyOfFile(f tallyFile) tally {
 		notifyDropped: f.NotifyDropped, refused: f.Refused,
 	}
 	for result, n := range f.Reloads {
-		t.reloads[reloadKey(result, StrategyGeneration)] = n
-	}
-	for result, n := range f.ReloadsRolling {
-		t.reloads[reloadKey(result, StrategyRolling)] = n
+		rolling := min(f.ReloadsRolling[result], n)
+		if n > rolling {
+			t.reloads[reloadKey(result, StrategyGeneration)] = n - rolling
+		}
+		if rolling > 0 {
+			t.reloads[reloadKey(result, StrategyRolling)] = rolling
+		}
 	}
 	t.reloadHist.Count, t.reloadHist.Sum = f.ReloadCount, f.ReloadSum
 	if len(f.ReloadBuckets) > 0 {

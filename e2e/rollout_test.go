@@ -118,8 +118,12 @@ func failingScript(from int) string {
 		from, filepath.Join(bin, "child"))
 }
 
-// rolledBackSlot matches the reason of a rollback and gives the slot.
-var rolledBackSlot = regexp.MustCompile(`slot (\d+) pid \d+: exited with code 1`)
+// rolledBackSlot matches the reason of a rollback and gives the slot;
+// canaryFailed, that of a canary's, with how far into its watch it failed.
+var (
+	rolledBackSlot = regexp.MustCompile(`slot (\d+) pid \d+: exited with code 1`)
+	canaryFailed   = regexp.MustCompile(`slot (\d+) pid \d+: a canary, ([0-9.]+)s into its 5s watch: exited with code 1`)
+)
 
 // A rolling reload whose new command fails is rolled back, under light
 // load: `master reload` exits 1 with "rolled back", the slot and the
@@ -231,12 +235,15 @@ func canaryRollsBack(t *testing.T, sockets string) {
 	start := time.Now()
 	code, out, errOut := m.ctl("reload", "--canary", "1", "--canary-for", "5s")
 	took := time.Since(start)
-	match := rolledBackSlot.FindStringSubmatch(errOut)
+	match := canaryFailed.FindStringSubmatch(errOut)
 	if code != 1 || !strings.Contains(errOut, "rolled back") || match == nil {
 		t.Fatalf("canary reload to a crashing build: exit %d, stdout %q, stderr %q; want 1, rolled back and %q",
-			code, out, errOut, rolledBackSlot)
+			code, out, errOut, canaryFailed)
 	}
 	canary, _ := strconv.Atoi(match[1])
+	if into, _ := strconv.ParseFloat(match[2], 64); into < 2 || into >= 5 {
+		t.Errorf("the canary failed %ss into its watch; it crashes 2 s after READY", match[2])
+	}
 	if took < 2*time.Second || took >= 5*time.Second {
 		t.Errorf("the canary reload ended after %v; want its crash (2 s after READY) to end it before --canary-for (5 s)", took)
 	}

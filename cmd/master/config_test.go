@@ -186,8 +186,11 @@ func TestEveryFlagApplies(t *testing.T) {
 			continue
 		}
 		value := map[string]string{"N": "3", "D": "2s", "SIZE": "1MiB", "SIG": "QUIT"}[s.Metavar]
-		if s.Name == "ready" {
+		switch s.Name {
+		case "ready":
 			value = "listen"
+		case "reload-strategy":
+			value = "rolling"
 		}
 		if value == "" {
 			value = "x"

@@ -62,9 +62,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	ready := m.waitReady(2)
 	text := scrape(t, metricsAddr)
 	for _, want := range []string{
-		`prefork_reloads_total{result="success"} 0`,
-		`prefork_reloads_total{result="rolled_back"} 0`,
-		`prefork_reloads_total{result="rejected"} 0`,
+		`prefork_reloads_total{result="success",strategy="generation"} 0`,
+		`prefork_reloads_total{result="rolled_back",strategy="generation"} 0`,
+		`prefork_reloads_total{result="rejected",strategy="generation"} 0`,
+		`prefork_reloads_total{result="success",strategy="rolling"} 0`,
+		`prefork_reloads_total{result="rolled_back",strategy="rolling"} 0`,
+		`prefork_reloads_total{result="rejected",strategy="rolling"} 0`,
+		`prefork_reload_in_progress 0`,
+		`prefork_drain_killed_total 0`,
 		`prefork_child_accepts_total{slot="0"} 0`,
 		`prefork_child_accepts_total{slot="1"} 0`,
 		`prefork_child_restarts_total{slot="1"} 0`,
@@ -115,7 +120,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 	text = scrape(t, metricsAddr)
-	for _, want := range []string{`prefork_reloads_total{result="success"} 1`, `prefork_child_restarts_total{slot="0"} 1`, `prefork_generation 2`, "prefork_reload_duration_seconds_count 1"} {
+	for _, want := range []string{`prefork_reloads_total{result="success",strategy="generation"} 1`, `prefork_child_restarts_total{slot="0"} 1`, `prefork_generation 2`, "prefork_reload_duration_seconds_count 1"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics after a kill and a reload lacks %q", want)
 		}

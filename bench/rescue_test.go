@@ -113,17 +113,7 @@ func BenchmarkRescue(b *testing.B) {
 }
 
 // rescueCount is how many rescue log lines the churn waits for.
-func rescueCount(b *testing.B) int {
-	v := os.Getenv(rescuesEnv)
-	if v == "" {
-		return rescuesDefault
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		b.Fatalf("%s=%q: want a positive count of rescues", rescuesEnv, v)
-	}
-	return n
-}
+func rescueCount(b *testing.B) int { return countFromEnv(b, rescuesEnv, rescuesDefault, "rescues") }
 
 // benchRescueWrk: figures 1 and 2.
 func benchRescueWrk(b *testing.B, wrk, mode string) {

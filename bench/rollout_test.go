@@ -324,13 +324,5 @@ func BenchmarkRolloutFailures(b *testing.B) {
 
 // rolloutReloads is PREFORK_ROLLOUT_RELOADS, or its default.
 func rolloutReloads(b *testing.B) int {
-	v := os.Getenv(rolloutReloadsEnv)
-	if v == "" {
-		return rolloutReloadsDefault
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		b.Fatalf("%s=%q: want a positive count of reloads", rolloutReloadsEnv, v)
-	}
-	return n
+	return countFromEnv(b, rolloutReloadsEnv, rolloutReloadsDefault, "reloads")
 }

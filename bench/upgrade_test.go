@@ -136,14 +136,18 @@ func lookWrk(b *testing.B) string {
 }
 
 // upgradeCount is how many upgrades BenchmarkUpgrade runs per setup.
-func upgradeCount(b *testing.B) int {
-	v := os.Getenv(upgradesEnv)
+func upgradeCount(b *testing.B) int { return countFromEnv(b, upgradesEnv, upgradesDefault, "upgrades") }
+
+// countFromEnv is the positive count the variable env gives, or def when
+// it is unset; what names the things counted, for the error.
+func countFromEnv(b *testing.B, env string, def int, what string) int {
+	v := os.Getenv(env)
 	if v == "" {
-		return upgradesDefault
+		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		b.Fatalf("%s=%q: want a positive count of upgrades", upgradesEnv, v)
+		b.Fatalf("%s=%q: want a positive count of %s", env, v, what)
 	}
 	return n
 }

@@ -115,7 +115,7 @@ func killStorm(t *testing.T, sockets string, d time.Duration) stormResult {
 	const workers = 4
 	m := startMaster(t, "--workers", fmt.Sprint(workers), "--sockets", sockets)
 	m.waitReady(workers)
-	status := statusClient(t, m.control)
+	status := statusClient[statusReply](t, m.control, 2*time.Second)
 	var r stormResult
 
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -223,17 +223,17 @@ func next(ctx context.Context, tick *time.Ticker) bool {
 
 // statusClient returns a function that asks the master's control socket
 // for GET /status, as `master status --json` does, without a process per
-// sample.
-func statusClient(t *testing.T, control string) func(context.Context) (statusReply, error) {
+// sample, into a T (the fields a test reads), each within timeout.
+func statusClient[T any](t *testing.T, control string, timeout time.Duration) func(context.Context) (T, error) {
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", control)
 		},
-	}, Timeout: 2 * time.Second}
+	}, Timeout: timeout}
 	t.Cleanup(c.CloseIdleConnections)
-	return func(ctx context.Context) (statusReply, error) {
-		var st statusReply
+	return func(ctx context.Context) (T, error) {
+		var st T
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://prefork/status", nil)
 		if err != nil {
 			return st, err

@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -30,33 +27,9 @@ type rolloutStatus struct {
 	} `json:"reload"`
 }
 
-// rolloutStatusClient returns a function that asks m's control socket for
-// GET /status without a process per sample (as statusClient, with the
-// reload's fields).
+// rolloutStatusClient is statusClient with the reload's fields.
 func rolloutStatusClient(t *testing.T, m *master) func(context.Context) (rolloutStatus, error) {
-	c := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", m.control)
-		},
-	}, Timeout: 5 * time.Second}
-	t.Cleanup(c.CloseIdleConnections)
-	return func(ctx context.Context) (rolloutStatus, error) {
-		var st rolloutStatus
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://prefork/status", nil)
-		if err != nil {
-			return st, err
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return st, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return st, fmt.Errorf("status: %s", resp.Status)
-		}
-		return st, json.NewDecoder(resp.Body).Decode(&st)
-	}
+	return statusClient[rolloutStatus](t, m.control, 5*time.Second)
 }
 
 // liveChildren returns the master's child processes that have not ended

@@ -27,7 +27,8 @@ import (
 // Debian. Each
 // case starts 2 children and waits for both to be ready, kills one with
 // SIGKILL (its slot serves again, and nothing of its process tree is
-// left, workers included), reloads twice under light keep-alive load
+// left, workers included), reloads twice under light keep-alive load (the
+// second a rolling reload)
 // (the failures of each reload are logged; our own fixture must lose
 // none, a foreign server only has to serve again afterwards), and stops
 // the master with a request in flight, which must get its answer.
@@ -337,9 +338,10 @@ func runServer(t *testing.T, addr string, sc serverCase) {
 	}
 	step("start", func() string { return serverReady(t, m, sc) })
 	step("kill -9", func() string { return serverKill(t, m, sc) })
-	for i := range 2 {
-		step(fmt.Sprintf("reload %d", i+1), func() string { return serverReload(t, m, sc, i+2) })
-	}
+	step("reload 1", func() string { return serverReload(t, m, sc, 2) })
+	// The second one rolling (issue 15): one slot at a time, each new
+	// child ready before the old one of its slot drains.
+	step("reload 2, rolling", func() string { return serverReload(t, m, sc, 3, "--strategy", "rolling") })
 	step("stop", func() string { return serverStop(t, m, sc) })
 	t.Logf("figures: %s", strings.Join(figures, "; "))
 }
@@ -410,18 +412,19 @@ func serverKill(t *testing.T, m *master, sc serverCase) string {
 	return fmt.Sprintf("kill -9: slot ready again after %v, %d processes of its tree gone", took.Round(time.Millisecond), len(tree))
 }
 
-// serverReload reloads under light keep-alive load, waits until the old
-// generation is gone and returns what the load saw.
-func serverReload(t *testing.T, m *master, sc serverCase, gen int) string {
+// serverReload reloads (`master reload` with args) under light keep-alive
+// load, waits until the old generation is gone and returns what the load
+// saw.
+func serverReload(t *testing.T, m *master, sc serverCase, gen int, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	done := make(chan *loadResult, 1)
 	go func() { done <- runLoad(ctx, m.addr, keepAlive, 2, 200_000) }()
 	probe(t, m.addr, 10)
-	code, out, errOut := m.ctl("reload")
+	code, out, errOut := m.ctl(append([]string{"reload"}, args...)...)
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("generation %d serves", gen)) {
-		t.Fatalf("reload to generation %d: exit %d, stdout %q, stderr %q", gen, code, out, errOut)
+		t.Fatalf("reload %v to generation %d: exit %d, stdout %q, stderr %q", args, gen, code, out, errOut)
 	}
 	waitOldGone(t, m, gen)
 	probe(t, m.addr, 10)
@@ -435,7 +438,7 @@ func serverReload(t *testing.T, m *master, sc serverCase, gen int) string {
 	if sc.ours && r.failed() != 0 {
 		t.Errorf("reload to generation %d: %d failed requests: %v", gen, r.failed(), r)
 	}
-	return fmt.Sprintf("reload %d: %d failed of %d", gen-1, r.failed(), r.ok+r.failed())
+	return fmt.Sprintf("reload %d%s: %d failed of %d", gen-1, strings.Join(append([]string{""}, args...), " "), r.failed(), r.ok+r.failed())
 }
 
 // serverStop stops the master (SIGTERM) with a request in flight: it is

@@ -129,6 +129,7 @@ type child struct {
 	lastPing      time.Time
 	graced        bool   // the last expiry was excused as the master's stall
 	acceptLimit   uint64 // recycle past this many accepts; 0: never
+	killed        bool   // sent SIGKILL: it only waits to be reaped
 }
 
 // accepts returns the count of connections c accepted, as the master
@@ -241,6 +242,9 @@ func (s *Supervisor) armDrainTimer(c *child, d time.Duration) {
 // outlive it. Other signals go to the child alone; how it stops its
 // helpers is its own business.
 func (s *Supervisor) kill(c *child, sig unix.Signal) {
+	if sig == unix.SIGKILL {
+		c.killed = true
+	}
 	err := s.env.procs.signal(c.pid, sig, sig == unix.SIGKILL)
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		s.log.Error("could not signal a child", "pid", c.pid, "signal", unix.SignalName(sig), "err", err)

@@ -144,9 +144,10 @@ func (s *Supervisor) performRoll(r *rolloutRun, a rollAction) (rollInput, bool) 
 				s.drain(c)
 			}
 		}
-		// A recycle's successor drains with it: no longer the slot's
-		// heir should the slot go back and its child crash.
-		sl.successor, sl.recycleReason = nil, ""
+		// The slot's children are the new generation's now: the old
+		// ones only wait to be reaped, and a recycle's successor is no
+		// longer the heir should the slot go back and its child crash.
+		sl.current, sl.successor, sl.recycleReason = nil, nil, ""
 	case actWatch:
 		r.watchUntil = s.env.clock.Now().Add(r.canaryFor)
 		r.watchTimer = s.env.clock.AfterFunc(r.canaryFor, func() { s.send(canaryOver{r: r}) })
@@ -214,9 +215,12 @@ func (s *Supervisor) adopt(r *rolloutRun, i int) {
 		why += " (last: " + r.lastRestoreErr + ")"
 	}
 	c := s.reload.next.slots[i].current
-	if c == nil || !s.live(c) || c.life == lifeDraining {
+	if c == nil || !s.live(c) || !c.life.serving() {
 		s.log.Error("giving up on the slot's old configuration; the slot restarts under the backoff", "slot", i, "reason", why)
 		sl.failures = max(sl.failures, r.failures[i])
+		if sl.current != nil && sl.current.life == lifeDraining {
+			sl.current = nil // its old child, drained when the slot was replaced
+		}
 		s.scheduleRestart(s.cur, i)
 		s.reload.err = fmt.Errorf("%w; %s, and restarts under the backoff", s.reload.err, why)
 		return
@@ -331,7 +335,7 @@ func (s *Supervisor) endRollout() {
 func (s *Supervisor) capDraining(limit int) {
 	since := map[*generation]time.Time{} // the first of its children told to drain
 	for _, c := range s.children {
-		if c.life != lifeDraining || c.gen == s.cur {
+		if c.life != lifeDraining || c.gen == s.cur || c.killed {
 			continue
 		}
 		if t, ok := since[c.gen]; !ok || c.drainAt.Before(t) {
@@ -348,7 +352,7 @@ func (s *Supervisor) capDraining(limit int) {
 		delete(since, oldest)
 		killed := 0
 		for _, c := range s.children {
-			if c.life == lifeDraining && c.gen == oldest {
+			if c.life == lifeDraining && c.gen == oldest && !c.killed {
 				s.kill(c, unix.SIGKILL)
 				killed++
 			}

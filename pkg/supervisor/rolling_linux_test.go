@@ -544,3 +544,88 @@ func TestRollingNewSlotsFirst(t *testing.T) {
 		t.Fatalf("reload = %+v", r)
 	}
 }
+
+// A one-slot rolling reload applies the cap at its first drain and again
+// at its commit, in the same turn of the loop: the generation killed the
+// first time is still in the table (not reaped yet), and is neither
+// killed nor counted again.
+func TestMaxDrainingCountsOnce(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 1, 1)
+	cfg.MaxDrainingGenerations = 1
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	first := h.child(0, 1)
+	h.procs.mu.Lock()
+	first.ignore[unix.SIGTERM] = true
+	h.procs.mu.Unlock()
+	res := h.reloadAsync()
+	h.readyAll(2)
+	if r := h.result(res); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	res = h.reloadAsync()
+	h.readyAll(3)
+	if r := h.result(res); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	snap, _ := h.s.Snapshot()
+	if got := h.procs.signalsOf(first.pid); snap.DrainKilled != 1 || slices.Index(got, unix.SIGKILL) != len(got)-1 {
+		t.Errorf("drain_killed = %d, signals of generation 1 = %v; want 1 and one SIGKILL", snap.DrainKilled, got)
+	}
+	if n := h.logs.count("killing the oldest draining generation"); n != 1 {
+		t.Errorf("logged the kill %d times", n)
+	}
+}
+
+// A rollback that gives up on a slot whose new child is gone restarts the
+// slot under the backoff, though the slot's old child, drained when it
+// was replaced, still lingers.
+func TestGiveUpRestartsEmptySlot(t *testing.T) {
+	t.Parallel()
+	cfg := rollingConfig(t, 2, 1)
+	cfg.DrainTimeout = time.Minute
+	h := newHarness(t, cfg)
+	h.readyAll(1)
+	old0 := h.child(0, 1)
+	h.procs.mu.Lock()
+	old0.ignore[unix.SIGTERM] = true // a long drain
+	h.procs.mu.Unlock()
+	res := h.reloadAsync()
+	h.ready(h.child(0, 2))
+	// The old configuration no longer starts (its binary gone): the
+	// start fails at once, as exec's ENOENT does in child socket mode.
+	h.procs.mu.Lock()
+	h.procs.failStart = func(spec spawnSpec) error {
+		if slices.Contains(spec.env, "PREFORK_GENERATION=1") {
+			return errors.New("exec: no such file")
+		}
+		return nil
+	}
+	h.procs.mu.Unlock()
+	h.exit(h.child(0, 2), exitCode(1))
+	for range maxRestoreTries {
+		h.clock.Advance(minRecycleRetry)
+	}
+	r := h.result(res)
+	if !errors.Is(r.Err, ErrRolledBack) || !strings.Contains(r.Err.Error(), "restarts under the backoff") {
+		t.Fatalf("reload = %+v", r)
+	}
+	h.procs.mu.Lock()
+	h.procs.failStart = nil // the binary is back
+	h.procs.mu.Unlock()
+	h.clock.Advance(10 * time.Second)
+	t.Logf("after the backoff: %v", h.states())
+	h.clock.Advance(time.Minute) // the old child's drain timeout: SIGKILL
+	h.settle()
+	t.Logf("after the drain timeout: %v", h.states())
+	found := false
+	for _, st := range h.states() {
+		if strings.HasPrefix(st, "0/") && !strings.HasSuffix(st, ":draining") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("slot 0 has no child: %v", h.states())
+	}
+}

@@ -14,7 +14,8 @@ func TestTallyRoundTrip(t *testing.T) {
 	t.Parallel()
 	in := tally{
 		restarts: map[int]int{0: 3, 5: 1}, accepted: map[int]uint64{1: 1 << 40}, connections: map[int]uint64{2: 7},
-		rescued: map[int]uint64{3: 9}, unplaced: 11, slotsEver: 6, reloads: map[metrics.ReloadKey]uint64{{Result: "success", Strategy: StrategyGeneration}: 4, {Result: "rolled_back", Strategy: StrategyRolling}: 1},
+		rescued: map[int]uint64{3: 9}, unplaced: 11, slotsEver: 6, reloads: map[metrics.ReloadKey]uint64{{Result: "success", Strategy: StrategyGeneration}: 4, {Result: "success", Strategy: StrategyRolling}: 2,
+			{Result: "rolled_back", Strategy: StrategyRolling}: 1},
 		drainKilled:   3,
 		watchdogKills: map[int]uint64{1: 2}, recycles: map[recycleKey]uint64{{slot: 1, reason: "accepts"}: 5},
 		upgrades: map[string]uint64{"success": 2, "rejected": 1}, notifyDropped: 13,

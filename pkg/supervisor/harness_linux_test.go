@@ -340,3 +340,15 @@ func (r *recorder) all() []string {
 	defer r.mu.Unlock()
 	return slices.Clone(r.got)
 }
+
+// wantReloads checks the count of reload outcomes result by strategy.
+func (h *harness) wantReloads(result, strategy string, n uint64) {
+	h.t.Helper()
+	snap, err := h.s.Snapshot()
+	if err != nil {
+		h.t.Fatalf("Snapshot: %v", err)
+	}
+	if got := snap.Reloads[reloadKey(result, strategy)]; got != n {
+		h.t.Errorf("%s reloads by the %s strategy: %d, want %d (all: %v)", result, strategy, got, n, snap.Reloads)
+	}
+}

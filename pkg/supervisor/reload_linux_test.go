@@ -66,10 +66,7 @@ func TestReloadRollsBack(t *testing.T) {
 			t.Errorf("old child %d was signalled %v", p.pid, got)
 		}
 	}
-	snap, _ := h.s.Snapshot()
-	if snap.Reloads[reloadKey("rolled_back", StrategyGeneration)] != 1 {
-		t.Errorf("reloads = %v", snap.Reloads)
-	}
+	h.wantReloads("rolled_back", StrategyGeneration, 1)
 }
 
 // A new child that never gets ready is killed at the ready timeout, and

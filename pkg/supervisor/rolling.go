@@ -25,9 +25,6 @@ type rolloutRun struct {
 	failures map[int]int
 	// lastRestoreErr is why the last start of an old child failed.
 	lastRestoreErr string
-	// capped: --max-draining-generations was applied, at the first old
-	// child drained.
-	capped bool
 }
 
 // Rollout events, tied to their rollout: one that ended ignores them.
@@ -130,11 +127,9 @@ func (s *Supervisor) performRoll(r *rolloutRun, a rollAction) (rollInput, bool) 
 		if i >= len(s.cur.slots) {
 			break // a slot the old generation did not have
 		}
-		if !r.capped {
-			// The serving generation begins to drain.
-			r.capped = true
-			s.capDraining(next.cfg.maxDraining())
-		}
+		// The serving generation drains from the first slot replaced
+		// on; the cap counts it once, however often it is applied.
+		s.capDraining(next.cfg.maxDraining())
 		sl := s.cur.slots[i]
 		sl.cancelRestart()
 		for _, c := range []*child{sl.current, sl.successor} {

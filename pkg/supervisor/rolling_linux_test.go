@@ -125,10 +125,8 @@ func TestReloadStrategyPerReload(t *testing.T) {
 	h.wantStates("0/2:ready", "0/3:starting", "1/2:ready", "1/3:starting")
 	h.readyAll(3)
 	h.result(res)
-	snap, _ := h.s.Snapshot()
-	if snap.Reloads[reloadKey("success", StrategyRolling)] != 1 || snap.Reloads[reloadKey("success", StrategyGeneration)] != 1 {
-		t.Errorf("reloads %v, want one of each strategy", snap.Reloads)
-	}
+	h.wantReloads("success", StrategyRolling, 1)
+	h.wantReloads("success", StrategyGeneration, 1)
 }
 
 // A new child that fails sends the replaced slots back to the old
@@ -165,10 +163,7 @@ func TestRollingReloadRollsBack(t *testing.T) {
 			t.Errorf("untouched old child %d was signalled %v", p.pid, got)
 		}
 	}
-	snap, _ := h.s.Snapshot()
-	if snap.Reloads[reloadKey("rolled_back", StrategyRolling)] != 1 {
-		t.Errorf("reloads %v", snap.Reloads)
-	}
+	h.wantReloads("rolled_back", StrategyRolling, 1)
 	// The slot that went back is an ordinary slot again: a crash restarts it.
 	h.exit(h.child(0, 1), exitCode(1))
 	h.clock.Advance(time.Minute)
@@ -253,10 +248,7 @@ func TestCanaryCrashRollsBack(t *testing.T) {
 	if n := len(h.procs.started()); n != 5 {
 		t.Errorf("%d children started, want 5 (3, the canary, its slot's old child again)", n)
 	}
-	snap, _ := h.s.Snapshot()
-	if snap.Reloads[reloadKey("rolled_back", StrategyGeneration)] != 1 {
-		t.Errorf("reloads %v", snap.Reloads)
-	}
+	h.wantReloads("rolled_back", StrategyGeneration, 1)
 }
 
 // With the generation strategy, the slots after the canaries start
@@ -518,10 +510,7 @@ func TestRollingFallsBackOnAddressChange(t *testing.T) {
 	if r := h.result(res); r.Err != nil {
 		t.Fatalf("reload = %+v", r)
 	}
-	snap, _ := h.s.Snapshot()
-	if snap.Reloads[reloadKey("success", StrategyGeneration)] != 1 {
-		t.Errorf("reloads %v, want one by the generation strategy", snap.Reloads)
-	}
+	h.wantReloads("success", StrategyGeneration, 1)
 }
 
 // A rolling reload that adds slots starts those first: they replace

@@ -230,8 +230,12 @@ func TestRescueStaleAfterCrash(t *testing.T) {
 	t.Cleanup(released)
 	p0, p1 := h.child(0, 1), h.child(1, 1)
 	queueOnSlot1(t, h, cfg.Listen, 2, p0)
+	// The loop begins the rescue; its goroutine freezes the holders a
+	// moment later, which under load can be many ticks later.
 	for i := 0; ; i++ {
-		if freezes, _ := h.observe.freezeState(); freezes > 0 {
+		var began bool
+		h.onLoop(func() { began = len(h.s.steering.rescue.inFlight) > 0 })
+		if began {
 			break
 		}
 		if i > 40 {
@@ -240,6 +244,10 @@ func TestRescueStaleAfterCrash(t *testing.T) {
 		h.clock.Advance(steerInterval)
 		p0.counter.Inc()
 	}
+	h.waitFor("the rescue freezing the holders", func() bool {
+		freezes, _ := h.observe.freezeState()
+		return freezes > 0
+	})
 	h.exit(p1, killedBy(unix.SIGKILL)) // renews slot 1's socket
 	released()
 	h.waitFor("the freeze thawed", func() bool {

@@ -16,17 +16,39 @@ import (
 // ListenQueues returns the accept-queue length of every TCP listener on
 // port in the caller's network namespace, by socket inode.
 func ListenQueues(port int) (map[uint64]uint64, error) {
+	queues, err := readQueues([]string{"/proc/net/tcp", "/proc/net/tcp6"}, port, parseListenQueues)
+	if err != nil {
+		return nil, fmt.Errorf("listen queues: %w", err)
+	}
+	return queues, nil
+}
+
+// ReceiveQueues returns the receive queue of every UDP socket bound on
+// port in the caller's network namespace, by socket inode: the bytes its
+// unread datagrams are charged (see ReceiveQueue), as /proc/net/udp and
+// udp6 show them. Connected UDP sockets bound on the port are listed too.
+func ReceiveQueues(port int) (map[uint64]uint64, error) {
+	queues, err := readQueues([]string{"/proc/net/udp", "/proc/net/udp6"}, port, parseReceiveQueues)
+	if err != nil {
+		return nil, fmt.Errorf("receive queues: %w", err)
+	}
+	return queues, nil
+}
+
+// readQueues reads each of files (a missing one, for a kernel without
+// IPv6, is skipped) and adds what parse finds on port to one map.
+func readQueues(files []string, port int, parse func([]byte, int, map[uint64]uint64) error) (map[uint64]uint64, error) {
 	queues := map[uint64]uint64{}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if os.IsNotExist(err) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("listen queues: %w", err)
+			return nil, err
 		}
-		if err := parseListenQueues(data, port, queues); err != nil {
-			return nil, fmt.Errorf("listen queues: %s: %w", f, err)
+		if err := parse(data, port, queues); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 	}
 	return queues, nil
@@ -36,6 +58,24 @@ func ListenQueues(port int) (map[uint64]uint64, error) {
 // contents of /proc/net/tcp or tcp6. For a socket in LISTEN (state 0A),
 // rx_queue is the number of connections waiting to be accepted.
 func parseListenQueues(data []byte, port int, queues map[uint64]uint64) error {
+	return parseQueues(data, port, "0A", queues)
+}
+
+// parseReceiveQueues adds to queues the sockets bound on port found in
+// the contents of /proc/net/udp or udp6, in any state (07, TCP_CLOSE, for
+// an unconnected one; 01 for a connected one). For UDP, rx_queue is the
+// memory charged for the datagrams not yet read, in bytes.
+func parseReceiveQueues(data []byte, port int, queues map[uint64]uint64) error {
+	return parseQueues(data, port, "", queues)
+}
+
+// parseQueues adds to queues, by inode, the rx_queue of each socket on
+// port in state (any state if empty) found in the contents of a
+// /proc/net/{tcp,udp}{,6} file: a header line, then one line a socket,
+// "sl local_address rem_address st tx_queue:rx_queue tr:tm->when
+// retrnsmt uid timeout inode ...", with the address as hex
+// ADDRESS:PORT, the state and both queues in hex, the inode in decimal.
+func parseQueues(data []byte, port int, state string, queues map[uint64]uint64) error {
 	want := fmt.Sprintf(":%04X", port)
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Scan() // header
@@ -44,7 +84,7 @@ func parseListenQueues(data []byte, port int, queues map[uint64]uint64) error {
 		if len(f) < 10 {
 			return fmt.Errorf("short line %q", sc.Text())
 		}
-		if f[3] != "0A" || !strings.HasSuffix(f[1], want) {
+		if (state != "" && f[3] != state) || !strings.HasSuffix(f[1], want) {
 			continue
 		}
 		_, rx, ok := strings.Cut(f[4], ":")

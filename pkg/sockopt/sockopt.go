@@ -37,6 +37,15 @@ func Listen(ctx context.Context, address string) (net.Listener, error) {
 	return lc.Listen(ctx, "tcp", address)
 }
 
+// ListenPacket binds a UDP socket on address with PacketControl: with
+// SO_REUSEPORT, so that every process of one group (same user) can bind
+// the address and the kernel spreads datagrams over them by their source
+// address and port, and without SO_REUSEADDR (see PacketControl).
+func ListenPacket(ctx context.Context, address string) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: PacketControl}
+	return lc.ListenPacket(ctx, "udp", address)
+}
+
 // MigrateReq reports whether net.ipv4.tcp_migrate_req is enabled in the
 // caller's network namespace. A kernel without the setting (older than
 // 5.14, or not Linux) reads as disabled.

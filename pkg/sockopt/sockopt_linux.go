@@ -79,7 +79,7 @@ func ListenFD(address string) (int, error) {
 }
 
 func listenFD(address string) (int, error) {
-	fd, family, sa, err := newSocket(address)
+	fd, family, sa, err := newSocket("tcp", address)
 	if err != nil {
 		return -1, err
 	}
@@ -90,11 +90,12 @@ func listenFD(address string) (int, error) {
 	return fd, nil
 }
 
-// newSocket makes the TCP socket, not yet bound, that Go's own Listen
-// would make for address, non-blocking and close-on-exec, and returns it
-// with its family and the address to bind.
-func newSocket(address string) (int, int, unix.Sockaddr, error) {
-	ta, err := net.ResolveTCPAddr("tcp", address)
+// newSocket makes the socket, not yet bound, that Go's own Listen
+// ("tcp") or ListenPacket ("udp") would make for address, non-blocking
+// and close-on-exec, and returns it with its family and the address to
+// bind.
+func newSocket(network, address string) (int, int, unix.Sockaddr, error) {
+	ta, sotype, proto, err := resolve(network, address)
 	if err != nil {
 		return -1, 0, nil, err
 	}
@@ -102,16 +103,35 @@ func newSocket(address string) (int, int, unix.Sockaddr, error) {
 	if err != nil {
 		return -1, 0, nil, err
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := unix.Socket(family, sotype|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if errors.Is(err, unix.EAFNOSUPPORT) && family == unix.AF_INET6 && (ta.IP == nil || ta.IP.To4() != nil) {
 		// An IPv4 or empty wildcard on a kernel without IPv6.
 		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: ta.Port}
-		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		fd, err = unix.Socket(family, sotype|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	}
 	if err != nil {
 		return -1, 0, nil, fmt.Errorf("socket: %w", err)
 	}
 	return fd, family, sa, nil
+}
+
+// resolve resolves address for network ("tcp" or "udp"; the two differ
+// in the service names a port may be given as) and returns it with the
+// socket type and protocol to make. A UDP address is returned as a
+// TCPAddr, which holds the same fields, for sockaddr.
+func resolve(network, address string) (*net.TCPAddr, int, int, error) {
+	if network == "udp" {
+		ua, err := net.ResolveUDPAddr("udp", address)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		return &net.TCPAddr{IP: ua.IP, Port: ua.Port, Zone: ua.Zone}, unix.SOCK_DGRAM, unix.IPPROTO_UDP, nil
+	}
+	ta, err := net.ResolveTCPAddr("tcp", address)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return ta, unix.SOCK_STREAM, unix.IPPROTO_TCP, nil
 }
 
 // ReserveFD binds a TCP socket on address with SO_REUSEPORT and without
@@ -125,7 +145,7 @@ func newSocket(address string) (int, int, unix.Sockaddr, error) {
 // and a new one, both with SO_REUSEADDR, Linux lets any user bind and
 // listen.
 func ReserveFD(address string) (int, error) {
-	fd, family, sa, err := newSocket(address)
+	fd, family, sa, err := newSocket("tcp", address)
 	if err != nil {
 		return -1, fmt.Errorf("reserve %s: %w", address, err)
 	}
@@ -137,10 +157,8 @@ func ReserveFD(address string) (int, error) {
 }
 
 func reserve(fd, family int, sa unix.Sockaddr) error {
-	if family == unix.AF_INET6 {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
-			return fmt.Errorf("set IPV6_V6ONLY: %w", err)
-		}
+	if err := dualStack(fd, family); err != nil {
+		return err
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 		return fmt.Errorf("set SO_REUSEPORT: %w", err)
@@ -154,19 +172,12 @@ func reserve(fd, family int, sa unix.Sockaddr) error {
 // setupListener sets the options of a new listening socket, binds and
 // listens.
 func setupListener(fd, family int, sa unix.Sockaddr) error {
-	if family == unix.AF_INET6 {
-		// As Go does for every IPv6 listener: IPv4 connections too.
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
-			return fmt.Errorf("set IPV6_V6ONLY: %w", err)
-		}
+	// As Go does for every IPv6 listener: IPv4 connections too.
+	if err := dualStack(fd, family); err != nil {
+		return err
 	}
-	for _, opt := range []struct {
-		name string
-		opt  int
-	}{{"SO_REUSEADDR", unix.SO_REUSEADDR}, {"SO_REUSEPORT", unix.SO_REUSEPORT}} {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt.opt, 1); err != nil {
-			return fmt.Errorf("set %s: %w", opt.name, err)
-		}
+	if err := setReuse(fd); err != nil {
+		return err
 	}
 	// The kernel copies TCP_NODELAY from a listener to the connections
 	// it accepts. Go sets it on each connection anyway; a server that
@@ -181,6 +192,19 @@ func setupListener(fd, family int, sa unix.Sockaddr) error {
 	}
 	if err := unix.Listen(fd, listenBacklog()); err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	return nil
+}
+
+// setReuse sets SO_REUSEADDR and SO_REUSEPORT, as Control does.
+func setReuse(fd int) error {
+	for _, opt := range []struct {
+		name string
+		opt  int
+	}{{"SO_REUSEADDR", unix.SO_REUSEADDR}, {"SO_REUSEPORT", unix.SO_REUSEPORT}} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt.opt, 1); err != nil {
+			return fmt.Errorf("set %s: %w", opt.name, err)
+		}
 	}
 	return nil
 }

@@ -103,6 +103,9 @@ func retry(call func() error) error {
 func runHelper(mode string) error {
 	wait, ok := helperModes()[mode]
 	if !ok {
+		wait, ok = packetModes()[mode]
+	}
+	if !ok {
 		return fmt.Errorf("unknown mode")
 	}
 	if err := unix.Dup3(3, helperFD, 0); err != nil {

@@ -29,15 +29,40 @@ func InodeOf(fd int) (uint64, error) {
 // addr both families are asked, as a dual-stack IPv6 listener takes IPv4
 // connections too.
 func Listeners(addr netip.AddrPort) ([]Listener, error) {
+	ls, err := sockets(addr, unix.IPPROTO_TCP, 1<<tcpListen)
+	if err != nil {
+		return nil, fmt.Errorf("listeners on %s: %w", addr, err)
+	}
+	return ls, nil
+}
+
+// PacketListeners returns the UDP sockets, in the caller's network
+// namespace, that take datagrams addressed to addr from any sender: the
+// unconnected ones (state TCP_CLOSE) bound to addr itself or to a
+// wildcard that covers it (Listener.Accepts), as Listeners does for TCP.
+// A connected UDP socket bound to the port takes only its peer's
+// datagrams, as an accepted TCP connection does, and is left out.
+func PacketListeners(addr netip.AddrPort) ([]Listener, error) {
+	ls, err := sockets(addr, unix.IPPROTO_UDP, 1<<tcpClose)
+	if err != nil {
+		return nil, fmt.Errorf("udp sockets on %s: %w", addr, err)
+	}
+	return ls, nil
+}
+
+// sockets returns the sockets of protocol in one of states whose bound
+// address covers addr (Listener.Accepts), from one sock_diag dump per
+// family: AF_INET6 always, AF_INET too for an IPv4 addr.
+func sockets(addr netip.AddrPort, protocol uint8, states uint32) ([]Listener, error) {
 	families := []uint8{unix.AF_INET6}
 	if addr.Addr().Unmap().Is4() {
 		families = []uint8{unix.AF_INET, unix.AF_INET6}
 	}
 	var out []Listener
 	for _, family := range families {
-		all, err := dumpListeners(family)
+		all, err := dumpSockets(family, protocol, states)
 		if err != nil {
-			return nil, fmt.Errorf("listeners on %s: %w", addr, err)
+			return nil, err
 		}
 		for _, l := range all {
 			if l.Accepts(addr) {
@@ -60,10 +85,34 @@ func ListensOn(pids []int, addr netip.AddrPort) (bool, error) {
 	if err != nil || len(ls) == 0 {
 		return false, err
 	}
-	inodes := make([]uint64, len(ls))
-	for i, l := range ls {
-		inodes[i] = l.Inode
+	held, err := holdsOneOf(pids, ls)
+	if err != nil {
+		return false, fmt.Errorf("listens on %s: %w", addr, err)
 	}
+	return held, nil
+}
+
+// BoundOn is ListensOn for UDP: it reports whether one of pids holds open
+// an unconnected UDP socket that takes datagrams addressed to addr, bound
+// to addr or to a wildcard that covers it (see PacketListeners). As for
+// ListensOn, holding is not reading (see WaitsOn), a pid that exits is
+// skipped, and an error is returned only if no pid matched and some could
+// not be read.
+func BoundOn(pids []int, addr netip.AddrPort) (bool, error) {
+	ls, err := PacketListeners(addr)
+	if err != nil || len(ls) == 0 {
+		return false, err
+	}
+	held, err := holdsOneOf(pids, ls)
+	if err != nil {
+		return false, fmt.Errorf("bound on udp %s: %w", addr, err)
+	}
+	return held, nil
+}
+
+// holdsOneOf reports whether one of pids holds one of the sockets ls.
+func holdsOneOf(pids []int, ls []Listener) (bool, error) {
+	inodes := inodesOf(ls)
 	var errs []error
 	for _, pid := range pids {
 		found, err := holdsAny(pid, inodes)
@@ -74,10 +123,16 @@ func ListensOn(pids []int, addr netip.AddrPort) (bool, error) {
 			errs = append(errs, err)
 		}
 	}
-	if len(errs) > 0 {
-		return false, fmt.Errorf("listens on %s: %w", addr, errors.Join(errs...))
+	return false, errors.Join(errs...)
+}
+
+// inodesOf returns the inodes of ls.
+func inodesOf(ls []Listener) []uint64 {
+	inodes := make([]uint64, len(ls))
+	for i, l := range ls {
+		inodes[i] = l.Inode
 	}
-	return false, nil
+	return inodes
 }
 
 // Holders returns, sorted, the pids that hold open a socket with one of

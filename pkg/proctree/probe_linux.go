@@ -23,7 +23,7 @@ import (
 // probe itself takes a share of the port, which can fail the bind of a
 // child of another user started at that moment.
 func AddressInUse(addr netip.AddrPort) (holders []int, blocked bool, err error) {
-	blocked, err = probeBind(addr)
+	blocked, err = probeBind(addr, unix.SOCK_STREAM, unix.SO_REUSEADDR, unix.SO_REUSEPORT)
 	if err != nil {
 		return nil, false, fmt.Errorf("probe %s: %w", addr, err)
 	}
@@ -31,30 +31,60 @@ func AddressInUse(addr netip.AddrPort) (holders []int, blocked bool, err error) 
 	if err != nil {
 		return nil, blocked, err
 	}
-	if len(ls) == 0 {
-		return nil, blocked, nil
-	}
-	inodes := make([]uint64, len(ls))
-	for i, l := range ls {
-		inodes[i] = l.Inode
-	}
-	holders, err = Holders(inodes)
+	holders, err = holdersOf(ls)
 	return holders, blocked, err
 }
 
-// probeBind binds a SO_REUSEADDR+SO_REUSEPORT TCP socket to addr and
-// closes it; blocked reports EADDRINUSE.
-func probeBind(addr netip.AddrPort) (blocked bool, err error) {
+// PacketAddressInUse is AddressInUse for UDP. It probes addr as a new
+// child would bind it: a UDP socket with SO_REUSEPORT (and without
+// SO_REUSEADDR, as sockopt.PacketControl and ListenPacketFD bind), closed
+// at once. blocked is true when the bind fails with EADDRINUSE: a socket
+// on the address lacks SO_REUSEPORT or belongs to another user than the
+// caller. holders are the pids holding the UDP sockets bound to addr or
+// to a wildcard that covers it, connected ones included (a client's
+// socket on the port blocks a bind as much as a server's), sorted.
+//
+// Unlike a TCP probe, which never listens and so never joins its group,
+// a UDP socket is in its reuseport group from bind to close: for those
+// few microseconds it takes its share of the datagrams sent to the
+// group, and they are lost with it. Call it when a bind has failed, not
+// on every poll.
+func PacketAddressInUse(addr netip.AddrPort) (holders []int, blocked bool, err error) {
+	blocked, err = probeBind(addr, unix.SOCK_DGRAM, unix.SO_REUSEPORT)
+	if err != nil {
+		return nil, false, fmt.Errorf("probe udp %s: %w", addr, err)
+	}
+	ls, err := sockets(addr, unix.IPPROTO_UDP, 1<<tcpClose|1<<tcpEstablished)
+	if err != nil {
+		return nil, blocked, fmt.Errorf("udp sockets on %s: %w", addr, err)
+	}
+	holders, err = holdersOf(ls)
+	return holders, blocked, err
+}
+
+// holdersOf returns the pids holding one of the sockets ls (Holders);
+// none for none.
+func holdersOf(ls []Listener) ([]int, error) {
+	if len(ls) == 0 {
+		return nil, nil
+	}
+	return Holders(inodesOf(ls))
+}
+
+// probeBind binds a socket of sotype (SOCK_STREAM for TCP, SOCK_DGRAM for
+// UDP) with the SOL_SOCKET options opts set to addr, and closes it;
+// blocked reports EADDRINUSE.
+func probeBind(addr netip.AddrPort, sotype int, opts ...int) (blocked bool, err error) {
 	sa, family, err := sockaddr(addr)
 	if err != nil {
 		return false, err
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := unix.Socket(family, sotype|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return false, fmt.Errorf("socket: %w", err)
 	}
 	defer unix.Close(fd)
-	for _, opt := range []int{unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+	for _, opt := range opts {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1); err != nil {
 			return false, fmt.Errorf("setsockopt: %w", err)
 		}

@@ -93,7 +93,7 @@ func TestParseDiag(t *testing.T) {
 	done := nlMsg(unix.NLMSG_DONE, seq, make([]byte, 4))
 
 	dgram := append(append(nlMsg(unix.SOCK_DIAG_BY_FAMILY, seq, v6), nlMsg(unix.SOCK_DIAG_BY_FAMILY, seq+1, v4)...), nlMsg(unix.SOCK_DIAG_BY_FAMILY, seq, v4)...)
-	got, finished, err := parseDiag(dgram, seq, nil)
+	got, finished, err := parseDiag(dgram, seq, 1<<tcpListen, nil)
 	want := []Listener{
 		{Addr: netip.MustParseAddrPort("[::]:8080"), Inode: 4242, UID: 1000, V6Only: true},
 		{Addr: netip.MustParseAddrPort("127.0.0.1:80"), Inode: 17},
@@ -101,20 +101,56 @@ func TestParseDiag(t *testing.T) {
 	if err != nil || finished || !slices.Equal(got, want) {
 		t.Fatalf("parseDiag = %+v, %v, %v; want %+v, false, nil", got, finished, err, want)
 	}
-	if _, finished, err := parseDiag(done, seq, nil); !finished || err != nil {
+	if _, finished, err := parseDiag(done, seq, 1<<tcpListen, nil); !finished || err != nil {
 		t.Fatalf("parseDiag(done) = %v, %v; want true, nil", finished, err)
 	}
 
 	einval := int32(unix.EINVAL)
 	errno := binary.NativeEndian.AppendUint32(nil, uint32(-einval))
-	if _, _, err := parseDiag(nlMsg(unix.NLMSG_ERROR, seq, errno), seq, nil); !errors.Is(err, unix.EINVAL) {
+	if _, _, err := parseDiag(nlMsg(unix.NLMSG_ERROR, seq, errno), seq, 1<<tcpListen, nil); !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("parseDiag(error) = %v; want EINVAL", err)
 	}
-	if _, _, err := parseDiag(nlMsg(unix.NLMSG_DONE, seq, errno), seq, nil); !errors.Is(err, unix.EINVAL) {
+	if _, _, err := parseDiag(nlMsg(unix.NLMSG_DONE, seq, errno), seq, 1<<tcpListen, nil); !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("parseDiag(done with an error) = %v; want EINVAL", err)
 	}
-	if _, _, err := parseDiag(dgram[:len(dgram)-3], seq, nil); err == nil {
+	if _, _, err := parseDiag(dgram[:len(dgram)-3], seq, 1<<tcpListen, nil); err == nil {
 		t.Fatal("parseDiag(truncated): want an error")
+	}
+}
+
+// TestParseDiagStates: only the states asked for are kept, as the kernel
+// should have sent no other: for UDP, unconnected sockets (TCP_CLOSE)
+// without connected ones (TCP_ESTABLISHED), or both.
+func TestParseDiagStates(t *testing.T) {
+	t.Parallel()
+	const seq = 3
+	unconnected := diagMsg(t, unix.AF_INET6, netip.MustParseAddrPort("[::]:53"), 0, 11, false)
+	unconnected[1] = tcpClose
+	connected := diagMsg(t, unix.AF_INET, netip.MustParseAddrPort("127.0.0.1:53"), 0, 12, false)
+	connected[1] = tcpEstablished
+	dgram := append(nlMsg(unix.SOCK_DIAG_BY_FAMILY, seq, unconnected), nlMsg(unix.SOCK_DIAG_BY_FAMILY, seq, connected)...)
+	tests := []struct {
+		name   string
+		states uint32
+		want   []uint64
+	}{
+		{name: "unconnected", states: 1 << tcpClose, want: []uint64{11}},
+		{name: "all", states: 1<<tcpClose | 1<<tcpEstablished, want: []uint64{11, 12}},
+		{name: "listeners", states: 1 << tcpListen, want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _, err := parseDiag(dgram, seq, tt.states, nil)
+			if err != nil || !slices.Equal(inodesOf(got), tt.want) {
+				t.Fatalf("parseDiag(states %#x) = %+v, %v; want inodes %v", tt.states, got, err, tt.want)
+			}
+		})
+	}
+	// A state beyond the mask's 32 bits is no state asked for.
+	bad := slices.Clone(connected)
+	bad[1] = 40
+	if got, _, err := parseDiag(nlMsg(unix.SOCK_DIAG_BY_FAMILY, seq, bad), seq, ^uint32(0), nil); len(got) != 0 || err != nil {
+		t.Fatalf("parseDiag(state 40) = %+v, %v; want nothing", got, err)
 	}
 }
 

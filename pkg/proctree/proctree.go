@@ -2,7 +2,8 @@ package proctree
 
 import "net/netip"
 
-// Listener is a TCP socket in LISTEN state, as NETLINK_SOCK_DIAG reports
+// Listener is a TCP socket in LISTEN state (Listeners), or a UDP socket
+// bound and not connected (PacketListeners), as NETLINK_SOCK_DIAG reports
 // it.
 type Listener struct {
 	// Addr is the bound address. An IPv6 socket bound to an IPv4-mapped
@@ -20,7 +21,8 @@ type Listener struct {
 	V6Only bool
 }
 
-// Accepts reports whether l takes connections addressed to addr: same
+// Accepts reports whether l takes connections (for a UDP socket,
+// datagrams) addressed to addr: same
 // port, and either the same address or a wildcard that covers it (0.0.0.0
 // for IPv4; :: for IPv6, and for IPv4 too unless V6Only). Zones are
 // ignored, and IPv4-mapped IPv6 addresses compare as IPv4.

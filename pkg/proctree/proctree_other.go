@@ -21,6 +21,12 @@ func InodeOf(fd int) (uint64, error) { return 0, errUnsupported }
 // Listeners is Linux-only; elsewhere it always fails.
 func Listeners(addr netip.AddrPort) ([]Listener, error) { return nil, errUnsupported }
 
+// PacketListeners is Linux-only; elsewhere it always fails.
+func PacketListeners(addr netip.AddrPort) ([]Listener, error) { return nil, errUnsupported }
+
+// BoundOn is Linux-only; elsewhere it always fails.
+func BoundOn(pids []int, addr netip.AddrPort) (bool, error) { return false, errUnsupported }
+
 // ListensOn is Linux-only; elsewhere it always fails.
 func ListensOn(pids []int, addr netip.AddrPort) (bool, error) { return false, errUnsupported }
 
@@ -33,6 +39,16 @@ func Holders(inodes []uint64) ([]int, error) { return nil, errUnsupported }
 // AddressInUse is Linux-only; elsewhere it always fails.
 func AddressInUse(addr netip.AddrPort) (holders []int, blocked bool, err error) {
 	return nil, false, errUnsupported
+}
+
+// PacketAddressInUse is Linux-only; elsewhere it always fails.
+func PacketAddressInUse(addr netip.AddrPort) (holders []int, blocked bool, err error) {
+	return nil, false, errUnsupported
+}
+
+// TakePacket is Linux-only; elsewhere it always fails.
+func TakePacket(pids []int, addr netip.AddrPort) (fd int, inode uint64, err error) {
+	return -1, 0, errUnsupported
 }
 
 // TakeListener is Linux-only; elsewhere it always fails.

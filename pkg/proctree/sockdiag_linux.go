@@ -10,10 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A hand-written NETLINK_SOCK_DIAG client for one question: which TCP
-// sockets are in LISTEN. x/sys/unix has the netlink constants but not the
-// inet_diag structures, so they are laid out here from
-// include/uapi/linux/inet_diag.h.
+// A hand-written NETLINK_SOCK_DIAG client for two questions: which TCP
+// sockets are in LISTEN, and which UDP sockets are bound. x/sys/unix has
+// the netlink constants but not the inet_diag structures, so they are
+// laid out here from include/uapi/linux/inet_diag.h.
 
 const (
 	// sizeofInetDiagReqV2 is struct inet_diag_req_v2: family, protocol,
@@ -26,16 +26,21 @@ const (
 	// inetDiagSKV6Only is INET_DIAG_SKV6ONLY, the u8 attribute the
 	// kernel adds to every IPv6 socket in LISTEN or CLOSE.
 	inetDiagSKV6Only = 11
-	// tcpListen is TCP_LISTEN of include/net/tcp_states.h.
-	tcpListen = 10
+	// The states of include/net/tcp_states.h that matter here: a TCP
+	// listener is in TCP_LISTEN; a UDP socket is in TCP_CLOSE, or in
+	// TCP_ESTABLISHED once connected to one peer.
+	tcpEstablished = 1
+	tcpClose       = 7
+	tcpListen      = 10
 	// diagTimeout bounds each receive: the kernel answers at once, this
 	// only guards against a bug turning into a hang.
 	diagTimeout = 2 * time.Second
 )
 
-// dumpListeners returns every TCP socket in LISTEN of the family (AF_INET
-// or AF_INET6) in the caller's network namespace.
-func dumpListeners(family uint8) ([]Listener, error) {
+// dumpSockets returns every socket of the family and protocol
+// (IPPROTO_TCP or IPPROTO_UDP) in one of states (a mask of 1<<state) in
+// the caller's network namespace.
+func dumpSockets(family, protocol uint8, states uint32) ([]Listener, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag socket: %w", err)
@@ -46,7 +51,7 @@ func dumpListeners(family uint8) ([]Listener, error) {
 		return nil, fmt.Errorf("sock_diag timeout: %w", err)
 	}
 	const seq = 1 // the socket is ours alone, so one request, one sequence
-	if err := unix.Sendto(fd, diagRequest(family, seq), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(fd, diagRequest(family, protocol, states, seq), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag request: %w", err)
 	}
 	var out []Listener
@@ -63,7 +68,7 @@ func dumpListeners(family uint8) ([]Listener, error) {
 			return nil, errors.New("sock_diag receive: message truncated")
 		}
 		var done bool
-		out, done, err = parseDiag(buf[:n], seq, out)
+		out, done, err = parseDiag(buf[:n], seq, states, out)
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag: %w", err)
 		}
@@ -74,8 +79,8 @@ func dumpListeners(family uint8) ([]Listener, error) {
 }
 
 // diagRequest builds the dump request: a netlink header followed by an
-// inet_diag_req_v2 for TCP sockets of family in state LISTEN.
-func diagRequest(family uint8, seq uint32) []byte {
+// inet_diag_req_v2 for the sockets of family and protocol in states.
+func diagRequest(family, protocol uint8, states, seq uint32) []byte {
 	b := make([]byte, unix.NLMSG_HDRLEN+sizeofInetDiagReqV2)
 	ne := binary.NativeEndian
 	ne.PutUint32(b[0:], uint32(len(b)))
@@ -84,15 +89,15 @@ func diagRequest(family uint8, seq uint32) []byte {
 	ne.PutUint32(b[8:], seq)
 	r := b[unix.NLMSG_HDRLEN:]
 	r[0] = family
-	r[1] = unix.IPPROTO_TCP
-	ne.PutUint32(r[4:], 1<<tcpListen)
+	r[1] = protocol
+	ne.PutUint32(r[4:], states)
 	return b
 }
 
-// parseDiag appends to out the listeners in one datagram of the dump's
-// answer; done is true at its end (NLMSG_DONE). Messages of another
-// sequence are skipped.
-func parseDiag(b []byte, seq uint32, out []Listener) (_ []Listener, done bool, err error) {
+// parseDiag appends to out the sockets in one of states (a mask) in one
+// datagram of the dump's answer; done is true at its end (NLMSG_DONE).
+// Messages of another sequence are skipped.
+func parseDiag(b []byte, seq, states uint32, out []Listener) (_ []Listener, done bool, err error) {
 	ne := binary.NativeEndian
 	for len(b) >= unix.NLMSG_HDRLEN {
 		size := int(ne.Uint32(b[0:]))
@@ -107,7 +112,7 @@ func parseDiag(b []byte, seq uint32, out []Listener) (_ []Listener, done bool, e
 			case unix.NLMSG_ERROR:
 				return out, true, netlinkError(body)
 			case unix.SOCK_DIAG_BY_FAMILY:
-				if l, ok := parseDiagMsg(body); ok {
+				if l, ok := parseDiagMsg(body, states); ok {
 					out = append(out, l)
 				}
 			}
@@ -117,9 +122,11 @@ func parseDiag(b []byte, seq uint32, out []Listener) (_ []Listener, done bool, e
 	return out, false, nil
 }
 
-// parseDiagMsg reads a struct inet_diag_msg and its attributes.
-func parseDiagMsg(b []byte) (Listener, bool) {
-	if len(b) < sizeofInetDiagMsg || b[1] != tcpListen {
+// parseDiagMsg reads a struct inet_diag_msg and its attributes, if its
+// state is one of states: the kernel filters them already, this is a
+// guard.
+func parseDiagMsg(b []byte, states uint32) (Listener, bool) {
+	if len(b) < sizeofInetDiagMsg || b[1] >= 32 || states&(1<<b[1]) == 0 {
 		return Listener{}, false
 	}
 	ne := binary.NativeEndian

@@ -6,7 +6,8 @@ import "errors"
 // for them with errors.Is.
 var (
 	// ErrNoListener: none of the processes holds a TCP listener that
-	// takes connections addressed to the address.
+	// takes connections addressed to the address (TakeListener), or an
+	// unconnected UDP socket that takes its datagrams (TakePacket).
 	ErrNoListener = errors.New("no listener on the address is held by the processes")
 	// ErrManyListeners: the processes hold more than one listener on the
 	// address, as a server does whose workers each bind their own

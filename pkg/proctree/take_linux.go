@@ -49,9 +49,27 @@ var errStale = errors.New("the fd number now names another file")
 // stays open, in LISTEN and in its SO_REUSEPORT group, for as long as this
 // copy is, even after the child exits: close it when the child goes.
 func TakeListener(pids []int, addr netip.AddrPort) (fd int, inode uint64, err error) {
-	got, err := boundedCall(takeTimeout, func() (taken, error) { return take(pids, addr) }, taken.close)
+	got, err := boundedCall(takeTimeout, func() (taken, error) { return take(pids, addr, Listeners) }, taken.close)
 	if err != nil {
 		return -1, 0, fmt.Errorf("take listener on %s: %w", addr, err)
+	}
+	return got.fd, got.inode, nil
+}
+
+// TakePacket is TakeListener for UDP: it finds the unconnected UDP socket
+// that takes datagrams addressed to addr (see PacketListeners) held by
+// one of pids, and returns a descriptor of it in this process with its
+// inode, by the same search, checks, errors (ErrNoListener,
+// ErrManyListeners, ErrNotAllowed) and deadline.
+//
+// The copy keeps the socket bound and in its SO_REUSEPORT group after the
+// child exits, and a UDP socket in a group takes its share of the
+// datagrams whether anyone reads it or not: close it as soon as the child
+// goes, or read it, or its share is lost.
+func TakePacket(pids []int, addr netip.AddrPort) (fd int, inode uint64, err error) {
+	got, err := boundedCall(takeTimeout, func() (taken, error) { return take(pids, addr, PacketListeners) }, taken.close)
+	if err != nil {
+		return -1, 0, fmt.Errorf("take udp socket on %s: %w", addr, err)
 	}
 	return got.fd, got.inode, nil
 }
@@ -71,30 +89,27 @@ type holding struct {
 	inode   uint64
 }
 
-// take is TakeListener's search and take, retried once if what it found
-// went away before it was taken.
-func take(pids []int, addr netip.AddrPort) (taken, error) {
-	got, err := takeOnce(pids, addr)
+// take is TakeListener's and TakePacket's search and take, retried once
+// if what it found went away before it was taken. find lists the sockets
+// on addr: Listeners or PacketListeners.
+func take(pids []int, addr netip.AddrPort, find func(netip.AddrPort) ([]Listener, error)) (taken, error) {
+	got, err := takeOnce(pids, addr, find)
 	if retryable(err) {
-		got, err = takeOnce(pids, addr)
+		got, err = takeOnce(pids, addr, find)
 	}
 	return got, err
 }
 
-// takeOnce finds the listener and takes it.
-func takeOnce(pids []int, addr netip.AddrPort) (taken, error) {
-	ls, err := Listeners(addr)
+// takeOnce finds the socket and takes it.
+func takeOnce(pids []int, addr netip.AddrPort, find func(netip.AddrPort) ([]Listener, error)) (taken, error) {
+	ls, err := find(addr)
 	if err != nil {
 		return taken{}, err
 	}
 	if len(ls) == 0 {
-		return taken{}, fmt.Errorf("%w: nothing listens on it", ErrNoListener)
+		return taken{}, fmt.Errorf("%w: no socket on it", ErrNoListener)
 	}
-	inodes := make([]uint64, len(ls))
-	for i, l := range ls {
-		inodes[i] = l.Inode
-	}
-	h, err := findHeld(pids, inodes)
+	h, err := findHeld(pids, inodesOf(ls))
 	if err != nil {
 		return taken{}, err
 	}

@@ -28,16 +28,19 @@ type waitKind int
 const (
 	waitNone   waitKind = iota
 	waitAccept          // accept, accept4: the fd is arg0
+	waitRead            // read, recvfrom, recvmsg, recvmmsg: the fd is arg0
 	waitPoll            // poll, ppoll: arg0 points to arg1 struct pollfd
 	waitSelect          // select, pselect6: arg0 is nfds, arg1 points to the read fd_set
 )
 
-// WaitsOn reports whether one of pids waits for connections on the socket
-// with the given inode (see InodeOf), held under any fd number: the socket
-// is registered for EPOLLIN in one of the process's epoll sets, or one of
-// its threads is blocked in accept or accept4 on it, in poll or ppoll with
-// it in the array (for POLLIN), or in select or pselect6 with it in the
-// read set. A registration counts even while no thread is in epoll_wait:
+// WaitsOn reports whether one of pids waits for connections or datagrams
+// on the socket with the given inode (see InodeOf), held under any fd
+// number: the socket is registered for EPOLLIN in one of the process's
+// epoll sets, or one of its threads is blocked in accept or accept4 on it,
+// in read, recvfrom, recvmsg or recvmmsg on it (a UDP socket; on a TCP
+// listener these fail at once, never block), in poll or ppoll with it in
+// the array (for POLLIN), or in select or pselect6 with it in the read
+// set. A registration counts even while no thread is in epoll_wait:
 // it is how an event loop says it will accept. A process that does not
 // hold the socket costs one walk of its fd table and is not looked into
 // further.
@@ -168,7 +171,7 @@ func threadWaits(pid int, held []int) (bool, error) {
 // one of the fds held.
 func callWaits(mem *lazyMem, c blockedCall, held []int) bool {
 	switch waitCalls[c.nr] {
-	case waitAccept:
+	case waitAccept, waitRead:
 		return slices.Contains(held, int(int32(c.args[0])))
 	case waitPoll:
 		n := min(c.args[1], maxPollfds)

@@ -63,10 +63,13 @@ func setupPacket(fd, family int, sa unix.Sockaddr) error {
 // Control sets for TCP. For UDP, SO_REUSEADDR has nothing to do with
 // TIME_WAIT: it lets any two sockets that both have it bind one address
 // (for multicast), whatever their owners, and the kernel then gives
-// unicast datagrams to one of them, the one bound last for IPv4.
-// Measured on Linux 6.18: beside a group whose sockets had both options,
-// a socket of another user with both took all 200 datagrams sent, the
-// group none. Without SO_REUSEADDR in the group, that bind fails.
+// unicast datagrams to one of them, for IPv4 the one bound last (or its
+// reuseport group). Measured on Linux 6.18: beside a group of two sockets
+// with both options, a socket of another user with both bound, then a
+// second one of that user with SO_REUSEPORT alone (the kernel's check
+// stops at the first socket of the same owner), and the two took all 200
+// datagrams sent, the group none. Without SO_REUSEADDR in the group, the
+// first of those binds fails.
 func PacketControl(network, address string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {

@@ -206,8 +206,10 @@
 //     its own Steerer.
 //
 // Without a program, the kernel's spread of one datagram from each of
-// 1,000 source ports over 4 sockets was within max/min 1.02-1.11 over
-// five rounds (TestUDPKernelSpread, Linux 6.18).
+// 1,000 source ports over 4 sockets (TestUDPKernelSpread, 50 rounds,
+// Linux 6.18) had a max/min of 1.13 at the median, 1.23 at the 90th
+// percentile, 1.02 to 1.38 in all: the binomial spread of 1,000 draws
+// (250 ± 14 each).
 //
 // # Requirements
 //

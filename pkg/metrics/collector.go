@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"fmt"
+	"maps"
 	"strconv"
 	"sync"
 
@@ -11,8 +13,6 @@ import (
 type Snapshot struct {
 	Generation int
 	Workers    int
-	// ListenPort is the port of the serving generation's address.
-	ListenPort int
 	// Slots holds the per-slot counters, for every slot that ever existed,
 	// so that no series disappears when the worker count goes down.
 	Slots    []SlotSnapshot
@@ -74,10 +74,7 @@ var RefusalReasons = []string{RefusedPeer, RefusedBusy, RefusedEvicted}
 
 // SlotSnapshot holds the counters of one slot.
 type SlotSnapshot struct {
-	Slot int
-	// Accepts is every connection the children that held the slot
-	// accepted: those gone plus those alive. It never goes down.
-	Accepts  uint64
+	Slot     int
 	Restarts uint64
 	// WatchdogKills counts the slot's children killed for missing their
 	// watchdog pings.
@@ -96,11 +93,30 @@ type SlotSnapshot struct {
 	// Rescued counts the connections moved out of the slot's accept
 	// queue, while it was steered away from, to the healthy slots.
 	Rescued uint64
-	// ListenInode is the slot's listener when the master holds it (master
-	// socket mode); else PID is the slot's ready child, whose own listener
-	// the collector finds. Both 0: no queue to report.
-	ListenInode uint64
-	PID         int
+	// PID is the slot's ready child in child socket mode, whose own
+	// sockets the collector finds for the listeners with no Inode; 0
+	// otherwise.
+	PID int
+	// Listeners holds the slot's count and socket on every listener, in
+	// the order of PREFORK_LISTENERS, and those no longer served after
+	// them (Port 0), so that no count series disappears.
+	Listeners []SlotListener
+}
+
+// SlotListener is one listener of one slot.
+type SlotListener struct {
+	Name    string // the listener's name ("default" for an unnamed one)
+	Network string // "tcp" or "udp"
+	// Port is the listener's port in the serving generation; 0 for a
+	// listener no longer served (only its count is exported).
+	Port int
+	// Count is every connection (tcp) or datagram (udp) the slot's
+	// children took on it, those gone and those alive. Never goes down.
+	Count uint64
+	// Inode is the slot's socket when the master holds it (master
+	// socket mode); 0 otherwise: the collector then finds PID's socket
+	// on Port.
+	Inode uint64
 }
 
 // ChildSnapshot describes one live child.
@@ -157,37 +173,63 @@ type Collector struct {
 	accepts, info, restarts, reloads, upgrades, duration, generation, workers, queue, overflows *prometheus.Desc
 	watchdogKills, recycles, steeredAway, steerChanges, logDropped                              *prometheus.Desc
 	notifyDropped, refused, connections, unplaced, rescued                                      *prometheus.Desc
-	reloadInProgress, drainKilled                                                               *prometheus.Desc
+	reloadInProgress, drainKilled, datagrams, receiveQueue                                      *prometheus.Desc
 
 	mu     sync.Mutex
-	inodes map[int]uint64 // a child's listener, by pid, found once
+	inodes map[socketKey]uint64 // a child's socket on a listener's port, found once
+}
+
+// socketKey names a child's socket in the collector's cache: one per
+// listener of the child, by network and port (a listener whose port changed
+// in a reload is looked up again) and by name (two listeners may share a
+// port, on two addresses).
+type socketKey struct {
+	pid, port     int
+	network, name string
+}
+
+// portKey is one read of the kernel's socket table: one per network and
+// port per scrape, whatever the number of slots.
+type portKey struct {
+	network string
+	port    int
 }
 
 // Kernel is where the collector reads the kernel's socket state; tests
-// give it fixed answers.
+// give it fixed answers. A nil ListenQueues or ReceiveQueues exports no
+// queue for that network.
 type Kernel struct {
-	// ListenQueues returns the accept-queue length of every listener on
-	// port, by socket inode.
+	// ListenQueues returns the accept-queue length of every TCP listener
+	// on port, by socket inode.
 	ListenQueues func(port int) (map[uint64]uint64, error)
+	// ReceiveQueues returns the bytes in the receive buffer of every
+	// unconnected UDP socket on port, by socket inode.
+	ReceiveQueues func(port int) (map[uint64]uint64, error)
 	// ListenOverflows returns the TcpExt ListenOverflows counter.
 	ListenOverflows func() (uint64, error)
-	// ListenerOf returns the inode of pid's listener among queues.
+	// ListenerOf returns the inode of pid's socket among queues, one
+	// port's answer of ListenQueues or ReceiveQueues.
 	ListenerOf func(pid int, queues map[uint64]uint64) (uint64, bool)
 }
 
 // NewCollector returns a collector that calls snapshot on every scrape and
 // reads the kernel's socket state through kernel.
 func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
+	perListener := []string{"slot", "listener"}
 	return &Collector{
 		snapshot: snapshot,
 		kernel:   kernel,
-		inodes:   map[int]uint64{},
+		inodes:   map[socketKey]uint64{},
 		queue: prometheus.NewDesc("prefork_child_listen_queue_length",
-			"Connections waiting in the slot's accept queue now.", []string{"slot"}, nil),
+			"Connections waiting in the slot's accept queue now, per TCP listener.", perListener, nil),
+		receiveQueue: prometheus.NewDesc("prefork_child_receive_queue_bytes",
+			"Bytes waiting in the slot's socket receive buffer now, per UDP listener.", perListener, nil),
 		overflows: prometheus.NewDesc("prefork_listen_overflows_total",
 			"The kernel's ListenOverflows counter of the master's network namespace.", nil, nil),
 		accepts: prometheus.NewDesc("prefork_child_accepts_total",
-			"Connections accepted by every child that held the slot.", []string{"slot"}, nil),
+			"Connections accepted by every child that held the slot, per TCP listener.", perListener, nil),
+		datagrams: prometheus.NewDesc("prefork_child_datagrams_total",
+			"Datagrams received by every child that held the slot, per UDP listener.", perListener, nil),
 		connections: prometheus.NewDesc("prefork_child_connections_total",
 			"New connections the steering program placed in the slot's listener.", []string{"slot"}, nil),
 		rescued: prometheus.NewDesc("prefork_child_rescued_connections_total",
@@ -233,7 +275,7 @@ func NewCollector(snapshot func() (Snapshot, error), kernel Kernel) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepts, c.info, c.restarts, c.reloads, c.upgrades, c.duration, c.generation,
 		c.workers, c.queue, c.overflows, c.watchdogKills, c.recycles, c.steeredAway, c.steerChanges, c.logDropped,
-		c.notifyDropped, c.refused, c.connections, c.unplaced, c.rescued, c.reloadInProgress, c.drainKilled} {
+		c.notifyDropped, c.refused, c.connections, c.unplaced, c.rescued, c.reloadInProgress, c.drainKilled, c.datagrams, c.receiveQueue} {
 		ch <- d
 	}
 }
@@ -255,7 +297,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectConnections(ch, s)
 	for _, sl := range s.Slots {
 		slot := strconv.Itoa(sl.Slot)
-		ch <- prometheus.MustNewConstMetric(c.accepts, prometheus.CounterValue, float64(sl.Accepts), slot)
+		c.collectCounts(ch, slot, sl.Listeners)
 		ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(sl.Restarts), slot)
 		ch <- prometheus.MustNewConstMetric(c.watchdogKills, prometheus.CounterValue, float64(sl.WatchdogKills), slot)
 		for _, reason := range RecycleReasons {
@@ -316,42 +358,123 @@ func (c *Collector) collectConnections(ch chan<- prometheus.Metric, s Snapshot) 
 	}
 }
 
-// collectKernel reports each slot's accept queue and the namespace's
-// overflows, read now.
+// collectCounts reports a slot's count on each of its listeners, served
+// or not: accepts for a TCP listener, datagrams for a UDP one.
+func (c *Collector) collectCounts(ch chan<- prometheus.Metric, slot string, listeners []SlotListener) {
+	for _, l := range listeners {
+		if d := c.countDesc(l.Network); d != nil {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(l.Count), slot, l.Name)
+		}
+	}
+}
+
+// countDesc is the count series of a listener on network; nil for a
+// network the collector does not know.
+func (c *Collector) countDesc(network string) *prometheus.Desc {
+	switch network {
+	case "tcp":
+		return c.accepts
+	case "udp":
+		return c.datagrams
+	}
+	return nil
+}
+
+// queueDesc is the queue series of a listener on network, and the kernel
+// reader that answers it; nil for a network the collector does not know,
+// or a reader the kernel lacks.
+func (c *Collector) queueDesc(network string) (*prometheus.Desc, func(int) (map[uint64]uint64, error)) {
+	switch network {
+	case "tcp":
+		return c.queue, c.kernel.ListenQueues
+	case "udp":
+		return c.receiveQueue, c.kernel.ReceiveQueues
+	}
+	return nil, nil
+}
+
+// collectKernel reports the namespace's overflows and each slot's queue on
+// every served listener, read now: the socket table of a network and port
+// once, whatever the number of slots.
 func (c *Collector) collectKernel(ch chan<- prometheus.Metric, s Snapshot) {
 	if n, err := c.kernel.ListenOverflows(); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.overflows, err)
 	} else {
 		ch <- prometheus.MustNewConstMetric(c.overflows, prometheus.CounterValue, float64(n))
 	}
-	queues, err := c.kernel.ListenQueues(s.ListenPort)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.queue, err)
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	live := map[int]bool{}
+	tables := map[portKey]map[uint64]uint64{} // nil: unreadable, already reported
+	live := map[socketKey]bool{}
 	for _, sl := range s.Slots {
-		inode := sl.ListenInode
-		if inode == 0 && sl.PID != 0 {
-			live[sl.PID] = true
-			var ok bool
-			if inode, ok = c.inodes[sl.PID]; !ok {
-				if inode, ok = c.kernel.ListenerOf(sl.PID, queues); ok {
-					c.inodes[sl.PID] = inode
+		for _, l := range sl.Listeners {
+			desc, read := c.queueDesc(l.Network)
+			if l.Port == 0 || desc == nil || read == nil {
+				continue
+			}
+			pk := portKey{l.Network, l.Port}
+			queues, seen := tables[pk]
+			if !seen {
+				var err error
+				if queues, err = read(l.Port); err != nil {
+					ch <- prometheus.NewInvalidMetric(desc, fmt.Errorf("%s port %d: %w", l.Network, l.Port, err))
+					queues = nil
+				} else if queues == nil {
+					queues = map[uint64]uint64{}
+				}
+				tables[pk] = queues
+			}
+			if queues == nil {
+				continue
+			}
+			if inode := c.inodeOf(sl.PID, l, queues, live); inode != 0 {
+				if q, ok := queues[inode]; ok {
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(q), strconv.Itoa(sl.Slot), l.Name)
 				}
 			}
 		}
-		if q, ok := queues[inode]; ok && inode != 0 {
-			ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(q), strconv.Itoa(sl.Slot))
+	}
+	for k := range c.inodes {
+		if !live[k] {
+			delete(c.inodes, k)
 		}
 	}
-	for pid := range c.inodes {
-		if !live[pid] {
-			delete(c.inodes, pid)
+}
+
+// inodeOf returns the slot's socket on listener l: the master's (l.Inode),
+// or else pid's own on l's port, found among queues once and cached while
+// pid serves it (marked in live); 0 when there is none. Two listeners of
+// one network may share a port (on two addresses): a socket found for one
+// of pid's listeners is not given to another, so that, the child having
+// opened them in order, each gets its own. c.mu is held.
+func (c *Collector) inodeOf(pid int, l SlotListener, queues map[uint64]uint64, live map[socketKey]bool) uint64 {
+	if l.Inode != 0 || pid == 0 {
+		return l.Inode
+	}
+	k := socketKey{pid: pid, port: l.Port, network: l.Network, name: l.Name}
+	if inode, ok := c.inodes[k]; ok {
+		live[k] = true
+		return inode
+	}
+	candidates, cloned := queues, false
+	for other, inode := range c.inodes {
+		if other.pid != pid || other.network != l.Network {
+			continue
+		}
+		if _, shared := queues[inode]; shared {
+			if !cloned {
+				candidates, cloned = maps.Clone(queues), true
+			}
+			delete(candidates, inode)
 		}
 	}
+	inode, ok := c.kernel.ListenerOf(pid, candidates)
+	if !ok {
+		return 0
+	}
+	c.inodes[k] = inode
+	live[k] = true
+	return inode
 }
 
 // Observe adds one duration, in seconds, to h.

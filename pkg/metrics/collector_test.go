@@ -16,11 +16,24 @@ func fixedSnapshot() Snapshot {
 	return Snapshot{
 		Generation: 3,
 		Workers:    2,
-		ListenPort: 8080,
 		Slots: []SlotSnapshot{
-			{Slot: 0, Accepts: 1200, Restarts: 1, ListenInode: 100, WatchdogKills: 1,
-				Recycles: map[string]uint64{"max_accepts": 4}, SteeredAway: true, SteerChanges: 2, Connections: 1190, Rescued: 40},
-			{Slot: 1, Accepts: 1187, PID: 102, Connections: 1187},
+			// Master socket mode: the master's sockets, by inode.
+			{Slot: 0, Restarts: 1, WatchdogKills: 1,
+				Recycles: map[string]uint64{"max_accepts": 4}, SteeredAway: true, SteerChanges: 2, Connections: 1190, Rescued: 40,
+				Listeners: []SlotListener{
+					{Name: "http", Network: "tcp", Port: 8080, Count: 1200, Inode: 100},
+					{Name: "admin", Network: "tcp", Port: 8081, Count: 30, Inode: 110},
+					{Name: "dns", Network: "udp", Port: 5353, Count: 4000, Inode: 120},
+					{Name: "old", Network: "tcp", Count: 5}, // removed: its count only
+				}},
+			// Child socket mode: the ready child's sockets, found by pid.
+			{Slot: 1, PID: 102, Connections: 1187,
+				Listeners: []SlotListener{
+					{Name: "http", Network: "tcp", Port: 8080, Count: 1187},
+					{Name: "admin", Network: "tcp", Port: 8081, Count: 12},
+					{Name: "dns", Network: "udp", Port: 5353, Count: 3900},
+					{Name: "old", Network: "tcp", Count: 7},
+				}},
 		},
 		Children: []ChildSnapshot{
 			{Slot: 0, Generation: 3, PID: 101, State: "ready"},
@@ -40,22 +53,42 @@ func fixedSnapshot() Snapshot {
 	}
 }
 
-// fixedKernel answers as a kernel with slot 0's listener (inode 100)
-// holding 3 connections and slot 1's child's (inode 200) none.
+// fixedKernel answers as a kernel where slot 0's sockets are the master's
+// (inodes 100, 110, 120: 3 connections, 1 connection, 768 bytes waiting)
+// and slot 1's child (pid 102) holds its own, opened in listener order
+// (200, 210, 220: 0, 4 connections, 0 bytes). Inode 300 is a listener of
+// no slot's.
 var fixedKernel = Kernel{
 	ListenQueues: func(port int) (map[uint64]uint64, error) {
-		if port != 8080 {
+		switch port {
+		case 8080:
+			return map[uint64]uint64{100: 3, 200: 0, 300: 9}, nil
+		case 8081:
+			return map[uint64]uint64{110: 1, 210: 4}, nil
+		}
+		return nil, nil
+	},
+	ReceiveQueues: func(port int) (map[uint64]uint64, error) {
+		if port != 5353 {
 			return nil, nil
 		}
-		return map[uint64]uint64{100: 3, 200: 0, 300: 9}, nil
+		return map[uint64]uint64{120: 768, 220: 0}, nil
 	},
 	ListenOverflows: func() (uint64, error) { return 7, nil },
-	ListenerOf: func(pid int, queues map[uint64]uint64) (uint64, bool) {
-		if pid == 102 {
-			return 200, true
+	ListenerOf:      fdWalk(map[int][]uint64{102: {200, 210, 220}}),
+}
+
+// fdWalk answers ListenerOf as the real one does: the first of pid's
+// sockets, in descriptor order, that is among queues.
+func fdWalk(sockets map[int][]uint64) func(int, map[uint64]uint64) (uint64, bool) {
+	return func(pid int, queues map[uint64]uint64) (uint64, bool) {
+		for _, inode := range sockets[pid] {
+			if _, ok := queues[inode]; ok {
+				return inode, true
+			}
 		}
 		return 0, false
-	},
+	}
 }
 
 // The collector's output for a fixed snapshot, against testdata.
@@ -84,7 +117,8 @@ func TestCollectorFixture(t *testing.T) {
 // start, at 0.
 func TestCollectorZeroSeries(t *testing.T) {
 	c := NewCollector(func() (Snapshot, error) {
-		return Snapshot{Generation: 1, Workers: 1, Slots: []SlotSnapshot{{Slot: 0}}}, nil
+		return Snapshot{Generation: 1, Workers: 1, Slots: []SlotSnapshot{{Slot: 0,
+			Listeners: []SlotListener{{Name: "default", Network: "tcp", Port: 8080}}}}}, nil
 	}, fixedKernel)
 	if n := testutil.CollectAndCount(c, "prefork_reloads_total"); n != len(ReloadResults)*len(ReloadStrategies) {
 		t.Errorf("prefork_reloads_total has %d series, want %d", n, len(ReloadResults)*len(ReloadStrategies))
@@ -158,15 +192,17 @@ func TestHistogramObserve(t *testing.T) {
 // children (the kernel's answers fixed, so that the collector's own cost
 // is what is measured).
 func BenchmarkScrape256(b *testing.B) {
-	snap := Snapshot{Generation: 7, Workers: 256, ListenPort: 8080, Reloads: map[ReloadKey]uint64{{"success", "generation"}: 6}}
+	snap := Snapshot{Generation: 7, Workers: 256, Reloads: map[ReloadKey]uint64{{"success", "generation"}: 6}}
 	queues := map[uint64]uint64{}
 	for i := range 256 {
-		snap.Slots = append(snap.Slots, SlotSnapshot{Slot: i, Accepts: uint64(i * 1000), Restarts: 1, ListenInode: uint64(1000 + i)})
+		snap.Slots = append(snap.Slots, SlotSnapshot{Slot: i, Restarts: 1, Listeners: []SlotListener{
+			{Name: "default", Network: "tcp", Port: 8080, Count: uint64(i * 1000), Inode: uint64(1000 + i)}}})
 		snap.Children = append(snap.Children, ChildSnapshot{Slot: i, Generation: 7, PID: 10000 + i, State: "ready"})
 		queues[uint64(1000+i)] = 0
 	}
 	kernel := Kernel{
 		ListenQueues:    func(int) (map[uint64]uint64, error) { return queues, nil },
+		ReceiveQueues:   func(int) (map[uint64]uint64, error) { return nil, nil },
 		ListenOverflows: func() (uint64, error) { return 0, nil },
 		ListenerOf:      func(int, map[uint64]uint64) (uint64, bool) { return 0, false },
 	}

@@ -1,6 +1,7 @@
 // Package steer steers the new connections of a SO_REUSEPORT group away
 // from the slots whose listeners nobody accepts on, with an SK_REUSEPORT
-// eBPF program.
+// eBPF program. It steers the datagrams of a UDP group the same way (see
+// UDP below).
 //
 // # The problem
 //
@@ -174,6 +175,42 @@
 //     was replaced or detached (Runs stands still), shutdown resets the
 //     queue as a close would.
 //
+// # UDP
+//
+// A group of UDP sockets bound with SO_REUSEPORT on one port is a
+// reuseport group too, and the program works on it unchanged (tested on
+// Linux 6.18): Attach takes a bound UDP socket of the group, SetSocket
+// puts a bound one in the array (an unbound one is refused with EINVAL),
+// and SetSlots, SetHealthy and ClearSocket choose as above. The kernel
+// runs the program for every datagram that reaches the group, with hash
+// the kernel's own hash of the datagram's 4-tuple, so the datagrams of one
+// source address and port all go where its first went, as long as the
+// slots do not change; with every slot healthy the program's pick is the kernel's,
+// datagram by datagram, the sockets ordered as they were bound (tested:
+// the same 400 source ports land on the same sockets once the program is
+// detached). An unhealthy slot gets no datagram and its share is spread
+// over the others (tested). What differs from TCP:
+//
+//   - Runs and Connections count datagrams, not connections: one run and
+//     one placement for each datagram (tested, to the unit), none of the
+//     retries and stray segments that make TCP's count an upper bound.
+//   - Nothing migrates. Closing a UDP socket drops the datagrams waiting
+//     in its receive buffer: the program is not run for them and no other
+//     slot reads them (tested). The migrating attach type and
+//     net.ipv4.tcp_migrate_req concern TCP listeners only.
+//   - Requeue is TCP only: a UDP socket has no accept queue, and shutdown
+//     hands its receive buffer to nobody. Requeue refuses a UDP socket,
+//     doing nothing (tested). A stopped child's buffered datagrams wait
+//     for it, or go with its socket; steering keeps new ones away.
+//   - A TCP and a UDP listener on the same port are two groups, each with
+//     its own Steerer.
+//
+// Without a program, the kernel's spread of one datagram from each of
+// 1,000 source ports over 4 sockets (TestUDPKernelSpread, 50 rounds,
+// Linux 6.18) had a max/min of 1.13 at the median, 1.23 at the 90th
+// percentile, 1.02 to 1.38 in all: the binomial spread of 1,000 draws
+// (250 ± 14 each).
+//
 // # Requirements
 //
 // Linux 4.19 or later (5.3 for Detach, 5.14 for migration), CAP_BPF and
@@ -182,8 +219,9 @@
 // Load and Supported say which is missing.
 //
 // The listeners must be TCP sockets, over IPv4 or IPv6, bound with
-// SO_REUSEPORT and listening: not MPTCP, which Go (1.24 and later) chooses
-// by default for a listener when the kernel has it (net.mptcp.enabled=1).
+// SO_REUSEPORT and listening (or UDP sockets bound with SO_REUSEPORT):
+// not MPTCP, which Go (1.24 and later) chooses by default for a listener
+// when the kernel has it (net.mptcp.enabled=1).
 // The kernel refuses an MPTCP socket both in the sockets array and for
 // SO_ATTACH_REUSEPORT_EBPF (its reuseport group is made of the TCP subflow
 // listeners that MPTCP creates, which have no descriptor of their own);

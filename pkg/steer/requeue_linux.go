@@ -23,10 +23,11 @@ import (
 // slot), as a close would; listen(fd, backlog) with the backlog fd had,
 // which puts it back in the group, at its end; then SetSocket(slot, fd).
 //
-// It refuses, doing nothing, unless the program migrates (Migrates; else
-// the error wraps ErrNotMigrating: shutdown would reset the queue), fd is
-// the socket slot has in the array, and another healthy active slot has a
-// socket there to take the queue. An error after the shutdown wraps
+// It refuses, doing nothing, unless fd is a TCP listener (a UDP socket
+// has no accept queue, and nothing hands its receive buffer on), the
+// program migrates (Migrates; else the error wraps ErrNotMigrating:
+// shutdown would reset the queue), fd is the socket slot has in the array,
+// and another healthy active slot has a socket there to take the queue. An error after the shutdown wraps
 // ErrListenerLost when fd is out of the group (listen failed, or the
 // socket was bound to port 0 and listens on a new port now): close it and
 // make the slot a new listener.
@@ -43,6 +44,9 @@ func (s *Steerer) Requeue(slot, fd int) (moved uint32, err error) {
 	lost := func(format string, a ...any) error {
 		return fmt.Errorf("%w: requeue slot %d (fd %d): "+format+"; close it and give the slot a new listener",
 			append([]any{ErrListenerLost, slot, fd}, a...)...)
+	}
+	if err := isStream(fd); err != nil {
+		return 0, fail("nothing done: %w", err)
 	}
 	if !s.migrates {
 		return 0, fmt.Errorf("%w: requeue slot %d (fd %d) refused, nothing done: shutting the listener down would reset its queue",
@@ -79,6 +83,20 @@ func (s *Steerer) Requeue(slot, fd int) (moved uint32, err error) {
 		return queued, fail("the socket is back in the group, but not in the array, so the program cannot select it (retry SetSocket, or replace it): %w", err)
 	}
 	return queued, nil
+}
+
+// isStream checks that fd is a stream (TCP) socket: only a TCP listener
+// has a queue that shutdown hands on. On a UDP socket, shutdown would
+// only stop its reads, and AcceptQueue fail with a less helpful error.
+func isStream(fd int) error {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fmt.Errorf("type of fd %d: %w", fd, err)
+	}
+	if typ != unix.SOCK_STREAM {
+		return fmt.Errorf("fd %d is not a TCP listener (socket type %d): a UDP socket has no accept queue to move", fd, typ)
+	}
+	return nil
 }
 
 // isSocket checks that fd is the socket slot has in the array, by its

@@ -182,7 +182,7 @@ func (s *Steerer) Attach(listenerFD int) error {
 
 // mptcpHint explains the error of Attach and SetSocket for an MPTCP
 // socket, which the kernel refuses in both.
-const mptcpHint = "an MPTCP socket, and steering works on TCP sockets only " +
+const mptcpHint = "an MPTCP socket, and steering works on TCP and UDP sockets only " +
 	"(Go listens with MPTCP by default where the kernel has it: use net.ListenConfig.SetMultipathTCP(false))"
 
 // isMPTCP reports whether fd is an MPTCP socket. Go (1.24 and later)
@@ -205,10 +205,10 @@ func Detach(listenerFD int) error {
 }
 
 // SetSocket puts the listener fd in the sockets array as slot's socket,
-// replacing the previous one. The socket must be a listening SO_REUSEPORT
-// socket of the group the program is attached to, and in no other
-// Steerer's array. The array does not keep the socket open: once it is
-// closed its entry disappears by itself.
+// replacing the previous one. The socket must be a SO_REUSEPORT socket of
+// the group the program is attached to, listening (TCP) or bound (UDP),
+// and in no other Steerer's array. The array does not keep the socket
+// open: once it is closed its entry disappears by itself.
 func (s *Steerer) SetSocket(slot int, fd int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -229,7 +229,7 @@ func (s *Steerer) putSocket(slot int, fd int) error {
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("steer: set slot %d socket (fd %d): already in another steerer's array: %w", slot, fd, err)
 	case errors.Is(err, unix.EINVAL):
-		return fmt.Errorf("steer: set slot %d socket (fd %d): not a listening SO_REUSEPORT socket: %w", slot, fd, err)
+		return fmt.Errorf("steer: set slot %d socket (fd %d): not a listening SO_REUSEPORT socket (nor a bound UDP one): %w", slot, fd, err)
 	}
 	return fmt.Errorf("steer: set slot %d socket (fd %d): %w", slot, fd, err)
 }

@@ -20,10 +20,20 @@ type whoami struct {
 	PID        int `json:"pid"`
 }
 
+// whoamiBody is the body of GET /whoami, and of every UDP answer: the
+// JSON of whoami and a newline.
+func whoamiBody(info child.Info, pid int) []byte {
+	body, err := json.Marshal(whoami{Slot: info.Slot, Generation: info.Generation, PID: pid})
+	if err != nil {
+		panic(err) // three ints always marshal
+	}
+	return append(body, '\n')
+}
+
 // newHandler answers every request; info and pid are fixed for the
 // process, so /whoami needs no lookup per request.
 func newHandler(info child.Info, pid int) http.Handler {
-	me := whoami{Slot: info.Slot, Generation: info.Generation, PID: pid}
+	me := whoamiBody(info, pid)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s := r.URL.Query().Get("sleep"); s != "" {
 			d, err := parseSleep(s)
@@ -37,7 +47,7 @@ func newHandler(info child.Info, pid int) http.Handler {
 		}
 		if r.Method == http.MethodGet && r.URL.Path == "/whoami" {
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(me)
+			w.Write(me)
 			return
 		}
 		io.WriteString(w, "ok\n")

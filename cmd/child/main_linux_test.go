@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,9 +222,11 @@ func TestChildHangs(t *testing.T) {
 // passes the readiness gate and crashes under traffic.
 func TestChildCrashes(t *testing.T) {
 	const after = 300 * time.Millisecond
+	// A bound the child's timer cannot precede: it starts after READY is
+	// sent, and the test may read READY later than that under load.
+	started := time.Now()
 	c := startChild(t, envCrashAfter+"="+after.String())
 	c.expect(t, "READY=1")
-	ready := time.Now()
 	client := &http.Client{Timeout: waitTimeout}
 	resp, err := client.Get("http://" + c.addr + "/")
 	if err != nil {
@@ -236,8 +241,8 @@ func TestChildCrashes(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the child did not exit after its crash line")
 	}
-	if took := time.Since(ready); took < after {
-		t.Errorf("exited %v after READY, want no sooner than %v", took, after)
+	if took := time.Since(started); took < after {
+		t.Errorf("exited %v after the start, want no sooner than %v", took, after)
 	}
 	var ee *exec.ExitError
 	if !errors.As(exit, &ee) || ee.ExitCode() != 1 {
@@ -276,4 +281,97 @@ func residentBytes(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// listenerAddr waits for the "child serving" line of listener name and
+// returns its address.
+func (c *runningChild) listenerAddr(t *testing.T, name string) string {
+	t.Helper()
+	m := servingLine.FindStringSubmatch(c.waitLog(t, "listener="+name+" "))
+	if m == nil {
+		t.Fatalf("no address in the serving line of %s", name)
+	}
+	return m[1]
+}
+
+// askUDP sends one datagram to addr and returns the answer.
+func askUDP(t *testing.T, addr string) []byte {
+	t.Helper()
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(waitTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte("who?")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no UDP answer from %s: %v", addr, err)
+	}
+	return buf[:n]
+}
+
+// stop sends SIGTERM and waits for exit 0 and the drained line.
+func (c *runningChild) stop(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLog(t, "child drained")
+	select {
+	case err := <-c.exited:
+		c.exited <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("child exit %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("the child did not exit after SIGTERM")
+	}
+}
+
+// A child with an HTTP and a UDP listener answers a datagram with the
+// body of GET /whoami, sent back to the sender, and drains both on
+// SIGTERM.
+func TestChildAnswersUDP(t *testing.T) {
+	c := startChild(t, "PREFORK_LISTENERS=web,dns", "PREFORK_LISTEN_WEB=127.0.0.1:0",
+		"PREFORK_LISTEN_DNS=udp://127.0.0.1:0", "PREFORK_SLOT=2", "PREFORK_GENERATION=5")
+	dnsAddr := c.listenerAddr(t, "dns")
+	c.expect(t, "READY=1") // only once both are served
+	answer := askUDP(t, dnsAddr)
+	var me struct{ Slot, Generation, PID int }
+	if err := json.Unmarshal(answer, &me); err != nil {
+		t.Fatalf("UDP answer %q: %v", answer, err)
+	}
+	if me.Slot != 2 || me.Generation != 5 || me.PID != c.cmd.Process.Pid {
+		t.Errorf("UDP answer %+v, want slot 2, generation 5, pid %d", me, c.cmd.Process.Pid)
+	}
+	client := &http.Client{Timeout: waitTimeout}
+	resp, err := client.Get("http://" + c.addr + "/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != string(answer) {
+		t.Errorf("GET /whoami %q, UDP answer %q: want the same", body, answer)
+	}
+	c.stop(t)
+}
+
+// A child whose only listener is UDP serves and drains as well.
+func TestChildUDPOnly(t *testing.T) {
+	c := startChild(t, "PREFORK_LISTEN=udp://127.0.0.1:0")
+	c.expect(t, "READY=1")
+	if answer := askUDP(t, c.addr); !strings.Contains(string(answer), fmt.Sprintf(`"pid":%d`, c.cmd.Process.Pid)) {
+		t.Errorf("UDP answer %q, want this child's pid", answer)
+	}
+	c.stop(t)
 }

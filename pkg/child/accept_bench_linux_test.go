@@ -40,7 +40,7 @@ func BenchmarkAccept(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				ln = &countingListener{Listener: ln, onAccept: c.Inc}
+				ln = &countingListener{Listener: ln, counter: c}
 			}
 			addr := ln.Addr().String()
 			for b.Loop() {

@@ -35,6 +35,7 @@ func listenCounting(t *testing.T, value string) (net.Listener, error) {
 	t.Setenv("LISTEN_FDS", "")
 	t.Setenv(envListen, "127.0.0.1:0")
 	t.Setenv(envCountersFD, value)
+	useFreshListeners(t)
 	ln, err := Listen(context.Background())
 	if err == nil {
 		t.Cleanup(func() { ln.Close() })
@@ -77,6 +78,9 @@ func TestListenCountsAccepts(t *testing.T) {
 	if got := page.Accepts(); got != k {
 		t.Errorf("page.Accepts() = %d, want %d", got, k)
 	}
+	if got := page.Listener(0); got != k {
+		t.Errorf("page.Listener(0) = %d, want %d", got, k)
+	}
 }
 
 func TestListenCounterNoAlloc(t *testing.T) {
@@ -85,11 +89,11 @@ func TestListenCounterNoAlloc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hook := ln.(*countingListener).onAccept
-	if hook == nil {
-		t.Fatal("no counting hook")
+	cl := ln.(*countingListener)
+	if cl.counter == nil {
+		t.Fatal("no counter")
 	}
-	if n := testing.AllocsPerRun(1000, hook); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { cl.counter.Accept(cl.index) }); n != 0 {
 		t.Errorf("counting an accept allocates %v times", n)
 	}
 }
@@ -118,8 +122,8 @@ func TestListenCountersFD(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ln.(*countingListener).onAccept != nil {
-				t.Error("counting hook set without a page")
+			if ln.(*countingListener).counter != nil {
+				t.Error("counter set without a page")
 			}
 		})
 	}

@@ -4,13 +4,18 @@
 //
 // The protocol, as the master speaks it:
 //
-//   - Listen. Under --sockets master the master passes the slot's listener by
-//     systemd socket activation (LISTEN_FDS=1, the socket as fd 3,
-//     LISTEN_PID equal to the child's pid); otherwise the child binds
-//     PREFORK_LISTEN itself with SO_REUSEADDR and SO_REUSEPORT so every child
-//     of every generation shares the address. Without either (standalone)
-//     it binds 127.0.0.1:8080. The same binary thus runs in both socket modes
-//     and on its own.
+//   - Listen. A child has one or more named listeners, in the order of
+//     PREFORK_LISTENERS (http,admin,dns), each a TCP or a UDP address.
+//     Under --sockets master the master passes them by systemd socket
+//     activation (listener i as fd 3+i, LISTEN_FDS=N, LISTEN_FDNAMES with
+//     their names, LISTEN_PID equal to the child's pid); otherwise the
+//     child binds each PREFORK_LISTEN_<NAME> itself with SO_REUSEADDR and
+//     SO_REUSEPORT so every child of every generation shares the address.
+//     A child given no names has one listener, "default": fd 3, else
+//     PREFORK_LISTEN, else (standalone) 127.0.0.1:8080. The same binary
+//     thus runs in both socket modes and on its own. Listen takes the
+//     first listener, ListenNamed a stream one by name, ListenPacket a
+//     UDP one, and Listeners lists them.
 //   - Ready. Once the child accepts, it sends READY=1 to NOTIFY_SOCKET (the
 //     sd_notify protocol). The master tells children apart by the sender's
 //     credentials, so the message carries nothing else.
@@ -47,7 +52,14 @@
 //	if err := child.Ready(); err != nil { ... }
 //	err = <-errc
 //
-// The listener Listen returns counts every accepted connection on the
-// master's shared page (PREFORK_COUNTERS_FD), with one atomic add: no
-// system call, lock or allocation per connection.
+// A child with more listeners takes each by name before Ready:
+//
+//	admin, err := child.ListenNamed(ctx, "admin")
+//	...
+//	pc, err := child.ListenPacket(ctx, "dns") // a *child.PacketConn
+//
+// The listeners count on the master's shared page (PREFORK_COUNTERS_FD):
+// every accepted connection, and every datagram a PacketConn reads, in
+// the page's total and in the listener's own counter, with one atomic add
+// each: no system call, lock or allocation.
 package child

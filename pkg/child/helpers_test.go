@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -149,4 +150,13 @@ func (c *rawClient) waitClosed() error {
 		return fmt.Errorf("want EOF, got %w", err)
 	}
 	return nil
+}
+
+// useFreshListeners gives the test a listener table of its own, read from
+// the process environment at its first use (after the test's Setenv), and
+// another one at cleanup, so no test sees a table another one read.
+func useFreshListeners(t testing.TB) {
+	t.Helper()
+	listeners = newListenerSet(os.LookupEnv, os.Getpid())
+	t.Cleanup(func() { listeners = newListenerSet(os.LookupEnv, os.Getpid()) })
 }

@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 		goleak.VerifyTestMain(m) // exits; fails on a goroutine left running
 	case "listen":
 		os.Exit(report(helperListen()))
+	case "multi":
+		os.Exit(report(helperMulti()))
 	case "drain":
 		os.Exit(report(helperDrain()))
 	case "watchdog":

@@ -29,7 +29,7 @@ func NewPage() (*Page, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("counter page: %w", err)
 	}
-	return &Page{fd: fd, mem: mem, accepts: word(mem)}, nil
+	return &Page{fd: fd, mem: mem, w: layout(mem)}, nil
 }
 
 // sizeAndMap truncates fd to size, seals it and maps it read-write.
@@ -52,10 +52,10 @@ func mapShared(fd, size int) ([]byte, error) {
 	return mem, nil
 }
 
-// word is the counter at AcceptsOffset; mem starts a page, so it is
-// 8-byte aligned.
-func word(mem []byte) *uint64 {
-	return (*uint64)(unsafe.Pointer(&mem[AcceptsOffset]))
+// layout views mem, at least MinSize bytes, as the page's words; mem
+// starts a page, so it is 8-byte aligned.
+func layout(mem []byte) *words {
+	return (*words)(unsafe.Pointer(&mem[0]))
 }
 
 // Close unmaps the page and closes its memfd. A second Close, or Close of
@@ -64,7 +64,7 @@ func (p *Page) Close() error {
 	if p == nil || p.fd < 0 {
 		return nil
 	}
-	p.accepts = nil
+	p.w = nil
 	err := unix.Munmap(p.mem)
 	p.mem = nil
 	cerr := unix.Close(p.fd)
@@ -100,7 +100,7 @@ func OpenCounter(fd int) (*Counter, error) {
 	// Linux releases fd even when close reports an error, and the
 	// mapping stays valid either way, so an error here changes nothing.
 	_ = unix.Close(fd)
-	return &Counter{mem: mem, accepts: word(mem)}, nil
+	return &Counter{mem: mem, w: layout(mem)}, nil
 }
 
 // Close unmaps the page. A second Close does nothing.
@@ -109,7 +109,7 @@ func (c *Counter) Close() error {
 		return nil
 	}
 	err := unix.Munmap(c.mem)
-	c.mem, c.accepts = nil, nil
+	c.mem, c.w = nil, nil
 	if err != nil {
 		return fmt.Errorf("counter: munmap: %w", err)
 	}
@@ -136,5 +136,5 @@ func AdoptPage(fd int) (*Page, error) {
 		return nil, fmt.Errorf("counter page %d: %w", fd, err)
 	}
 	unix.CloseOnExec(fd)
-	return &Page{fd: fd, mem: mem, accepts: word(mem)}, nil
+	return &Page{fd: fd, mem: mem, w: layout(mem)}, nil
 }

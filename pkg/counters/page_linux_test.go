@@ -1,6 +1,7 @@
 package counters
 
 import (
+	"encoding/binary"
 	"errors"
 	"sync"
 	"testing"
@@ -176,4 +177,123 @@ func BenchmarkCounterIncParallel(b *testing.B) {
 			c.Inc()
 		}
 	})
+}
+
+// Accept and Datagram add to their total and to the listener's counter;
+// an index out of range adds to the total only.
+func TestCounterPerListener(t *testing.T) {
+	p := newPage(t)
+	c := openCounter(t, p)
+	c.Accept(0)
+	c.Accept(0)
+	c.Accept(MaxListeners - 1)
+	c.Datagram(1)
+	c.Datagram(1)
+	c.Datagram(1)
+	c.Inc()                  // the total only, as before listeners had counters
+	c.Accept(-1)             // out of range: the total only
+	c.Datagram(MaxListeners) // out of range: the total only
+	if got, want := p.Accepts(), uint64(5); got != want {
+		t.Errorf("Accepts() = %d, want %d", got, want)
+	}
+	if got, want := p.Datagrams(), uint64(4); got != want {
+		t.Errorf("Datagrams() = %d, want %d", got, want)
+	}
+	if got := c.Load(); got != 5 {
+		t.Errorf("Load() = %d, want 5", got)
+	}
+	want := map[int]uint64{0: 2, 1: 3, MaxListeners - 1: 1}
+	for i := -1; i <= MaxListeners; i++ {
+		if got := p.Listener(i); got != want[i] {
+			t.Errorf("Listener(%d) = %d, want %d", i, got, want[i])
+		}
+	}
+}
+
+// The counters sit at the offsets of the package comment, little-endian:
+// the layout the master and a child in any language agree on.
+func TestCounterLayout(t *testing.T) {
+	p := newPage(t)
+	c := openCounter(t, p)
+	c.Accept(2)
+	c.Datagram(5)
+	c.Datagram(5)
+	mem, err := unix.Mmap(p.FD(), 0, MinSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	want := map[int]uint64{AcceptsOffset: 1, DatagramsOffset: 2, ListenersOffset + 8*2: 1, ListenersOffset + 8*5: 2}
+	for off := 0; off < MinSize; off += 8 {
+		if got := binary.LittleEndian.Uint64(mem[off:]); got != want[off] {
+			t.Errorf("offset %d = %d, want %d", off, got, want[off])
+		}
+	}
+}
+
+func TestCounterConcurrentPerListener(t *testing.T) {
+	const goroutines, perGoroutine = 16, 5_000
+	p := newPage(t)
+	c := openCounter(t, p)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for range perGoroutine {
+				if g%2 == 0 {
+					c.Accept(g % 4)
+				} else {
+					c.Datagram(g % 4)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	half := uint64(goroutines / 2 * perGoroutine)
+	if p.Accepts() != half || p.Datagrams() != half {
+		t.Errorf("Accepts() = %d, Datagrams() = %d, want %d each", p.Accepts(), p.Datagrams(), half)
+	}
+	for i := range 4 {
+		if got, want := p.Listener(i), uint64(goroutines/4*perGoroutine); got != want {
+			t.Errorf("Listener(%d) = %d, want %d", i, got, want)
+		}
+	}
+}
+
+func TestCounterNoAlloc(t *testing.T) {
+	c := openCounter(t, newPage(t))
+	for _, tt := range []struct {
+		name string
+		f    func()
+	}{
+		{"Inc", c.Inc},
+		{"Accept", func() { c.Accept(3) }},
+		{"Datagram", func() { c.Datagram(3) }},
+	} {
+		if n := testing.AllocsPerRun(1000, tt.f); n != 0 {
+			t.Errorf("%s allocates %v times", tt.name, n)
+		}
+	}
+}
+
+// A nil or closed Page reads 0 everywhere.
+func TestPageLoadsWithoutMapping(t *testing.T) {
+	var nilPage *Page
+	closed, err := NewPage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	for name, p := range map[string]*Page{"nil": nilPage, "closed": closed} {
+		if p.Accepts() != 0 || p.Datagrams() != 0 || p.Listener(0) != 0 {
+			t.Errorf("%s page: %d %d %d, want zeros", name, p.Accepts(), p.Datagrams(), p.Listener(0))
+		}
+	}
+}
+
+func BenchmarkCounterDatagram(b *testing.B) {
+	c := openCounter(b, newPage(b))
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Datagram(1)
+	}
 }

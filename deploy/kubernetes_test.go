@@ -159,7 +159,7 @@ func (m manifests) check() []error {
 	if err != nil {
 		fail("config: metrics: %v", err)
 	}
-	listenPort, err := addrPort(cfg.Listen)
+	listenPort, err := addrPort(cfg.Listen[0].Addr)
 	if err != nil {
 		fail("config: listen: %v", err)
 	}

@@ -30,7 +30,7 @@ func scrape(t *testing.T, addr string) string {
 	return string(body)
 }
 
-var acceptsLine = regexp.MustCompile(`(?m)^prefork_child_accepts_total\{slot="(\d+)"\} (\d+)$`)
+var acceptsLine = regexp.MustCompile(`(?m)^prefork_child_accepts_total\{listener="default",slot="(\d+)"\} (\d+)$`)
 
 func acceptsBySlot(t *testing.T, text string) map[int]uint64 {
 	t.Helper()
@@ -70,8 +70,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		`prefork_reloads_total{result="rejected",strategy="rolling"} 0`,
 		`prefork_reload_in_progress 0`,
 		`prefork_drain_killed_total 0`,
-		`prefork_child_accepts_total{slot="0"} 0`,
-		`prefork_child_accepts_total{slot="1"} 0`,
+		`prefork_child_accepts_total{listener="default",slot="0"} 0`,
+		`prefork_child_accepts_total{listener="default",slot="1"} 0`,
 		`prefork_child_restarts_total{slot="1"} 0`,
 		`prefork_generation 1`,
 		`prefork_workers 2`,
@@ -127,7 +127,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
-var queueLine = regexp.MustCompile(`(?m)^prefork_child_listen_queue_length\{slot="(\d+)"\} (\d+)$`)
+var queueLine = regexp.MustCompile(`(?m)^prefork_child_listen_queue_length\{listener="default",slot="(\d+)"\} (\d+)$`)
 
 func queueOf(t *testing.T, text string, slot int) (uint64, bool) {
 	t.Helper()

@@ -212,6 +212,9 @@ func printStatus(w io.Writer, st supervisor.Status) {
 		fmt.Fprintf(w, "; the last upgrade failed: %s", st.UpgradeError)
 	}
 	fmt.Fprintln(w)
+	if len(st.Listen) > 0 {
+		fmt.Fprintf(w, "listen %s\n", strings.Join(st.Listen, ", "))
+	}
 	if st.Reload != nil {
 		fmt.Fprintln(w, reloadLine(*st.Reload))
 	}

@@ -53,27 +53,40 @@ func TestConfigPrecedence(t *testing.T) {
 		{
 			name:        "defaults",
 			args:        []string{"--", "/bin/true"},
-			wantWorkers: supervisor.DefaultConfig().Workers, wantListen: supervisor.DefaultListen,
+			wantWorkers: supervisor.DefaultConfig().Workers, wantListen: "default=" + supervisor.DefaultListen,
 			wantReady: supervisor.DefaultReadyTimeout, wantDrain: supervisor.DefaultDrainTimeout, wantCommand: "/bin/true",
 		},
 		{
 			name:        "config over defaults",
 			args:        []string{"--config", file},
-			wantWorkers: 3, wantListen: "127.0.0.1:7000", wantReady: 3 * time.Second, wantDrain: 3 * time.Minute,
+			wantWorkers: 3, wantListen: "default=127.0.0.1:7000", wantReady: 3 * time.Second, wantDrain: 3 * time.Minute,
 			wantCommand: "/bin/true",
 		},
 		{
 			name:        "env over config",
 			env:         map[string]string{"PREFORK_WORKERS": "5", "PREFORK_READY_TIMEOUT": "5s", "PREFORK_CONFIG": file},
-			wantWorkers: 5, wantListen: "127.0.0.1:7000", wantReady: 5 * time.Second, wantDrain: 3 * time.Minute,
+			wantWorkers: 5, wantListen: "default=127.0.0.1:7000", wantReady: 5 * time.Second, wantDrain: 3 * time.Minute,
 			wantCommand: "/bin/true",
 		},
 		{
 			name:        "flags over env",
 			env:         map[string]string{"PREFORK_WORKERS": "5", "PREFORK_LISTEN": "127.0.0.1:7001"},
 			args:        []string{"--config", file, "--workers", "7", "--", "/bin/echo"},
-			wantWorkers: 7, wantListen: "127.0.0.1:7001", wantReady: 3 * time.Second, wantDrain: 3 * time.Minute,
+			wantWorkers: 7, wantListen: "default=127.0.0.1:7001", wantReady: 3 * time.Second, wantDrain: 3 * time.Minute,
 			wantCommand: "/bin/echo",
+		},
+		{
+			name:        "repeated listen flags, in order",
+			args:        []string{"--listen", "http=127.0.0.1:7002", "--listen", "dns=udp://127.0.0.1:7003", "--", "/bin/true"},
+			wantWorkers: supervisor.DefaultConfig().Workers, wantListen: "http=127.0.0.1:7002,dns=udp://127.0.0.1:7003",
+			wantReady: supervisor.DefaultReadyTimeout, wantDrain: supervisor.DefaultDrainTimeout, wantCommand: "/bin/true",
+		},
+		{
+			name:        "listen variable as a list",
+			env:         map[string]string{"PREFORK_LISTEN": "web=127.0.0.1:7004,admin=tcp://127.0.0.1:7005"},
+			args:        []string{"--", "/bin/true"},
+			wantWorkers: supervisor.DefaultConfig().Workers, wantListen: "web=127.0.0.1:7004,admin=127.0.0.1:7005",
+			wantReady: supervisor.DefaultReadyTimeout, wantDrain: supervisor.DefaultDrainTimeout, wantCommand: "/bin/true",
 		},
 	}
 	for _, tt := range tests {
@@ -85,7 +98,7 @@ func TestConfigPrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.Workers != tt.wantWorkers || cfg.Listen != tt.wantListen || cfg.ReadyTimeout != tt.wantReady ||
+			if cfg.Workers != tt.wantWorkers || cfg.Listen.String() != tt.wantListen || cfg.ReadyTimeout != tt.wantReady ||
 				cfg.DrainTimeout != tt.wantDrain || cfg.Command[0] != tt.wantCommand {
 				t.Errorf("config = %+v, want workers %d listen %s ready %v drain %v command %s", cfg,
 					tt.wantWorkers, tt.wantListen, tt.wantReady, tt.wantDrain, tt.wantCommand)

@@ -115,7 +115,7 @@ func runAction(c *cli.Context) error {
 	}()
 
 	// Where to reach it, so that a user of `make run` need not guess.
-	log.Info("master started", "version", version.String(), "upgraded", upgraded, "pid", os.Getpid(), "workers", cfg.Workers, "listen", cfg.Listen,
+	log.Info("master started", "version", version.String(), "upgraded", upgraded, "pid", os.Getpid(), "workers", cfg.Workers, "listen", cfg.Listen.String(),
 		"sockets", cfg.Sockets, "metrics", cfg.Metrics, "control", cfg.Control, "command", cfg.Command)
 	err = sup.Run(ctx)
 	code := exitCode(err)
@@ -178,12 +178,31 @@ func settingFlags() []cli.Flag {
 		if !s.Flag() {
 			continue
 		}
+		if s.Repeat {
+			flags = append(flags, &settingListFlag{
+				StringSliceFlag: cli.StringSliceFlag{Name: s.Name, Usage: s.Usage, DefaultText: s.Default, EnvVars: []string{s.Env}},
+				metavar:         s.Metavar,
+			})
+			continue
+		}
 		flags = append(flags, &settingFlag{
 			StringFlag: cli.StringFlag{Name: s.Name, Usage: s.Usage, DefaultText: s.Default, EnvVars: []string{s.Env}},
 			metavar:    s.Metavar,
 		})
 	}
 	return flags
+}
+
+// settingListFlag is settingFlag for a setting given once per value
+// (--listen a --listen b); its variable is a comma-separated list.
+type settingListFlag struct {
+	cli.StringSliceFlag
+	metavar string
+}
+
+// String is the flag's line in --help.
+func (f *settingListFlag) String() string {
+	return helpLine(f.Name, f.metavar+" (repeatable)", f.Usage, f.DefaultText, f.EnvVars)
 }
 
 // settingFlag is a string flag whose help line names its value by the
@@ -195,11 +214,16 @@ type settingFlag struct {
 
 // String is the flag's line in --help.
 func (f *settingFlag) String() string {
-	line := fmt.Sprintf("--%s %s\t%s", f.Name, f.metavar, f.Usage)
-	if f.DefaultText != "" {
-		line += fmt.Sprintf(" (default: %s)", f.DefaultText)
+	return helpLine(f.Name, f.metavar, f.Usage, f.DefaultText, f.EnvVars)
+}
+
+// helpLine is a setting's line in --help.
+func helpLine(name, metavar, usage, def string, env []string) string {
+	line := fmt.Sprintf("--%s %s\t%s", name, metavar, usage)
+	if def != "" {
+		line += fmt.Sprintf(" (default: %s)", def)
 	}
-	return line + fmt.Sprintf(" [$%s]", strings.Join(f.EnvVars, ", $"))
+	return line + fmt.Sprintf(" [$%s]", strings.Join(env, ", $"))
 }
 
 // applyFlags copies the flags and variables that were set over cfg
@@ -210,7 +234,13 @@ func applyFlags(c *cli.Context, cfg *supervisor.Config) error {
 		if !s.Flag() || s.Name == supervisor.ConfigSetting || !c.IsSet(s.Name) {
 			continue
 		}
-		if err := s.Set(cfg, c.String(s.Name)); err != nil {
+		var err error
+		if s.Repeat {
+			err = s.SetList(cfg, c.StringSlice(s.Name))
+		} else {
+			err = s.Set(cfg, c.String(s.Name))
+		}
+		if err != nil {
 			return err
 		}
 	}

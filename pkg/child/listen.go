@@ -414,10 +414,11 @@ func bindListener(ctx context.Context, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// bindPacketConn binds UDP addr with SO_REUSEADDR and SO_REUSEPORT.
+// bindPacketConn binds UDP addr with SO_REUSEPORT, and without
+// SO_REUSEADDR, which for UDP would let a socket of any user share the
+// group and take its share of the datagrams (sockopt.PacketControl).
 func bindPacketConn(ctx context.Context, addr string) (*net.UDPConn, error) {
-	lc := sockopt.ListenConfig()
-	pc, err := lc.ListenPacket(ctx, netUDP, addr)
+	pc, err := sockopt.ListenPacket(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("bind: %w", err)
 	}

@@ -110,6 +110,9 @@ type child struct {
 	// acceptsSeen is the most its page ever showed, as the loop read it:
 	// the child writes the page, and may write anything (see accepts).
 	acceptsSeen uint64
+	// countsSeen is, by listener of its generation, the most its page
+	// ever showed for it (see counts).
+	countsSeen []uint64
 
 	// Its timers: the ready timeout while starting; the SIGKILL at the
 	// drain timeout; the SIGKILL at the end of a watchdog's grace.
@@ -140,6 +143,38 @@ type child struct {
 func (c *child) accepts() uint64 {
 	c.acceptsSeen = max(c.acceptsSeen, c.page.Accepts())
 	return c.acceptsSeen
+}
+
+// counts returns, by listener of c's generation, the connections (TCP) or
+// datagrams (UDP) c took on it, as the master takes them: high-water
+// marks, like accepts. Accepts the page counts in its total but on no
+// listener (a child built with the library before named listeners) go
+// to the first TCP listener, so that the listeners add up to the total.
+// Only the loop calls it.
+func (c *child) counts() []uint64 {
+	ls := c.gen.cfg.Listen
+	if len(c.countsSeen) < len(ls) {
+		c.countsSeen = append(c.countsSeen, make([]uint64, len(ls)-len(c.countsSeen))...)
+	}
+	var onListeners uint64
+	first := -1
+	now := make([]uint64, len(ls))
+	for i, l := range ls {
+		now[i] = c.page.Listener(i)
+		if l.Network == NetTCP {
+			onListeners = addAccepts(onListeners, now[i])
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if total := c.accepts(); first >= 0 && total > onListeners {
+		now[first] = addAccepts(now[first], total-onListeners)
+	}
+	for i := range ls {
+		c.countsSeen[i] = max(c.countsSeen[i], now[i])
+	}
+	return c.countsSeen[:len(ls)]
 }
 
 // addAccepts returns a+b, or the largest uint64 where that would wrap: a

@@ -52,8 +52,8 @@ func (s *Supervisor) takeListener(c *child) { s.takeAgain(c, 0) }
 
 // takeAgain starts search number attempt for c's listener.
 func (s *Supervisor) takeAgain(c *child, attempt int) {
-	addr := c.gen.cfg.Listen
-	if !s.taken.on || c.gen.cfg.Sockets == SocketsMaster || s.taken.off[addr] != "" || s.stopping != 0 {
+	addr := c.gen.cfg.steerKey()
+	if !s.taken.on || c.gen.cfg.Sockets == SocketsMaster || addr == "" || s.taken.off[addr] != "" || s.stopping != 0 {
 		return
 	}
 	pid := c.pid
@@ -70,7 +70,7 @@ func (s *Supervisor) takeAgain(c *child, attempt int) {
 // tookListener steers c's slot with the copy of its listener, or turns
 // steering off for the group, saying why.
 func (s *Supervisor) tookListener(ev took) {
-	c, addr := ev.c, ev.c.gen.cfg.Listen
+	c, addr := ev.c, ev.c.gen.cfg.steerKey()
 	if ev.err != nil {
 		switch {
 		case !s.live(c) || c.life == lifeDraining:
@@ -142,7 +142,7 @@ func (s *Supervisor) steerOff(addr, why string) {
 // addr: its steering program is kept for the children to come.
 func (s *Supervisor) takenInUse(addr string) bool {
 	for _, g := range []*generation{s.cur, s.reload.next} {
-		if g != nil && g.cfg.Sockets != SocketsMaster && g.cfg.Listen == addr {
+		if g != nil && g.cfg.Sockets != SocketsMaster && g.cfg.steerKey() == addr {
 			return true
 		}
 	}

@@ -24,7 +24,7 @@ func newChildSteeredHarness(t *testing.T, n int) (*harness, Config, []int) {
 	h, cfg := newChildModeHarness(t, n)
 	fds := make([]int, n)
 	for i := range n {
-		fd, err := sockopt.ListenFD(cfg.Listen)
+		fd, err := sockopt.ListenFD(cfg.Listen[0].Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func TestChildModeSteered(t *testing.T) {
 			p0.counter.Inc()
 		}
 	}
-	dialUntil(t, cfg.Listen, fds[1], 3, accept0)
+	dialUntil(t, cfg.Listen[0].Addr, fds[1], 3, accept0)
 	stuck := queueOf(t, fds[1])
 	// The checks may have backed off while the group was idle: up to
 	// steerIdleMax for the first to see the queue, then the window.
@@ -154,7 +154,7 @@ func TestChildModeSteered(t *testing.T) {
 	if snap, _ := h.s.Snapshot(); snap.Slots[1].SteeredAway {
 		t.Fatalf("slot 1 accepted, still steered away from: %+v", snap.Slots)
 	}
-	dialUntil(t, cfg.Listen, fds[1], 2, accept0)
+	dialUntil(t, cfg.Listen[0].Addr, fds[1], 2, accept0)
 	queued := queueOf(t, fds[1])
 	unix.Close(fds[1]) // the child's own descriptor goes with it
 	fds[1] = -1
@@ -209,7 +209,7 @@ func TestChildModeTakeRetried(t *testing.T) {
 	h.observe.takeFails = 3 // both first tries and one retry
 	h.observe.mu.Unlock()
 	for i := range 2 {
-		fd, err := sockopt.ListenFD(cfg.Listen)
+		fd, err := sockopt.ListenFD(cfg.Listen[0].Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +262,7 @@ func TestChildModeRollbackRestoresOldCopy(t *testing.T) {
 	old := h.child(0, 1)
 	res := h.reloadAsync()
 	fresh := h.child(0, 2)
-	fd, err := sockopt.ListenFD(cfg.Listen)
+	fd, err := sockopt.ListenFD(cfg.Listen[0].Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestChildModeRollbackRestoresOldCopy(t *testing.T) {
 	h.ready(fresh)
 	holder := func() int {
 		var pid int
-		h.onLoop(func() { pid = h.s.taken.holder(cfg.Listen, 0) })
+		h.onLoop(func() { pid = h.s.taken.holder(cfg.Listen[0].Addr, 0) })
 		return pid
 	}
 	h.waitFor("the new child's listener in the array", func() bool { return holder() == fresh.pid })

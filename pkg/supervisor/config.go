@@ -91,8 +91,9 @@ const MaxWorkers = 4096
 type Config struct {
 	// Workers is the number of children per generation (slots 0..Workers-1).
 	Workers int
-	// Listen is the address every child binds (host:port, port not 0).
-	Listen string
+	// Listen are the addresses the children serve, in order (at least
+	// one; names unique).
+	Listen Listeners
 	// ReadyTimeout is how long a new child has to send READY=1.
 	ReadyTimeout time.Duration
 	// DrainTimeout is how long a draining child has before SIGKILL.
@@ -156,7 +157,7 @@ func DefaultConfig() Config {
 	return Config{
 		// GOMAXPROCS, unlike NumCPU, follows a container's CPU quota.
 		Workers:      runtime.GOMAXPROCS(0),
-		Listen:       DefaultListen,
+		Listen:       Listeners{{Name: DefaultListenerName, Network: NetTCP, Addr: DefaultListen}},
 		ReadyTimeout: DefaultReadyTimeout,
 		DrainTimeout: DefaultDrainTimeout,
 		Sockets:      DefaultSockets,
@@ -180,11 +181,16 @@ func (c Config) Validate() error {
 	if c.Workers < 1 || c.Workers > MaxWorkers {
 		return fmt.Errorf("workers: %d is out of range 1..%d", c.Workers, MaxWorkers)
 	}
-	if err := validateListen(c.Listen); err != nil {
+	if err := c.Listen.validate(); err != nil {
 		return err
 	}
-	if err := checkMetricsApart(c.Metrics, c.Listen); err != nil {
-		return err
+	for _, l := range c.Listen {
+		if l.Network != NetTCP {
+			continue // the metrics endpoint is TCP: a UDP port is apart
+		}
+		if err := checkMetricsApart(c.Metrics, l.Addr); err != nil {
+			return err
+		}
 	}
 	if c.ReadyTimeout <= 0 {
 		return fmt.Errorf("ready-timeout: %v must be positive", c.ReadyTimeout)
@@ -232,7 +238,7 @@ func (c Config) Validate() error {
 		return errors.New("command: none given")
 	}
 	for _, arg := range c.Command[1:] {
-		if err := checkTemplate(arg); err != nil {
+		if err := c.checkTemplate(arg); err != nil {
 			return fmt.Errorf("command: argument %q: %w", arg, err)
 		}
 	}
@@ -240,7 +246,7 @@ func (c Config) Validate() error {
 		if err := checkEnvName(k); err != nil {
 			return fmt.Errorf("env: %w", err)
 		}
-		if err := checkTemplate(c.Env[k]); err != nil {
+		if err := c.checkTemplate(c.Env[k]); err != nil {
 			return fmt.Errorf("env: %s: %w", k, err)
 		}
 	}

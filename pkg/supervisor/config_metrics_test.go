@@ -27,7 +27,7 @@ func TestValidateMetricsApartFromListen(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := validConfig()
-			c.Listen, c.Metrics = tt.listen, tt.metrics
+			c.Listen, c.Metrics = tcpListen(tt.listen), tt.metrics
 			err := c.Validate()
 			if tt.collide {
 				if err == nil || !strings.HasPrefix(err.Error(), "metrics: ") || strings.Contains(err.Error(), "\n") {

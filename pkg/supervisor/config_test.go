@@ -31,13 +31,13 @@ func TestValidate(t *testing.T) {
 		{name: "defaults", mutate: func(*Config) {}},
 		{name: "zero workers", mutate: func(c *Config) { c.Workers = 0 }, wantErr: "workers"},
 		{name: "too many workers", mutate: func(c *Config) { c.Workers = MaxWorkers + 1 }, wantErr: "workers"},
-		{name: "no port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: "listen"},
-		{name: "port zero", mutate: func(c *Config) { c.Listen = "127.0.0.1:0" }, wantErr: "listen"},
-		{name: "port too big", mutate: func(c *Config) { c.Listen = "127.0.0.1:70000" }, wantErr: "listen"},
-		{name: "named port", mutate: func(c *Config) { c.Listen = "127.0.0.1:http" }, wantErr: "listen"},
-		{name: "bad host", mutate: func(c *Config) { c.Listen = "999.1.1.1:80" }, wantErr: "listen"},
-		{name: "all interfaces", mutate: func(c *Config) { c.Listen = ":8080" }},
-		{name: "ipv6", mutate: func(c *Config) { c.Listen = "[::1]:8080" }},
+		{name: "no port", mutate: func(c *Config) { c.Listen = tcpListen("127.0.0.1") }, wantErr: "listen"},
+		{name: "port zero", mutate: func(c *Config) { c.Listen = tcpListen("127.0.0.1:0") }, wantErr: "listen"},
+		{name: "port too big", mutate: func(c *Config) { c.Listen = tcpListen("127.0.0.1:70000") }, wantErr: "listen"},
+		{name: "named port", mutate: func(c *Config) { c.Listen = tcpListen("127.0.0.1:http") }, wantErr: "listen"},
+		{name: "bad host", mutate: func(c *Config) { c.Listen = tcpListen("999.1.1.1:80") }, wantErr: "listen"},
+		{name: "all interfaces", mutate: func(c *Config) { c.Listen = tcpListen(":8080") }},
+		{name: "ipv6", mutate: func(c *Config) { c.Listen = tcpListen("[::1]:8080") }},
 		{name: "zero ready timeout", mutate: func(c *Config) { c.ReadyTimeout = 0 }, wantErr: "ready-timeout"},
 		{name: "negative drain timeout", mutate: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},
 		{name: "unknown sockets", mutate: func(c *Config) { c.Sockets = "both" }, wantErr: "sockets"},
@@ -102,7 +102,7 @@ func TestParseConfigFile(t *testing.T) {
 				c.User, c.Group = "nobody", "nogroup"
 				c.Steer = SteerOff
 				c.Workers = 3
-				c.Listen = "127.0.0.1:9000"
+				c.Listen = tcpListen("127.0.0.1:9000")
 				c.ReadyTimeout = 2 * time.Second
 				c.DrainTimeout = time.Minute
 				c.LogFormat = "json"

@@ -185,7 +185,7 @@ func setNode(s Setting, v *yaml.Node, cfg *Config) error {
 	if isNull(v) {
 		return nil // "workers:" alone: as if the key were absent
 	}
-	if s.bind.setList != nil {
+	if s.bind.setList != nil && (v.Kind == yaml.SequenceNode || s.bind.set == nil) {
 		if v.Kind != yaml.SequenceNode {
 			return fmt.Errorf("%s: must be a list such as [prog, arg], not %s", s.Name, shape(v))
 		}

@@ -54,7 +54,12 @@ func (s *Supervisor) snapshotConnections(snap *metrics.Snapshot) {
 		snap.Slots[i].Connections = s.tally.connections[snap.Slots[i].Slot]
 	}
 	var errs []error
-	progs := slices.Collect(maps.Values(s.sockets.steerers))
+	var progs []*steer.Steerer
+	for addr, p := range s.sockets.steerers {
+		if !isPacketKey(addr) { // a UDP group's program counts datagrams
+			progs = append(progs, p)
+		}
+	}
 	for _, p := range append(progs, slices.Collect(maps.Values(s.taken.steerers))...) {
 		per, unplaced, err := p.Connections(len(snap.Slots))
 		if err != nil {

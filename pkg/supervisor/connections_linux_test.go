@@ -52,14 +52,14 @@ func TestConnectionsSurviveProgramReplaced(t *testing.T) {
 	cfg.Sockets = SocketsMaster
 	cfg.Steer = SteerOn
 	next := cfg
-	next.Listen = testkit.FreeAddr(t)
+	next.Listen = tcpListen(testkit.FreeAddr(t))
 	h := newHarness(t, cfg, func(e *env, o *Options) {
 		e.steerSupported = steer.Supported
 		o.Load = func() (Config, error) { return next, nil }
 	})
 	h.readyAll(1)
 	h.clock.Advance(steerInterval) // both slots healthy: the program places
-	dialQueued(t, cfg.Listen, 10)
+	dialQueued(t, cfg.Listen[0].Addr, 10)
 	if placed, unplaced := sumConnections(t, h); placed != 10 || unplaced != 0 {
 		t.Fatalf("after 10 connections: %d placed, %d unplaced", placed, unplaced)
 	}
@@ -78,7 +78,7 @@ func TestConnectionsSurviveProgramReplaced(t *testing.T) {
 		t.Errorf("after the reload moved the address: %d placed, want the old program's 10", placed)
 	}
 	h.clock.Advance(steerInterval)
-	dialQueued(t, next.Listen, 5)
+	dialQueued(t, next.Listen[0].Addr, 5)
 	if placed, unplaced := sumConnections(t, h); placed != 15 || unplaced != 0 {
 		t.Errorf("after 5 more on the new address: %d placed, %d unplaced, want 15 and 0", placed, unplaced)
 	}

@@ -53,7 +53,7 @@ type observer interface {
 	// addressInUse probes addr as a child binding it with SO_REUSEPORT
 	// would: blocked when the bind fails because a socket on it does not
 	// share, with the pids holding the address's listeners.
-	addressInUse(addr string) (holders []int, blocked bool)
+	addressInUse(l Listener) (holders []int, blocked bool)
 	// freeze stops the processes of the children pids (each one's
 	// cgroup, or its process tree) until the returned thaw, which undoes
 	// exactly what it did and must be called once. It returns when all
@@ -71,8 +71,9 @@ type observer interface {
 // --ready listen.
 type waitSpec struct {
 	pid int
-	// listen is the address a child of child socket mode listens on.
-	listen string
+	// listen is the listener a child of child socket mode binds: the
+	// first one.
+	listen Listener
 	// fd is, in master socket mode, the master's descriptor of the
 	// socket the child was given; -1 in child socket mode.
 	fd int

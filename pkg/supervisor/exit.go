@@ -113,6 +113,10 @@ func (s *Supervisor) forget(c *child) {
 	s.gate.remove(c.pid)
 	s.taken.drop(c.pid) // its listener closes now, and its queue moves
 	s.tally.accepted[c.slot] = addAccepts(s.tally.accepted[c.slot], c.accepts())
+	for i, n := range c.counts() {
+		k := countKeyOf(c.slot, c.gen.cfg.Listen[i])
+		s.tally.counted[k] = addAccepts(s.tally.counted[k], n)
+	}
 	c.page.Close()
 	c.stopTimers()
 	if sl := s.slotOf(c); sl != nil {
@@ -233,11 +237,15 @@ func (s *Supervisor) diagnoseExit(c *child) {
 		return
 	}
 	d := diagnosed{g: c.gen, slot: sl, index: c.slot}
-	addr := c.gen.cfg.Listen
+	listen := c.gen.cfg.Listen
 	go func() {
-		var blocked bool
-		if d.holders, blocked = s.env.observe.addressInUse(addr); blocked {
-			s.send(d)
+		for _, l := range listen {
+			var blocked bool
+			if d.holders, blocked = s.env.observe.addressInUse(l); blocked {
+				d.addr = l.key()
+				s.send(d)
+				return
+			}
 		}
 	}()
 }
@@ -253,7 +261,7 @@ func (s *Supervisor) exitedUnwaiting(c *child, sl *slot) {
 		return
 	}
 	note := fmt.Sprintf("it exited before it waited on fd 3, the socket it was given; if it said \"address already in use\", "+
-		"it binds %s itself: make it take fd 3 (LISTEN_FDS; nginx: NGINX=\"3;\", uvicorn: --fd 3) or use --sockets child", c.gen.cfg.Listen)
+		"it binds %s itself: make it take fd 3 (LISTEN_FDS; nginx: NGINX=\"3;\", uvicorn: --fd 3) or use --sockets child", c.gen.cfg.Listen.first().key())
 	if sl.note == note {
 		return
 	}
@@ -265,7 +273,7 @@ func (s *Supervisor) exitedUnwaiting(c *child, sl *slot) {
 // slot and cause, and keeps it for master status. A slot that is gone (a
 // reload rolled back, a scale-down) still gets its line.
 func (s *Supervisor) diagnose(d diagnosed) {
-	addr := d.g.cfg.Listen
+	addr := d.addr
 	var ours, others []string
 	for _, pid := range d.holders {
 		if c := s.childOf(pid); c != nil {

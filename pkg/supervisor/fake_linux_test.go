@@ -469,7 +469,7 @@ func (o *fakeObserver) watch(pid int) (waitSpec, bool) {
 	return w, ok
 }
 
-func (o *fakeObserver) addressInUse(string) ([]int, bool) {
+func (o *fakeObserver) addressInUse(Listener) ([]int, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.probes++

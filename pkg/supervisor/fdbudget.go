@@ -22,8 +22,9 @@ const (
 	// fdPerChildPrefix is the read ends of its stdout and stderr with
 	// --child-output prefix.
 	fdPerChildPrefix = 2
-	// fdPerSlotMaster is a slot's listener in master socket mode, or the
-	// copy of its child's (child socket mode, steered).
+	// fdPerSlotMaster is a slot's socket of one listener in master
+	// socket mode, or the copy of its child's (child socket mode,
+	// steered).
 	fdPerSlotMaster = 1
 	// fdGenerations is how many generations run at once: during a
 	// reload, the serving one and the new one.
@@ -38,9 +39,13 @@ func fdsNeeded(cfg Config) int {
 	if cfg.ChildOutput == OutputPrefix {
 		perSlot += fdPerChildPrefix
 	}
-	// A slot's listener in master socket mode; in child socket mode
-	// with steering, the master's copy of its child's.
-	if cfg.Sockets == SocketsMaster || cfg.Steer != SteerOff {
+	// A slot's socket of each listener in master socket mode; in child
+	// socket mode with steering, the master's copy of its child's first
+	// TCP listener.
+	switch {
+	case cfg.Sockets == SocketsMaster:
+		perSlot += fdPerSlotMaster * max(len(cfg.Listen), 1)
+	case cfg.Steer != SteerOff:
 		perSlot += fdPerSlotMaster
 	}
 	n := fdBase + fdGenerations*cfg.Workers*perSlot

@@ -19,6 +19,10 @@ func TestFDBudget(t *testing.T) {
 		{name: "one child", mutate: func(c *Config) { c.Workers = 1 }, want: fdBase + 2*fdPerChild},
 		{name: "32 in master mode", mutate: func(c *Config) { c.Workers, c.Sockets = 32, SocketsMaster },
 			want: fdBase + 2*32*(fdPerChild+fdPerSlotMaster)},
+		{name: "master mode, 3 listeners", mutate: func(c *Config) {
+			c.Workers, c.Sockets = 4, SocketsMaster
+			c.Listen = Listeners{{Name: "a", Network: NetTCP, Addr: ":1"}, {Name: "b", Network: NetTCP, Addr: ":2"}, {Name: "c", Network: NetUDP, Addr: ":3"}}
+		}, want: fdBase + 2*4*(fdPerChild+3*fdPerSlotMaster)},
 		{name: "child mode, steered: a copy of each child's listener", mutate: func(c *Config) { c.Workers, c.Steer = 4, SteerAuto },
 			want: fdBase + 2*4*(fdPerChild+fdPerSlotMaster)},
 		{name: "prefix output", mutate: func(c *Config) { c.Workers, c.ChildOutput = 4, OutputPrefix },

@@ -133,8 +133,8 @@ func (f *fdStore) fits(cfg Config, l listenFD) (socketKey, string) {
 		return key, "not a name of prefork's"
 	case cfg.Sockets != SocketsMaster:
 		return key, "not in master socket mode"
-	case key.addr != cfg.Listen:
-		return key, "not the listen address " + cfg.Listen
+	case !cfg.Listen.has(key.addr):
+		return key, "not a listen address of " + cfg.Listen.String()
 	case key.slot >= cfg.Workers:
 		return key, fmt.Sprintf("slot %d of %d workers", key.slot, cfg.Workers)
 	}
@@ -154,18 +154,30 @@ func (f *fdStore) fits(cfg Config, l listenFD) (socketKey, string) {
 }
 
 // checkListener reports why fd is not a listening SO_REUSEPORT TCP socket
-// bound to addr, or nil.
-func checkListener(fd int, addr string) error {
-	for _, o := range []struct {
+// bound to addr (for a key udp://addr: a bound SO_REUSEPORT UDP socket),
+// or nil.
+func checkListener(fd int, key string) error {
+	type sockopt struct {
 		name       string
 		level, opt int
 		want       int
-	}{
+	}
+	kind, addr := "listening SO_REUSEPORT TCP socket", key
+	checks := []sockopt{
 		{"SO_TYPE", unix.SOL_SOCKET, unix.SO_TYPE, unix.SOCK_STREAM},
 		{"SO_PROTOCOL", unix.SOL_SOCKET, unix.SO_PROTOCOL, unix.IPPROTO_TCP},
 		{"SO_ACCEPTCONN", unix.SOL_SOCKET, unix.SO_ACCEPTCONN, 1},
 		{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},
-	} {
+	}
+	if isPacketKey(key) {
+		kind, addr = "SO_REUSEPORT UDP socket", strings.TrimPrefix(key, "udp://")
+		checks = []sockopt{
+			{"SO_TYPE", unix.SOL_SOCKET, unix.SO_TYPE, unix.SOCK_DGRAM},
+			{"SO_PROTOCOL", unix.SOL_SOCKET, unix.SO_PROTOCOL, unix.IPPROTO_UDP},
+			{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},
+		}
+	}
+	for _, o := range checks {
 		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
 		if errors.Is(err, unix.ENOTSOCK) {
 			return errors.New("not a socket")
@@ -174,7 +186,7 @@ func checkListener(fd int, addr string) error {
 			return fmt.Errorf("%s: %w", o.name, err)
 		}
 		if v != o.want {
-			return fmt.Errorf("not a listening SO_REUSEPORT TCP socket (%s is %d)", o.name, v)
+			return fmt.Errorf("not a %s (%s is %d)", kind, o.name, v)
 		}
 	}
 	sa, err := unix.Getsockname(fd)

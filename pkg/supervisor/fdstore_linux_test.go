@@ -197,7 +197,7 @@ func TestSocketSetStoresListeners(t *testing.T) {
 	s := newSocketSet()
 	s.store = &fdStore{log: slog.New(slog.DiscardHandler), socket: si.path, kept: map[socketKey]int{}}
 	defer s.closeAll()
-	if err := s.ensure(addr, 3); err != nil {
+	if err := s.ensure(tcpListen(addr), 3); err != nil {
 		t.Fatal(err)
 	}
 	for slot := range 3 {
@@ -210,7 +210,7 @@ func TestSocketSetStoresListeners(t *testing.T) {
 			t.Errorf("slot %d: sent inodes %v, want the listener's %d", slot, m.inodes, s.inode(addr, slot))
 		}
 	}
-	s.ensure(addr, 3) // held already: nothing sent again
+	s.ensure(tcpListen(addr), 3) // held already: nothing sent again
 	si.none()
 
 	s.release(func(_ string, slot int) bool { return slot < 2 })
@@ -240,7 +240,7 @@ func TestSocketSetTakesStored(t *testing.T) {
 	if !s.store.holds(addr) || s.store.holds("127.0.0.1:1") {
 		t.Error("holds: wrong answer")
 	}
-	if err := s.ensure(addr, 2); err != nil {
+	if err := s.ensure(tcpListen(addr), 2); err != nil {
 		t.Fatal(err)
 	}
 	if fd, _ := s.fd(addr, 0); fd != passed {
@@ -297,7 +297,7 @@ func TestFDStoreSort(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	cfg := DefaultConfig()
-	cfg.Sockets, cfg.Listen, cfg.Workers = SocketsMaster, addr, 2
+	cfg.Sockets, cfg.Listen, cfg.Workers = SocketsMaster, tcpListen(addr), 2
 	f := &fdStore{log: logTo(&logs), socket: si.path, passed: passed, kept: map[socketKey]int{}}
 	f.sort(cfg)
 
@@ -341,7 +341,7 @@ func TestFDStoreSort(t *testing.T) {
 		len(line.Dropped) != 5 {
 		t.Fatalf("log line %+v", line)
 	}
-	for i, reason := range []string{"a second descriptor", "slot 5 of 2 workers", "not the listen address",
+	for i, reason := range []string{"a second descriptor", "slot 5 of 2 workers", "not a listen address",
 		"not a socket", "not a name of prefork's"} {
 		if !strings.Contains(line.Dropped[i], reason) {
 			t.Errorf("dropped %q, want %q in it", line.Dropped[i], reason)
@@ -358,7 +358,7 @@ func TestFDStoreSortChildMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
-	cfg.Listen, cfg.Workers = addr, 2
+	cfg.Listen, cfg.Workers = tcpListen(addr), 2
 	var logs bytes.Buffer
 	name, _ := fdName(addr, 0)
 	f := &fdStore{log: logTo(&logs), passed: []listenFD{{d, name}}, kept: map[socketKey]int{}}
@@ -443,7 +443,7 @@ func TestSocketSetSteersStored(t *testing.T) {
 			s.steer = on
 			s.store = &fdStore{log: slog.New(slog.DiscardHandler), kept: kept}
 			defer s.closeAll()
-			if err := s.ensure(addr, 2); err != nil {
+			if err := s.ensure(tcpListen(addr), 2); err != nil {
 				t.Fatal(err)
 			}
 			if on != (s.steerer(addr) != nil) {

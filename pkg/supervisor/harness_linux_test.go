@@ -41,7 +41,7 @@ type harness struct {
 func testConfig(t *testing.T, workers int) Config {
 	cfg := DefaultConfig()
 	cfg.Workers = workers
-	cfg.Listen = testkit.FreeAddr(t)
+	cfg.Listen = tcpListen(testkit.FreeAddr(t))
 	cfg.Command = []string{"/bin/true"}
 	cfg.Metrics = ""
 	return cfg

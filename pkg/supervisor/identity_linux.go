@@ -187,12 +187,18 @@ func (id *identity) check(cfg Config) error {
 	if cfg.Sockets != SocketsChild || id.uid == 0 {
 		return nil // the master binds, or the child is root
 	}
-	_, portStr, err := net.SplitHostPort(cfg.Listen)
-	if err != nil {
-		return nil // Validate reports it
+	port := 0
+	for _, l := range cfg.Listen {
+		_, portStr, err := net.SplitHostPort(l.Addr)
+		if err != nil {
+			continue // Validate reports it
+		}
+		if p, _ := strconv.Atoi(portStr); p < unprivilegedPortStart() {
+			port = p
+			break
+		}
 	}
-	port, _ := strconv.Atoi(portStr)
-	if port >= unprivilegedPortStart() {
+	if port == 0 {
 		return nil
 	}
 	if !prm.has(capNetBindService) {

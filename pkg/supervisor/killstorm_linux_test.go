@@ -175,7 +175,7 @@ func TestAcceptsNeverGoDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := snap.Slots[0].Accepts
+		got := snap.Slots[0].Listeners[0].Count
 		if got < last {
 			t.Errorf("%s: slot total went down from %d to %d", what, last, got)
 		}

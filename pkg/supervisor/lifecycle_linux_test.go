@@ -49,7 +49,7 @@ func TestRecycleByAccepts(t *testing.T) {
 		t.Errorf("recycles = %v", snap.Slots[0].Recycles)
 	}
 	// The slot's count never goes down: the old child's accepts stay.
-	if got := snap.Slots[0].Accepts; got != 12 {
+	if got := snap.Slots[0].Listeners[0].Count; got != 12 {
 		t.Errorf("slot accepts = %d, want 12", got)
 	}
 	if got := h.logs.lines("child recycled"); len(got) != 1 || attr(got[0], "reason").String() != metrics.RecycleMaxAccepts {
@@ -376,8 +376,8 @@ func TestStatusAndSnapshot(t *testing.T) {
 	h.exit(h.child(0, 1), exitCode(1))
 	inc(t, h.child(0, 1), 2)
 	snap, _ := h.s.Snapshot()
-	if snap.Slots[0].Accepts != 5 || snap.Slots[0].Restarts != 1 {
-		t.Errorf("slot 0: accepts %d, restarts %d; want 5, 1", snap.Slots[0].Accepts, snap.Slots[0].Restarts)
+	if snap.Slots[0].Listeners[0].Count != 5 || snap.Slots[0].Restarts != 1 {
+		t.Errorf("slot 0: accepts %d, restarts %d; want 5, 1", snap.Slots[0].Listeners[0].Count, snap.Slots[0].Restarts)
 	}
 	if snap.Slots[1].PID != h.child(1, 1).pid || snap.Slots[0].PID != 0 {
 		t.Errorf("PIDs of ready slots = %d, %d", snap.Slots[0].PID, snap.Slots[1].PID)

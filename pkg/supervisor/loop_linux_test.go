@@ -18,7 +18,7 @@ func TestStartsEverySlot(t *testing.T) {
 	h.wantStates("0/1:starting", "1/1:starting", "2/1:starting")
 	p := h.child(1, 1)
 	var listen string
-	h.onLoop(func() { listen = h.s.cur.cfg.Listen })
+	h.onLoop(func() { listen = h.s.cur.cfg.Listen[0].Addr })
 	for k, want := range map[string]string{
 		"PREFORK_SLOT": "1", "PREFORK_GENERATION": "1", "PREFORK_WORKERS": "3",
 		"PREFORK_LISTEN": listen, "NOTIFY_SOCKET": h.s.notify.addr, "PREFORK_COUNTERS_FD": "3",

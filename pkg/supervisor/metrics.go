@@ -1,12 +1,14 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,14 +43,12 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 	// upgrade in place, whose counts start from 0 again.
 	snap.NotifyDropped += s.tally.notifyDropped
 	snap.Refused = addRefusals(snap.Refused, s.tally.refused)
-	if _, port, err := net.SplitHostPort(s.cur.cfg.Listen); err == nil {
-		snap.ListenPort, _ = strconv.Atoi(port)
-	}
 	slots := max(s.tally.slotsEver, s.cur.cfg.Workers)
 	snap.Slots = make([]metrics.SlotSnapshot, slots)
 	away := s.steeredAway()
+	counts := s.slotCounts(slots)
 	for i := range snap.Slots {
-		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Accepts: s.tally.accepted[i], Restarts: uint64(s.tally.restarts[i]),
+		snap.Slots[i] = metrics.SlotSnapshot{Slot: i, Listeners: counts[i], Restarts: uint64(s.tally.restarts[i]),
 			WatchdogKills: s.tally.watchdogKills[i], Recycles: make(map[string]uint64, len(metrics.RecycleReasons)),
 			SteeredAway: i < len(away) && away[i], SteerChanges: s.steering.changes[i], Rescued: s.tally.rescued[i]}
 		for _, reason := range metrics.RecycleReasons {
@@ -58,21 +58,53 @@ func (s *Supervisor) snapshot() metrics.Snapshot {
 			continue
 		}
 		if s.cur.cfg.Sockets == SocketsMaster {
-			snap.Slots[i].ListenInode = s.sockets.inode(s.cur.cfg.Listen, i)
+			for j := range s.cur.cfg.Listen {
+				snap.Slots[i].Listeners[j].Inode = s.sockets.inode(s.cur.cfg.Listen[j].key(), i)
+			}
 		} else if c := s.servingChild(i); c != nil && c.state() == StateReady {
 			snap.Slots[i].PID = c.pid
 		}
 	}
 	s.snapshotConnections(&snap)
 	for _, c := range s.children {
-		if c.slot < len(snap.Slots) {
-			snap.Slots[c.slot].Accepts = addAccepts(snap.Slots[c.slot].Accepts, c.accepts())
-		}
 		snap.Children = append(snap.Children, metrics.ChildSnapshot{
 			Slot: c.slot, Generation: c.gen.number, PID: c.pid, State: string(c.state()),
 		})
 	}
 	return snap
+}
+
+// slotCounts returns, for each of the first n slots, its listeners'
+// counts: the serving generation's listeners first, in order and with
+// their ports, then every other listener the slot's children ever
+// counted on (a listener a reload removed), by name, whose counts must
+// not disappear.
+func (s *Supervisor) slotCounts(n int) [][]metrics.SlotListener {
+	total := maps.Clone(s.tally.counted)
+	for _, c := range s.children {
+		for j, v := range c.counts() {
+			k := countKeyOf(c.slot, c.gen.cfg.Listen[j])
+			total[k] = addAccepts(total[k], v)
+		}
+	}
+	out := make([][]metrics.SlotListener, n)
+	for i := range out {
+		for _, l := range s.cur.cfg.Listen {
+			k := countKeyOf(i, l)
+			_, port, _ := net.SplitHostPort(l.Addr)
+			p, _ := strconv.Atoi(port)
+			out[i] = append(out[i], metrics.SlotListener{Name: l.Name, Network: l.Network, Port: p, Count: total[k]})
+			delete(total, k)
+		}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(total), func(a, b countKey) int {
+		return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.network, b.network))
+	}) {
+		if k.slot < n {
+			out[k.slot] = append(out[k.slot], metrics.SlotListener{Name: k.name, Network: k.network, Count: total[k]})
+		}
+	}
+	return out
 }
 
 // healthz answers 200 when the event loop answers within wait, else 503

@@ -73,11 +73,14 @@ func (o kernelObserver) check(w waitSpec) (func() (bool, error), error) {
 		}
 		met = func(pids []int) (bool, error) { return proctree.WaitsOn(pids, inode) }
 	} else {
-		addr, err := resolveListen(w.listen)
+		addr, err := resolveListen(w.listen.Addr)
 		if err != nil {
 			return nil, err
 		}
 		met = func(pids []int) (bool, error) { return proctree.ListensOn(pids, addr) }
+		if w.listen.Network == NetUDP {
+			met = func(pids []int) (bool, error) { return proctree.BoundOn(pids, addr) }
+		}
 	}
 	return func() (bool, error) {
 		pids, err := proctree.Members(w.pid, o.procs.cgroupDir(w.pid))
@@ -88,12 +91,16 @@ func (o kernelObserver) check(w waitSpec) (func() (bool, error), error) {
 	}, nil
 }
 
-func (o kernelObserver) addressInUse(listen string) ([]int, bool) {
-	addr, err := resolveListen(listen)
+func (o kernelObserver) addressInUse(l Listener) ([]int, bool) {
+	addr, err := resolveListen(l.Addr)
 	if err != nil {
 		return nil, false
 	}
-	holders, blocked, err := proctree.AddressInUse(addr)
+	probe := proctree.AddressInUse
+	if l.Network == NetUDP {
+		probe = proctree.PacketAddressInUse
+	}
+	holders, blocked, err := probe(addr)
 	return holders, err == nil && blocked
 }
 

@@ -23,7 +23,7 @@ func TestReadyListen(t *testing.T) {
 	h.observe.seeWaiting(a.pid)
 	h.waitFor("slot 0 ready", func() bool { return slices.Equal(h.states(), []string{"0/1:ready", "1/1:starting"}) })
 	h.waitFor("the watch of slot 1", func() bool { _, ok := h.observe.watch(b.pid); return ok })
-	if w, _ := h.observe.watch(b.pid); w.listen != cfg.Listen || w.fd != -1 {
+	if w, _ := h.observe.watch(b.pid); w.listen != cfg.Listen[0] || w.fd != -1 {
 		t.Errorf("watch of slot 1 = %+v; want the address %s and no fd", w, cfg.Listen)
 	}
 	h.observe.seeWaiting(b.pid)
@@ -68,7 +68,7 @@ func TestReadyListenTimeout(t *testing.T) {
 		t.Fatalf("signals = %v, want SIGKILL", got)
 	}
 	lines := h.logs.lines("child not ready in time")
-	if len(lines) != 1 || !strings.Contains(attr(lines[0], "hint").String(), "no process of it listens on "+cfg.Listen) {
+	if len(lines) != 1 || !strings.Contains(attr(lines[0], "hint").String(), "no process of it listens on "+cfg.Listen[0].Addr) {
 		t.Fatalf("not-ready lines = %v", lines)
 	}
 	// The first failure restarts at once; the new child's row keeps the
@@ -228,9 +228,9 @@ func TestTemplatesAndEnv(t *testing.T) {
 	next := cfg
 	next.Env = map[string]string{"PORT": "x{slot}"}
 	h := newHarness(t, cfg, loading(func() (Config, error) { return next, nil }))
-	host, port, _ := strings.Cut(cfg.Listen, ":")
+	host, port, _ := strings.Cut(cfg.Listen[0].Addr, ":")
 	p := h.child(1, 1)
-	want := []string{"/bin/true", "--bind=" + cfg.Listen, "{slot}", host + "/" + port + "/1/1/2"}
+	want := []string{"/bin/true", "--bind=" + cfg.Listen[0].Addr, "{slot}", host + "/" + port + "/1/1/2"}
 	if !slices.Equal(p.spec.argv, want) {
 		t.Errorf("argv = %q, want %q", p.spec.argv, want)
 	}

@@ -31,7 +31,8 @@ type (
 		g       *generation
 		slot    *slot
 		index   int
-		holders []int // the pids holding the address without sharing it
+		addr    string // the listener's key
+		holders []int  // the pids holding the address without sharing it
 	}
 )
 
@@ -50,7 +51,7 @@ func (s *Supervisor) awaitReady(c *child, fd int) {
 	// Under notify too: a server that serves but never says READY=1 (the
 	// common case) is then told apart, at the ready timeout, from one
 	// that never got up.
-	w := waitSpec{pid: c.pid, listen: cfg.Listen, fd: -1}
+	w := waitSpec{pid: c.pid, listen: cfg.Listen.first(), fd: -1}
 	if cfg.Sockets == SocketsMaster {
 		w.fd = fd
 	}
@@ -196,7 +197,7 @@ func (s *Supervisor) readyTimedOut(c *child) {
 		hint = "no process of it waits on fd 3, the socket it was given: it probably does not read LISTEN_FDS; " +
 			"make it take fd 3 (socket activation), or use --sockets child"
 	case cfg.Ready.Mode == ReadyListen:
-		hint = fmt.Sprintf("no process of it listens on %s", cfg.Listen)
+		hint = fmt.Sprintf("no process of it listens on %s", cfg.Listen.first().key())
 	}
 	c.stopWatch()
 	switch c.life {

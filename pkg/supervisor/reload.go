@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prefork/prefork/pkg/sockopt"
 	"golang.org/x/sys/unix"
 )
 
@@ -279,7 +278,7 @@ func (s *Supervisor) beginReload() reloadInput {
 			"strategy", rcfg.strategy(), "canary", rcfg.Canary)
 		r.strategy = StrategyGeneration
 	}
-	s.log.Info("reload started", "generation", g.number, "workers", g.cfg.Workers, "listen", g.cfg.Listen,
+	s.log.Info("reload started", "generation", g.number, "workers", g.cfg.Workers, "listen", g.cfg.Listen.String(),
 		"command", g.cfg.Command)
 	for i, sl := range g.slots {
 		c, err := s.startChild(g, i)
@@ -298,8 +297,11 @@ func (s *Supervisor) beginReload() reloadInput {
 // rejection: nothing changed.
 func (s *Supervisor) bindGeneration(g *generation) error {
 	cfg := g.cfg
-	if cfg.Listen != s.cur.cfg.Listen && !s.sockets.has(cfg.Listen) {
-		if err := sockopt.CheckFree(cfg.Listen); err != nil {
+	for _, l := range cfg.Listen {
+		if s.cur.cfg.Listen.has(l.key()) || s.sockets.has(l.key()) {
+			continue // the serving children's, or the master's
+		}
+		if err := checkFree(l); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
 	}
@@ -414,7 +416,7 @@ func (s *Supervisor) answerReload(to []chan<- ReloadResult, r ReloadResult) {
 // queue where nobody accepts them.
 func (s *Supervisor) inUse(addr string, slotIndex int) bool {
 	for _, g := range []*generation{s.cur, s.reload.next} {
-		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen == addr && slotIndex < g.cfg.Workers {
+		if g != nil && g.cfg.Sockets == SocketsMaster && g.cfg.Listen.has(addr) && slotIndex < g.cfg.Workers {
 			return true
 		}
 	}

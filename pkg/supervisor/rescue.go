@@ -106,7 +106,7 @@ func (s *Supervisor) holdersOf(slot int) []int {
 	if s.cur.cfg.Sockets != SocketsMaster {
 		// In child socket mode, the child whose listener it is (and
 		// its processes: observer.freeze takes its tree).
-		if pid := s.taken.holder(s.cur.cfg.Listen, slot); pid != 0 {
+		if pid := s.taken.holder(s.cur.cfg.steerKey(), slot); pid != 0 {
 			return []int{pid}
 		}
 		return nil
@@ -172,9 +172,9 @@ func (s *Supervisor) rescueFrozen(ev frozen) {
 // master's own, or its copy of the slot's child's), or 0.
 func (s *Supervisor) slotInode(slot int) uint64 {
 	if s.cur.cfg.Sockets != SocketsMaster {
-		return s.taken.inode(s.cur.cfg.Listen, slot)
+		return s.taken.inode(s.cur.cfg.steerKey(), slot)
 	}
-	return s.sockets.inode(s.cur.cfg.Listen, slot)
+	return s.sockets.inode(s.cur.cfg.steerKey(), slot)
 }
 
 // subset reports whether every pid of a is in b.
@@ -190,9 +190,9 @@ func subset(a, b []int) bool {
 // requeue moves the queue of slot's socket of the serving address.
 func (s *Supervisor) requeue(slot int) (uint32, error) {
 	if s.cur.cfg.Sockets != SocketsMaster {
-		return s.taken.requeue(s.cur.cfg.Listen, slot)
+		return s.taken.requeue(s.cur.cfg.steerKey(), slot)
 	}
-	return s.sockets.requeue(s.cur.cfg.Listen, slot)
+	return s.sockets.requeue(s.cur.cfg.steerKey(), slot)
 }
 
 // undoPending undoes what the events still buffered when the loop ended

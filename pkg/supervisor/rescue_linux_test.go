@@ -73,8 +73,8 @@ func TestRescueMovesStuckQueue(t *testing.T) {
 	skipUnlessMigrates(t, h)
 	p0, p1 := h.child(0, 1), h.child(1, 1)
 	// Connections until slot 1 holds 4; slot 0's child accepts its own.
-	queueOnSlot1(t, h, cfg.Listen, 4, p0)
-	stuck := slotQueue(h, cfg.Listen, 1)
+	queueOnSlot1(t, h, cfg.Listen[0].Addr, 4, p0)
+	stuck := slotQueue(h, cfg.Listen[0].Addr, 1)
 	// Slot 1's child accepts nothing for a window: steered away, then
 	// rescued.
 	// The checks may have backed off while the group was idle: up to
@@ -91,10 +91,10 @@ func TestRescueMovesStuckQueue(t *testing.T) {
 	if freezes != 1 || len(frozenNow) != 0 {
 		t.Errorf("freezes %d, frozen now %v: want 1 freeze, thawed", freezes, frozenNow)
 	}
-	if q := slotQueue(h, cfg.Listen, 1); q != 0 {
+	if q := slotQueue(h, cfg.Listen[0].Addr, 1); q != 0 {
 		t.Errorf("slot 1 still holds %d connections after the rescue", q)
 	}
-	moved := acceptAll(t, h, cfg.Listen, 0, p0)
+	moved := acceptAll(t, h, cfg.Listen[0].Addr, 0, p0)
 	if uint32(len(moved)) != stuck {
 		t.Errorf("slot 0 accepted %d connections after the rescue, want the %d of slot 1", len(moved), stuck)
 	}
@@ -118,7 +118,7 @@ func TestRescueMovesStuckQueue(t *testing.T) {
 	if snap, _ := h.s.Snapshot(); snap.Slots[1].SteeredAway {
 		t.Errorf("slot 1 accepted after its rescue, still steered away from: %+v", snap.Slots)
 	}
-	if _, _, err := sockopt.AcceptQueue(mustFD(t, h, cfg.Listen, 1)); err != nil {
+	if _, _, err := sockopt.AcceptQueue(mustFD(t, h, cfg.Listen[0].Addr, 1)); err != nil {
 		t.Errorf("slot 1's socket after the rescue: %v", err)
 	}
 	if !slices.Contains(h.observe.frozenEver(), p1.pid) {
@@ -229,7 +229,7 @@ func TestRescueStaleAfterCrash(t *testing.T) {
 	released := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(released)
 	p0, p1 := h.child(0, 1), h.child(1, 1)
-	queueOnSlot1(t, h, cfg.Listen, 2, p0)
+	queueOnSlot1(t, h, cfg.Listen[0].Addr, 2, p0)
 	// The loop begins the rescue; its goroutine freezes the holders a
 	// moment later, which under load can be many ticks later.
 	for i := 0; ; i++ {

@@ -114,7 +114,16 @@ func (s *Supervisor) wantReserved() map[string]int {
 	if g.id != nil {
 		uid = int(g.id.uid)
 	}
-	return map[string]int{g.cfg.Listen: uid}
+	want := make(map[string]int)
+	for _, l := range g.cfg.Listen {
+		// A datagram address has no listen queue to squat: a bound
+		// socket of another uid's would refuse the children's bind,
+		// which they then report.
+		if l.Network == NetTCP {
+			want[l.key()] = uid
+		}
+	}
+	return want
 }
 
 // followReservations has the socket set bring the reservations in step

@@ -146,7 +146,7 @@ func resumeSupervisor(st *upgradeState, opts Options, e env) (*Supervisor, error
 			return nil, fmt.Errorf("child %d: generation %d is not in the state", cf.PID, cf.Generation)
 		}
 		c := &child{pid: cf.PID, gen: g, slot: cf.Slot, life: cf.Life, started: cf.Started, readyAt: cf.ReadyAt,
-			drainAt: cf.DrainAt, lastPing: cf.LastPing, acceptsSeen: cf.AcceptsSeen, acceptLimit: cf.AcceptLimit,
+			drainAt: cf.DrainAt, lastPing: cf.LastPing, acceptsSeen: cf.AcceptsSeen, countsSeen: cf.CountsSeen, acceptLimit: cf.AcceptLimit,
 			seenWaiting: cf.SeenWaiting}
 		if cf.Page >= 0 {
 			if c.page, err = counters.AdoptPage(cf.Page); err != nil {
@@ -186,7 +186,7 @@ func (s *Supervisor) resumeChildren() {
 			c.readyTimer = s.env.clock.AfterFunc(left(c.started, cfg.ReadyTimeout), func() { s.send(readyTimeout{c: c}) })
 			fd := -1
 			if cfg.Sockets == SocketsMaster {
-				fd = s.sockets.held(cfg.Listen, c.slot)
+				fd = s.sockets.held(cfg.Listen.first().key(), c.slot)
 			}
 			s.awaitReady(c, fd)
 			if cfg.Ready.Mode == ReadyDelay {

@@ -48,8 +48,8 @@ func rolls(cfg Config) bool {
 // master's own, in master mode) and steering judging it empty.
 func cannotRoll(cur, next Config) string {
 	switch {
-	case cur.Listen != next.Listen:
-		return fmt.Sprintf("the address changes (%s to %s)", cur.Listen, next.Listen)
+	case !cur.Listen.sameSockets(next.Listen):
+		return fmt.Sprintf("the addresses change (%s to %s)", cur.Listen, next.Listen)
 	case cur.Sockets != next.Sockets:
 		return fmt.Sprintf("the socket mode changes (%s to %s)", cur.Sockets, next.Sockets)
 	}

@@ -502,8 +502,8 @@ func TestRollingFallsBackOnAddressChange(t *testing.T) {
 	h.readyAll(1)
 	res := h.reloadAsyncWith(ReloadOptions{Canary: 1})
 	h.wantStates("0/1:ready", "0/2:starting", "1/1:ready", "1/2:starting")
-	if n := h.logs.count("this reload starts a whole generation, without canaries: it cannot go slot by slot when the address changes (" +
-		cfg.Listen + " to " + next.Listen + ")"); n != 1 {
+	if n := h.logs.count("this reload starts a whole generation, without canaries: it cannot go slot by slot when the addresses change (" +
+		cfg.Listen.String() + " to " + next.Listen.String() + ")"); n != 1 {
 		t.Errorf("warned %d times", n)
 	}
 	h.readyAll(2)

@@ -35,6 +35,10 @@ type Setting struct {
 	// Key tells whether the setting is a config-file key. --config is
 	// not: a file does not name another file.
 	Key bool
+	// Repeat tells whether the flag may be given more than once (each
+	// one a value of the list, read by SetList); its variable and a
+	// single value in the file are a comma-separated list.
+	Repeat bool
 
 	bind binding
 }
@@ -44,7 +48,8 @@ type Setting struct {
 type binding struct {
 	// set parses the string form into the field.
 	set func(c *Config, s string) error
-	// setList takes a list (command, a YAML sequence); set is nil then.
+	// setList takes a list (command, a YAML sequence, a repeated
+	// flag); set, when not nil too, takes the single-value form.
 	setList func(c *Config, list []string) error
 	// setMap takes a mapping (env); set is nil then.
 	setMap func(c *Config, m map[string]string) error
@@ -61,9 +66,17 @@ var settings = []Setting{
 	{Name: "workers", Env: "PREFORK_WORKERS", Metavar: "N", Default: "number of CPUs", Reload: true, Key: true,
 		Usage: "children per generation",
 		bind:  field(func(c *Config) *int { return &c.Workers }, ParseWhole)},
-	{Name: "listen", Env: "PREFORK_LISTEN", Metavar: "ADDR", Default: DefaultListen, Reload: true, Key: true,
-		Usage: "address every child binds (port 0 is refused: each child would get its own)",
-		bind:  field(func(c *Config) *string { return &c.Listen }, verbatim)},
+	{Name: "listen", Env: "PREFORK_LISTEN", Metavar: "[NAME=]ADDR", Default: DefaultListen, Reload: true, Key: true, Repeat: true,
+		Usage: "address the children serve: host:port, or udp://host:port for datagrams; repeat it, each with a name, for several (port 0 is refused: each child would get its own)",
+		bind: binding{
+			set:     func(c *Config, s string) (err error) { c.Listen, err = parseListenString(s); return err },
+			setList: func(c *Config, list []string) (err error) { c.Listen, err = parseListeners(list); return err },
+			keep: func(dst, src *Config) bool {
+				same := dst.Listen.equal(src.Listen)
+				dst.Listen = src.Listen
+				return !same
+			},
+		}},
 	// Reload: the file is read again on every reload (its path is not).
 	{Name: ConfigSetting, Env: "PREFORK_CONFIG", Metavar: "FILE", Reload: true,
 		Usage: "YAML file with the same keys as the long flags, plus command: [prog, arg...] and env: {NAME: value}; re-read on every reload"},
@@ -180,6 +193,18 @@ func (s Setting) Set(c *Config, value string) error {
 		return fmt.Errorf("%s: is not set from a single string", s.Name)
 	}
 	if err := s.bind.set(c, value); err != nil {
+		return fmt.Errorf("%s: %w", s.Name, err)
+	}
+	return nil
+}
+
+// SetList sets a setting that takes a list (Repeat, command) from its
+// values in order. The error names the setting.
+func (s Setting) SetList(c *Config, list []string) error {
+	if s.bind.setList == nil {
+		return fmt.Errorf("%s: is not set from a list", s.Name)
+	}
+	if err := s.bind.setList(c, list); err != nil {
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}
 	return nil

@@ -12,7 +12,7 @@ import (
 // every flag documented, and every field of Config behind exactly one
 // setting.
 func TestSettingsTable(t *testing.T) {
-	metavars := []string{"N", "ADDR", "D", "MODE", "PATH", "F", "SIZE", "U", "G", "FILE", "SIG"}
+	metavars := []string{"N", "ADDR", "[NAME=]ADDR", "D", "MODE", "PATH", "F", "SIZE", "U", "G", "FILE", "SIG"}
 	seen := make(map[string]bool)
 	for _, s := range Settings() {
 		if seen[s.Name] {
@@ -46,8 +46,11 @@ func TestSettingsTable(t *testing.T) {
 				forms++
 			}
 		}
-		if forms != 1 || s.bind.keep == nil {
-			t.Errorf("%s: must set a field of Config from exactly one form", s.Name)
+		// A repeated flag takes its list, and its variable (or a single
+		// value in the file) the string form.
+		if want := map[bool]int{false: 1, true: 2}[s.Repeat]; forms != want || s.bind.keep == nil ||
+			s.Repeat && (s.bind.set == nil || s.bind.setList == nil) {
+			t.Errorf("%s: must set a field of Config from exactly one form (a repeated one: a list and a string)", s.Name)
 		}
 	}
 
@@ -219,7 +222,7 @@ func TestKeepStartOnly(t *testing.T) {
 		{
 			name: "reloadable settings pass",
 			change: func(c *Config) {
-				c.Workers, c.Listen, c.Command, c.MaxRSS, c.User = 9, ":81", []string{"/bin/echo"}, 1, "nobody"
+				c.Workers, c.Listen, c.Command, c.MaxRSS, c.User = 9, tcpListen(":81"), []string{"/bin/echo"}, 1, "nobody"
 			},
 		},
 		{

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/prefork/prefork/pkg/sockopt"
 	"github.com/prefork/prefork/pkg/steer"
@@ -68,15 +69,30 @@ func newSocketSet() *socketSet {
 		reserved: make(map[string]*reservation)}
 }
 
-// ensure binds the listeners of slots 0..n-1 on addr that are missing.
-func (s *socketSet) ensure(addr string, n int) error {
-	for i := range n {
-		if _, err := s.fd(addr, i); err != nil {
-			return err
+// ensure binds the sockets of slots 0..n-1 of every listener that are
+// missing.
+func (s *socketSet) ensure(listen Listeners, n int) error {
+	for _, l := range listen {
+		for i := range n {
+			if _, err := s.fd(l.key(), i); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
+
+// bindKey binds the socket of a listener's key: a TCP listener, or a
+// bound UDP socket for udp://.
+func bindKey(key string) (int, error) {
+	if addr, ok := strings.CutPrefix(key, "udp://"); ok {
+		return sockopt.ListenPacketFD(addr)
+	}
+	return sockopt.ListenFD(key)
+}
+
+// isPacketKey reports whether key is a UDP listener's.
+func isPacketKey(key string) bool { return strings.HasPrefix(key, "udp://") }
 
 // has reports whether the set holds a listener on addr.
 func (s *socketSet) has(addr string) bool {
@@ -103,7 +119,7 @@ func (s *socketSet) fd(addr string, slot int) (int, error) {
 	fd, stored := s.store.take(key)
 	if !stored {
 		var err error
-		if fd, err = sockopt.ListenFD(addr); err != nil {
+		if fd, err = bindKey(addr); err != nil {
 			return -1, fmt.Errorf("bind slot %d on %s: %w", slot, addr, err)
 		}
 	}
@@ -209,7 +225,9 @@ func (s *socketSet) releaseListeners(inUse func(addr string, slot int) bool) {
 	}
 	for addr, st := range s.steerers {
 		if !s.has(addr) {
-			if s.retire != nil {
+			// A UDP group's program counts datagrams, which are no
+			// connections.
+			if s.retire != nil && !isPacketKey(addr) {
 				s.retire(st)
 			}
 			st.Close()

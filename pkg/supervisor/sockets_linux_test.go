@@ -56,7 +56,7 @@ func TestSocketSetHoldsUnpolledDescriptors(t *testing.T) {
 	}
 	addr := probe.Addr().String()
 	probe.Close()
-	if err := s.ensure(addr, 2); err != nil {
+	if err := s.ensure(tcpListen(addr), 2); err != nil {
 		t.Fatal(err)
 	}
 	if !s.has(addr) || s.has("127.0.0.1:1") {
@@ -134,7 +134,7 @@ func TestSocketSetBindError(t *testing.T) {
 	defer ln.Close()
 	s := newSocketSet()
 	defer s.closeAll()
-	err = s.ensure(ln.Addr().String(), 1)
+	err = s.ensure(tcpListen(ln.Addr().String()), 1)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("bind slot 0 on %s", ln.Addr())) {
 		t.Errorf("ensure on a taken address = %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/prefork/prefork/pkg/counters"
 )
@@ -36,13 +37,21 @@ func (s *Supervisor) startServing(slotIndex int) {
 // in the slot.
 func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 	cfg := g.cfg
+	names := make([]string, len(cfg.Listen))
+	for i, l := range cfg.Listen {
+		names[i] = l.Name
+	}
 	own := map[string]string{
-		"PREFORK_LISTEN":        cfg.Listen,
+		"PREFORK_LISTEN":        cfg.Listen.first().key(),
+		"PREFORK_LISTENERS":     strings.Join(names, ","),
 		"PREFORK_SLOT":          strconv.Itoa(slotIndex),
 		"PREFORK_GENERATION":    strconv.Itoa(g.number),
 		"PREFORK_WORKERS":       strconv.Itoa(cfg.Workers),
 		"PREFORK_DRAIN_TIMEOUT": cfg.DrainTimeout.String(),
 		"NOTIFY_SOCKET":         s.notify.addr,
+	}
+	for _, l := range cfg.Listen {
+		own[l.envName()] = l.key()
 	}
 	if cfg.Watchdog > 0 {
 		own["WATCHDOG_USEC"] = strconv.FormatInt(cfg.Watchdog.Microseconds(), 10)
@@ -65,14 +74,19 @@ func (s *Supervisor) startChild(g *generation, slotIndex int) (*child, error) {
 		prefix: cfg.ChildOutput == OutputPrefix}
 	socketFD := -1
 	if cfg.Sockets == SocketsMaster {
-		fd, err := s.sockets.fd(cfg.Listen, slotIndex)
-		if err != nil {
-			return nil, err
+		for i, l := range cfg.Listen {
+			fd, err := s.sockets.fd(l.key(), slotIndex)
+			if err != nil {
+				return nil, err
+			}
+			// Listener i is fd 3+i, as socket activation wants.
+			spec.extra = append(spec.extra, fd)
+			if i == 0 {
+				socketFD = fd
+			}
 		}
-		spec.extra = append(spec.extra, fd) // fd 3, as socket activation wants
-		socketFD = fd
-		own["LISTEN_FDS"] = "1"
-		own["LISTEN_FDNAMES"] = "prefork"
+		own["LISTEN_FDS"] = strconv.Itoa(len(cfg.Listen))
+		own["LISTEN_FDNAMES"] = strings.Join(names, ":")
 		// LISTEN_PID must be the child's own pid, known only after the
 		// fork: an exec shim sets it and execs argv (see execShimPath).
 		spec.path = s.env.shim

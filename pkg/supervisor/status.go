@@ -80,6 +80,9 @@ type Status struct {
 	Generation int    `json:"generation"`
 	Workers    int    `json:"workers"`
 	Sockets    string `json:"sockets"`
+	// Listen holds the serving generation's listeners, in order, as
+	// --listen takes them: "http=127.0.0.1:8080", "dns=udp://[::1]:53".
+	Listen []string `json:"listen"`
 	// Ready is the serving generation's --ready.
 	Ready string `json:"ready"`
 	// Upgrades counts the upgrades in place since the master started;
@@ -100,10 +103,14 @@ func (s *Supervisor) status() Status {
 		Generation:   s.cur.number,
 		Workers:      s.cur.cfg.Workers,
 		Sockets:      s.cur.cfg.Sockets,
+		Listen:       make([]string, len(s.cur.cfg.Listen)),
 		Ready:        s.cur.cfg.Ready.String(),
 		Children:     []ChildStatus{},
 		Upgrades:     s.upgrades,
 		UpgradeError: s.upgrade.lastErr,
+	}
+	for i, l := range s.cur.cfg.Listen {
+		st.Listen[i] = l.String()
 	}
 	now := s.env.clock.Now()
 	if !s.reload.idle() {

@@ -55,10 +55,21 @@ type steering struct {
 	off      string       // why steering is off, for the log; "" when on
 	watch    programWatch // whether the program still chooses
 	rescue   rescue       // the rescues of stuck slots' queues (rescue.go)
+	// mirrors are the programs of the serving generation's other
+	// listeners (master socket mode), with what they were last told.
+	mirrors map[*steer.Steerer]*mirror
+}
+
+// mirror is what a program of another listener was last told: its
+// active slots and, by slot, whether it is healthy.
+type mirror struct {
+	slots   int
+	healthy map[int]bool
 }
 
 func newSteering() *steering {
-	return &steering{health: make(map[int]*slotHealth), away: make(map[int]bool), changes: make(map[int]uint64)}
+	return &steering{health: make(map[int]*slotHealth), away: make(map[int]bool), changes: make(map[int]uint64),
+		mirrors: make(map[*steer.Steerer]*mirror)}
 }
 
 // follow resets the health state when the program is another one (a
@@ -124,7 +135,7 @@ func (s *Supervisor) steeringActive() bool {
 // steerProgram returns the program that steers the serving address's
 // group in the serving generation's socket mode, or nil.
 func (s *Supervisor) steerProgram() *steer.Steerer {
-	addr := s.cur.cfg.Listen
+	addr := s.cur.cfg.steerKey()
 	if s.cur.cfg.Sockets == SocketsMaster {
 		return s.sockets.steerer(addr)
 	}
@@ -134,7 +145,7 @@ func (s *Supervisor) steerProgram() *steer.Steerer {
 // steeredSocket reports whether children of generation g share the
 // sockets the serving generation's program steers.
 func (s *Supervisor) steeredSocket(g *generation) bool {
-	return g.cfg.Sockets == s.cur.cfg.Sockets && g.cfg.Listen == s.cur.cfg.Listen
+	return g.cfg.Sockets == s.cur.cfg.Sockets && g.cfg.steerKey() == s.cur.cfg.steerKey()
 }
 
 // slotQueue returns how many connections wait on slot's socket of the
@@ -142,9 +153,9 @@ func (s *Supervisor) steeredSocket(g *generation) bool {
 // the slot's child's in child socket mode.
 func (s *Supervisor) slotQueue(slot int) (uint32, bool) {
 	if s.cur.cfg.Sockets == SocketsMaster {
-		return s.sockets.acceptQueue(s.cur.cfg.Listen, slot)
+		return s.sockets.acceptQueue(s.cur.cfg.steerKey(), slot)
 	}
-	return s.taken.acceptQueue(s.cur.cfg.Listen, slot)
+	return s.taken.acceptQueue(s.cur.cfg.steerKey(), slot)
 }
 
 // syncSteerSlots tells the program how many slots the address has: as
@@ -195,7 +206,7 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 		return // another ready child (of a reload) serves the slot
 	}
 	for _, o := range s.children {
-		if o.slot == c.slot && o.gen.cfg.Sockets == SocketsMaster && o.gen.cfg.Listen == c.gen.cfg.Listen &&
+		if o.slot == c.slot && o.gen.cfg.Sockets == SocketsMaster && o.gen.cfg.steerKey() == c.gen.cfg.steerKey() &&
 			o.life != lifeDraining {
 			// A starting child (a reload's, a recycling successor) holds
 			// the socket: closing the master's copy would move nothing,
@@ -203,12 +214,63 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 			return
 		}
 	}
-	renewed, err := s.sockets.renew(c.gen.cfg.Listen, c.slot)
+	renewed, err := s.sockets.renew(c.gen.cfg.steerKey(), c.slot)
 	switch {
 	case err != nil:
 		s.log.Error("could not renew the socket of a crashed child's slot", "slot", c.slot, "err", err)
 	case renewed:
 		s.log.Info("socket of the slot renewed; its queued connections moved to the group's other sockets", "slot", c.slot)
+	}
+}
+
+// mirrorSteer gives the groups of the serving generation's other
+// listeners (master socket mode: TCP and UDP) the slots and health that
+// the checks of the first TCP listener decided: a stuck child is stuck on
+// all its sockets, and a program without slots would leave every
+// connection and datagram to the kernel's hash.
+func (s *Supervisor) mirrorSteer() {
+	seen := make(map[*steer.Steerer]bool)
+	defer func() {
+		for p := range s.steering.mirrors {
+			if !seen[p] {
+				delete(s.steering.mirrors, p) // closed, or not the serving generation's
+			}
+		}
+	}()
+	if s.cur.cfg.Sockets != SocketsMaster {
+		return
+	}
+	primary := s.cur.cfg.steerKey()
+	for _, l := range s.cur.cfg.Listen {
+		prog := s.sockets.steerer(l.key())
+		if l.key() == primary || prog == nil {
+			continue
+		}
+		seen[prog] = true
+		m := s.steering.mirrors[prog]
+		if m == nil {
+			m = &mirror{healthy: make(map[int]bool)}
+			s.steering.mirrors[prog] = m
+		}
+		if m.slots != s.steering.slots {
+			if err := prog.SetSlots(s.steering.slots); err != nil {
+				s.log.Error("could not give a listener's steering program the number of slots", "listen", l.String(), "err", err)
+				continue
+			}
+			m.slots = s.steering.slots
+		}
+		for i := range s.steering.slots {
+			h := s.steering.health[i]
+			healthy := h != nil && h.healthy
+			if m.healthy[i] == healthy {
+				continue
+			}
+			if err := prog.SetHealthy(i, healthy); err != nil {
+				s.log.Error("could not tell a listener's steering program a slot's health", "listen", l.String(), "slot", i, "err", err)
+				continue
+			}
+			m.healthy[i] = healthy
+		}
 	}
 }
 
@@ -263,11 +325,12 @@ func (s *Supervisor) steeredAway() []bool {
 // steerTick judges every slot of the serving address and tells the program
 // what changed.
 func (s *Supervisor) steerTick() {
-	addr := s.cur.cfg.Listen
+	addr := s.cur.cfg.steerKey()
 	prog := s.steerProgram()
 	if prog == nil {
 		return
 	}
+	defer s.mirrorSteer()
 	s.syncSteerSlots()
 	n := s.steering.slots
 	type view struct {

@@ -23,7 +23,7 @@ func TestMasterSocketsSteered(t *testing.T) {
 	h := newHarnessSteering(t, cfg)
 	p0, p1 := h.child(0, 1), h.child(1, 1)
 	for _, p := range []*fakeProc{p0, p1} {
-		if p.env["LISTEN_FDS"] != "1" || p.env["LISTEN_FDNAMES"] != "prefork" || p.env["PREFORK_COUNTERS_FD"] != "4" ||
+		if p.env["LISTEN_FDS"] != "1" || p.env["LISTEN_FDNAMES"] != "default" || p.env["PREFORK_COUNTERS_FD"] != "4" ||
 			len(p.spec.extra) != 2 || p.spec.argv[1] != ShimCommand {
 			t.Fatalf("child of slot %d: env %v, extra %v, argv %q", p.slot(), p.env, p.spec.extra, p.spec.argv)
 		}
@@ -34,7 +34,7 @@ func TestMasterSocketsSteered(t *testing.T) {
 	h.readyAll(1)
 	h.clock.Advance(steerInterval)
 	snap, _ := h.s.Snapshot()
-	if snap.Slots[0].ListenInode == 0 || snap.Slots[0].SteeredAway || snap.Slots[1].SteeredAway {
+	if snap.Slots[0].Listeners[0].Inode == 0 || snap.Slots[0].SteeredAway || snap.Slots[1].SteeredAway {
 		t.Fatalf("slots after a healthy tick: %+v", snap.Slots)
 	}
 	p1.ignore[syscall.SIGQUIT] = true
@@ -49,7 +49,7 @@ func TestMasterSocketsSteered(t *testing.T) {
 	// its socket is renewed so that its queue moves to slot 0.
 	h.clock.Advance(WatchdogGrace)
 	var migrates bool
-	h.onLoop(func() { migrates = h.s.sockets.steerer(cfg.Listen).Migrates() })
+	h.onLoop(func() { migrates = h.s.sockets.steerer(cfg.Listen[0].Addr).Migrates() })
 	if n := h.logs.count("socket of the slot renewed"); migrates && n != 1 {
 		t.Errorf("%d renewals of the crashed slot's socket, want 1", n)
 	}

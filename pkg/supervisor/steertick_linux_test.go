@@ -54,7 +54,7 @@ func TestSteerChecksBackOffWhileIdle(t *testing.T) {
 	}
 	// A connection: it waits in one slot's queue, whose fake child never
 	// accepts it.
-	conn, err := net.Dial("tcp", cfg.Listen)
+	conn, err := net.Dial("tcp", cfg.Listen[0].Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

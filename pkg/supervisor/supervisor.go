@@ -116,6 +116,7 @@ type Supervisor struct {
 type tally struct {
 	restarts      map[int]int                  // unplanned exits restarted, by slot
 	accepted      map[int]uint64               // accepts of the slot's children that are gone
+	counted       map[countKey]uint64          // their accepts and datagrams, by slot and listener
 	connections   map[int]uint64               // new connections placed by steering programs that are gone, by slot
 	rescued       map[int]uint64               // connections moved out of stuck slots' queues, by slot
 	unplaced      uint64                       // new connections those programs left to the kernel
@@ -191,8 +192,10 @@ func newSupervisor(cfg Config, opts Options, e env) (*Supervisor, error) {
 	}
 	// Listeners passed back by systemd's fd store hold the address.
 	e.fdstore.sort(cfg)
-	if err := sockopt.CheckFree(cfg.Listen); err != nil && !e.fdstore.holds(cfg.Listen) {
-		return nil, fmt.Errorf("listen: %w", err)
+	for _, l := range cfg.Listen {
+		if err := checkFree(l); err != nil && !e.fdstore.holds(l.key()) {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -230,6 +233,7 @@ func newBare(opts Options, e env, self string, g *generation) *Supervisor {
 		tally: tally{
 			restarts:      make(map[int]int),
 			accepted:      make(map[int]uint64),
+			counted:       make(map[countKey]uint64),
 			connections:   make(map[int]uint64),
 			rescued:       make(map[int]uint64),
 			reloads:       make(map[metrics.ReloadKey]uint64),

@@ -58,7 +58,7 @@ func (*fdStore) closeKept()             {}
 func (*socketSet) keepStored()          {}
 
 func newSocketSet() *socketSet                               { return &socketSet{} }
-func (*socketSet) ensure(string, int) error                  { return errUnsupported }
+func (*socketSet) ensure(Listeners, int) error               { return errUnsupported }
 func (*socketSet) has(string) bool                           { return false }
 func (*socketSet) fd(string, int) (int, error)               { return -1, errUnsupported }
 func (*socketSet) release(func(string, int) bool)            {}
@@ -112,7 +112,7 @@ type noObserver struct{}
 
 func newObserver(*osProcs) observer                        { return noObserver{} }
 func (noObserver) waiting(context.Context, waitSpec) error { return errUnsupported }
-func (noObserver) addressInUse(string) ([]int, bool)       { return nil, false }
+func (noObserver) addressInUse(Listener) ([]int, bool)     { return nil, false }
 func (noObserver) freeze(context.Context, []int) (func() error, bool, error) {
 	return func() error { return nil }, false, errUnsupported
 }

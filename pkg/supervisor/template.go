@@ -20,17 +20,28 @@ import (
 // list them.
 var placeholders = []string{"listen", "host", "port", "slot", "generation", "workers"}
 
+// perListener are the placeholders that also take a listener's name,
+// {listen:NAME}; alone they are the first listener's.
+var perListener = []string{"listen", "host", "port"}
+
 // childValues returns the placeholders' values for one child.
 func childValues(cfg Config, slot, generation int) map[string]string {
-	host, port, _ := net.SplitHostPort(cfg.Listen)
-	return map[string]string{
-		"listen":     cfg.Listen,
-		"host":       host,
-		"port":       port,
+	v := map[string]string{
 		"slot":       strconv.Itoa(slot),
 		"generation": strconv.Itoa(generation),
 		"workers":    strconv.Itoa(cfg.Workers),
 	}
+	for i, l := range cfg.Listen {
+		host, port, _ := net.SplitHostPort(l.Addr)
+		for _, name := range perListener {
+			val := map[string]string{"listen": l.Addr, "host": host, "port": port}[name]
+			v[name+":"+l.Name] = val
+			if i == 0 {
+				v[name] = val
+			}
+		}
+	}
+	return v
 }
 
 // expand substitutes values into s. Names it does not know are left as
@@ -65,15 +76,20 @@ func expand(s string, values map[string]string) string {
 }
 
 // placeholderAt reads a placeholder at the start of s, which begins with
-// '{': a name of lower-case letters and underscores, then '}'. It returns
-// the name and the length of the whole, or 0 when s does not start with
-// one.
+// '{': a name of lower-case letters and underscores, maybe followed by
+// ':' and a listener's name, then '}'. It returns the name (with the
+// listener's) and the length of the whole, or 0 when s does not start
+// with one.
 func placeholderAt(s string) (string, int) {
+	colon := 0
 	for i := 1; i < len(s); i++ {
 		switch c := s[i]; {
-		case c == '}' && i > 1:
+		case c == '}' && i > 1 && i != colon+1:
 			return s[1:i], i + 1
+		case c == ':' && colon == 0 && i > 1:
+			colon = i
 		case c >= 'a' && c <= 'z', c == '_':
+		case colon > 0 && (c >= '0' && c <= '9' || c == '-'):
 		default:
 			return "", 0
 		}
@@ -95,8 +111,9 @@ func escapedAt(s string) (string, int) {
 }
 
 // checkTemplate refuses a placeholder that names nothing: {lisen} is a typo
-// that would reach the server as it is.
-func checkTemplate(s string) error {
+// that would reach the server as it is, and so is {listen:NAME} for a
+// listener that c does not have.
+func (c Config) checkTemplate(s string) error {
 	for {
 		i := strings.IndexByte(s, '{')
 		if i < 0 {
@@ -107,12 +124,35 @@ func checkTemplate(s string) error {
 			s = s[n:]
 			continue
 		}
-		if name, n := placeholderAt(s); n > 0 && !slices.Contains(placeholders, name) {
-			return fmt.Errorf("unknown placeholder {%s} (known: {%s}; write {{%s} for a literal {%s})",
-				name, strings.Join(placeholders, "}, {"), name, name)
+		if name, n := placeholderAt(s); n > 0 {
+			if err := c.knownPlaceholder(name); err != nil {
+				return err
+			}
 		}
 		s = s[1:]
 	}
+}
+
+// knownPlaceholder refuses a placeholder name that c gives no value.
+func (c Config) knownPlaceholder(name string) error {
+	base, listener, named := strings.Cut(name, ":")
+	switch {
+	case !named && slices.Contains(placeholders, name):
+		return nil
+	case named && !slices.Contains(perListener, base):
+		return nil // {fd:3} is no placeholder, and stays as written
+	case named:
+		if slices.ContainsFunc(c.Listen, func(l Listener) bool { return l.Name == listener }) {
+			return nil
+		}
+		names := make([]string, len(c.Listen))
+		for i, l := range c.Listen {
+			names[i] = l.Name
+		}
+		return fmt.Errorf("placeholder {%s} names no listener (listeners: %s)", name, strings.Join(names, ", "))
+	}
+	return fmt.Errorf("unknown placeholder {%s} (known: {%s}, and {listen:NAME}, {host:NAME}, {port:NAME} of a named listener; write {{%s} for a literal {%s})",
+		name, strings.Join(placeholders, "}, {"), name, name)
 }
 
 // checkEnvName refuses a variable the environment cannot hold, or one the

@@ -39,29 +39,62 @@ func TestExpand(t *testing.T) {
 }
 
 func TestCheckTemplate(t *testing.T) {
-	for _, ok := range []string{"{listen}", "{{lisen}", "{fd: 3}", `{"a":1}`, "{Listen}", "{}", "{slot}{port}", "{{.ID}}"} {
+	cfg := Config{Listen: Listeners{{Name: "http", Network: NetTCP, Addr: ":80"}, {Name: "admin", Network: NetTCP, Addr: ":81"},
+		{Name: "dns", Network: NetUDP, Addr: ":53"}}}
+	for _, ok := range []string{"{listen}", "{{lisen}", "{fd: 3}", `{"a":1}`, "{Listen}", "{}", "{slot}{port}", "{{.ID}}", "{fd:3}", "{listen:dns}", "{port:admin}"} {
 		t.Run(ok, func(t *testing.T) {
-			if err := checkTemplate(ok); err != nil {
+			if err := cfg.checkTemplate(ok); err != nil {
 				t.Errorf("checkTemplate(%q) = %v, want nil", ok, err)
 			}
 		})
 	}
-	err := checkTemplate("--bind={lisen}")
+	err := cfg.checkTemplate("--bind={lisen}")
 	if err == nil || !strings.Contains(err.Error(), "unknown placeholder {lisen}") || !strings.Contains(err.Error(), "{{lisen}") {
 		t.Errorf("checkTemplate({lisen}) = %v, want the unknown name and its escape", err)
+	}
+	err = cfg.checkTemplate("--bind={listen:admn}")
+	if err == nil || !strings.Contains(err.Error(), "{listen:admn} names no listener (listeners: http, admin, dns)") {
+		t.Errorf("checkTemplate({listen:admn}) = %v, want the listeners named", err)
+	}
+}
+
+func TestListenerPlaceholders(t *testing.T) {
+	cfg := Config{Workers: 2, Listen: Listeners{
+		{Name: "http", Network: NetTCP, Addr: "127.0.0.1:8080"},
+		{Name: "admin-api", Network: NetTCP, Addr: "[::1]:8081"},
+		{Name: "dns", Network: NetUDP, Addr: ":5353"},
+	}}
+	values := childValues(cfg, 1, 3)
+	for in, want := range map[string]string{
+		"--bind={listen}":                     "--bind=127.0.0.1:8080",
+		"{host}/{port}":                       "127.0.0.1/8080",
+		"--admin={listen:admin-api}":          "--admin=[::1]:8081",
+		"{host:admin-api} {port:admin-api}":   "::1 8081",
+		"--dns-port={port:dns} h={host:dns}.": "--dns-port=5353 h=.",
+		"{fd:3} {listen:nope}":                "{fd:3} {listen:nope}",
+		"{{listen:dns}":                       "{listen:dns}",
+	} {
+		if err := cfg.checkTemplate(in); err != nil && !strings.Contains(in, "nope") {
+			t.Errorf("checkTemplate(%q) = %v", in, err)
+		}
+		if got := expand(in, values); got != want {
+			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
 // A template that checks expands to something with no placeholder left,
 // but for the escaped ones.
 func FuzzExpand(f *testing.F) {
-	for _, s := range []string{"{listen}", "{{", "{{{port}}}", "{fd:3}", "a{b}c", "{slot", "{{slot}"} {
+	for _, s := range []string{"{listen}", "{{", "{{{port}}}", "{fd:3}", "a{b}c", "{slot", "{{slot}", "{listen:dns}", "{port:}"} {
 		f.Add(s)
 	}
-	values := childValues(Config{Listen: "[::1]:80", Workers: 2}, 1, 7)
+	cfg := Config{Listen: Listeners{{Name: "http", Network: NetTCP, Addr: "[::1]:80"}, {Name: "dns", Network: NetUDP, Addr: ":53"}},
+		Workers: 2}
+	values := childValues(cfg, 1, 7)
 	f.Fuzz(func(t *testing.T, s string) {
 		out := expand(s, values)
-		if checkTemplate(s) != nil || strings.Contains(s, "{{") {
+		if cfg.checkTemplate(s) != nil || strings.Contains(s, "{{") {
 			return
 		}
 		for name := range values {
@@ -73,7 +106,7 @@ func FuzzExpand(f *testing.F) {
 }
 
 func TestChildValuesIPv6(t *testing.T) {
-	v := childValues(Config{Listen: "[::1]:8080", Workers: 3}, 0, 1)
+	v := childValues(Config{Listen: tcpListen("[::1]:8080"), Workers: 3}, 0, 1)
 	if v["host"] != "::1" || v["port"] != "8080" || v["listen"] != "[::1]:8080" || v["workers"] != "3" {
 		t.Errorf("childValues = %v", v)
 	}

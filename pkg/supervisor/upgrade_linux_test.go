@@ -194,7 +194,7 @@ func TestUpgradeKeepsChildrenCountsAndBackoff(t *testing.T) {
 	}
 	snapAfter, _ := n.s.Snapshot()
 	for i := range snapBefore.Slots {
-		if a, b := snapAfter.Slots[i].Accepts, snapBefore.Slots[i].Accepts; a != b {
+		if a, b := snapAfter.Slots[i].Listeners[0].Count, snapBefore.Slots[i].Listeners[0].Count; a != b {
 			t.Errorf("slot %d accepts %d after, %d before", i, a, b)
 		}
 		if a, b := snapAfter.Slots[i].Restarts, snapBefore.Slots[i].Restarts; a != b {

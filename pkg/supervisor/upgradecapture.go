@@ -68,7 +68,7 @@ func (s *Supervisor) captureState(binary string) (*upgradeState, error) {
 	for _, c := range s.children {
 		st.Children = append(st.Children, childFile{PID: c.pid, Generation: c.gen.number, Slot: c.slot, Life: c.life,
 			Started: c.started, ReadyAt: c.readyAt, DrainAt: c.drainAt, LastPing: c.lastPing, Page: c.page.FD(),
-			AcceptsSeen: c.accepts(), AcceptLimit: c.acceptLimit, SeenWaiting: c.seenWaiting})
+			AcceptsSeen: c.accepts(), CountsSeen: slices.Clone(c.counts()), AcceptLimit: c.acceptLimit, SeenWaiting: c.seenWaiting})
 	}
 	slices.SortFunc(st.Children, func(a, b childFile) int { return a.PID - b.PID })
 	if err := s.captureFDs(st); err != nil {

@@ -20,7 +20,7 @@ import (
 // upgradeFormatText is the format of the state this binary writes and the
 // newest it reads. It is a string only so that a test can link a binary
 // of an older format (-ldflags -X); production builds never set it.
-var upgradeFormatText = "1"
+var upgradeFormatText = "2"
 
 // minUpgradeFormat is the oldest format this binary reads.
 const minUpgradeFormat = 1
@@ -129,6 +129,7 @@ type childFile struct {
 	LastPing    time.Time
 	Page        int // the counter page's memfd; -1: none
 	AcceptsSeen uint64
+	CountsSeen  []uint64 `json:",omitempty"`
 	AcceptLimit uint64
 	SeenWaiting bool
 }
@@ -163,6 +164,15 @@ type tallyFile struct {
 	NotifyDropped  uint64
 	Refused        []metrics.Refusal
 	LogDropped     uint64
+	// Counted holds the gone children's per-listener counts; a state of
+	// format 1 has none (its Accepted are the one listener's).
+	Counted []countFile `json:",omitempty"`
+}
+
+type countFile struct {
+	Slot          int
+	Name, Network string
+	Count         uint64
 }
 
 type bucketFile struct {
@@ -226,6 +236,9 @@ func fileOfTally(t *tally) tallyFile {
 	for k, n := range t.recycles {
 		f.Recycles = append(f.Recycles, recycleFile{Slot: k.slot, Reason: k.reason, Count: n})
 	}
+	for k, n := range t.counted {
+		f.Counted = append(f.Counted, countFile{Slot: k.slot, Name: k.name, Network: k.network, Count: n})
+	}
 	return f
 }
 
@@ -255,6 +268,16 @@ func tallyOfFile(f tallyFile) tally {
 	}
 	for _, r := range f.Recycles {
 		t.recycles[recycleKey{slot: r.Slot, reason: r.Reason}] = r.Count
+	}
+	t.counted = make(map[countKey]uint64, len(f.Counted))
+	for _, c := range f.Counted {
+		t.counted[countKey{slot: c.Slot, name: c.Name, network: c.Network}] = c.Count
+	}
+	if f.Counted == nil {
+		// Format 1: one listener, which Listeners.UnmarshalJSON names.
+		for slot, n := range f.Accepted {
+			t.counted[countKey{slot: slot, name: DefaultListenerName, network: NetTCP}] = n
+		}
 	}
 	return t
 }

@@ -20,6 +20,7 @@ func TestTallyRoundTrip(t *testing.T) {
 		watchdogKills: map[int]uint64{1: 2}, recycles: map[recycleKey]uint64{{slot: 1, reason: "accepts"}: 5},
 		upgrades: map[string]uint64{"success": 2, "rejected": 1}, notifyDropped: 13,
 		refused: []metrics.Refusal{{Endpoint: "control", Reason: metrics.RefusedPeer, Count: 2}},
+		counted: map[countKey]uint64{{slot: 1, name: "http", network: NetTCP}: 1 << 40, {slot: 1, name: "dns", network: NetUDP}: 7},
 	}
 	in.reloadHist.Observe(0.25)
 	in.reloadHist.Observe(3)
@@ -45,7 +46,8 @@ func TestDecodeStateRefusesOtherFormats(t *testing.T) {
 		ok   bool
 	}{
 		{`{"format":1,"version":"v1"}`, true},
-		{`{"format":2,"version":"v2"}`, false},
+		{`{"format":2,"version":"v2"}`, true},
+		{`{"format":3,"version":"v3"}`, false},
 		{`{"format":0,"version":"v0"}`, false},
 		{`{"version":"v0"}`, false},
 		{`not json`, false},
@@ -77,4 +79,15 @@ func FuzzDecodeState(f *testing.F) {
 		_ = tallyOfFile(st.Tally)
 		_ = st.descriptors()
 	})
+}
+
+// A master before named listeners kept one count per slot: the new one
+// gives it to the one listener its state names, "default".
+func TestTallyFromFormat1(t *testing.T) {
+	t.Parallel()
+	out := tallyOfFile(tallyFile{Accepted: map[int]uint64{0: 5, 2: 9}})
+	want := map[countKey]uint64{{slot: 0, name: DefaultListenerName, network: NetTCP}: 5, {slot: 2, name: DefaultListenerName, network: NetTCP}: 9}
+	if !reflect.DeepEqual(out.counted, want) {
+		t.Errorf("counted = %v, want %v", out.counted, want)
+	}
 }

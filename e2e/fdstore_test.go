@@ -429,7 +429,7 @@ func TestFDStoreDropsUnknownDescriptors(t *testing.T) {
 	if len(dropped) != 4 {
 		t.Fatalf("dropped %v, want 4", l["dropped"])
 	}
-	for i, want := range []string{"slot 5 of 2 workers", "not the listen address", "not a socket", "not a name of prefork's"} {
+	for i, want := range []string{"slot 5 of 2 workers", "not a listen address", "not a socket", "not a name of prefork's"} {
 		if d := fmt.Sprint(dropped[i]); !strings.HasPrefix(d, fds[i+1].name+": ") || !strings.Contains(d, want) {
 			t.Errorf("dropped %q, want %s: ...%s...", d, fds[i+1].name, want)
 		}

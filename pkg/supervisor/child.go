@@ -181,6 +181,17 @@ func (c *child) counts() []uint64 {
 	return c.countsSeen[:len(ls)]
 }
 
+// steerAccepts returns the connections c accepted on its generation's
+// primary listener, the one steering watches (see counts); 0 when every
+// listener is UDP. Only the loop calls it.
+func (c *child) steerAccepts() uint64 {
+	i := c.gen.cfg.Listen.primaryIndex()
+	if i < 0 {
+		return 0
+	}
+	return c.counts()[i]
+}
+
 // addAccepts returns a+b, or the largest uint64 where that would wrap: a
 // child may write a count near 2^64 on its page, and a total that
 // wrapped would go down.

@@ -1,10 +1,13 @@
 package supervisor
 
 import (
+	"net"
 	"sync"
 	"testing"
 
+	"github.com/prefork/prefork/internal/testkit"
 	"github.com/prefork/prefork/pkg/counters"
+	"github.com/prefork/prefork/pkg/steer"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,5 +58,65 @@ func TestCountsWhileCounting(t *testing.T) {
 	got := c.counts()
 	if got[0] != 0 || got[1] != n {
 		t.Errorf("counts %v after %d accepts on admin, want [0 %d]", got, n, n)
+	}
+}
+
+// With two TCP listeners, the accepts of the second one ran no program of
+// the first one's group: they neither make the checks believe that group's
+// program gone nor show a child stuck on the first listener progressing.
+func TestSteeringWatchesItsListenerOnly(t *testing.T) {
+	t.Parallel()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := testConfig(t, 1)
+	cfg.Sockets, cfg.Steer = SocketsMaster, SteerOn
+	cfg.Listen = Listeners{{Name: "http", Network: NetTCP, Addr: testkit.FreeAddr(t)},
+		{Name: "admin", Network: NetTCP, Addr: testkit.FreeAddr(t)}}
+	h := newHarnessSteering(t, cfg)
+	p := h.child(0, 1)
+	h.readyAll(1)
+	h.clock.Advance(steerInterval)
+	h.clock.Advance(steerInterval)
+	for range 2 * watchSlack {
+		p.counter.Accept(1)
+	}
+	h.clock.Advance(steerInterval)
+	if n := h.logs.count("the group's steering program no longer chooses"); n != 0 {
+		t.Errorf("%d alarms of a program gone, for accepts on another listener", n)
+	}
+}
+
+// A child whose connections wait on the first TCP listener while it
+// accepts only on another one is stuck where steering looks: it is
+// steered away from.
+func TestSteeringStuckOnItsListener(t *testing.T) {
+	t.Parallel()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := testConfig(t, 2)
+	cfg.Sockets, cfg.Steer = SocketsMaster, SteerOn
+	cfg.Listen = Listeners{{Name: "http", Network: NetTCP, Addr: testkit.FreeAddr(t)},
+		{Name: "admin", Network: NetTCP, Addr: testkit.FreeAddr(t)}}
+	h := newHarnessSteering(t, cfg)
+	p0, p1 := h.child(0, 1), h.child(1, 1)
+	h.readyAll(1)
+	h.clock.Advance(steerInterval)
+	for queued := uint32(0); queued == 0; {
+		c, err := net.Dial("tcp", cfg.Listen[0].Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		h.onLoop(func() { queued, _ = h.s.sockets.acceptQueue(cfg.Listen[0].key(), 0) })
+	}
+	for range 2 * DefaultStuckWindow / steerInterval {
+		p0.counter.Accept(1)
+		p1.counter.Accept(0)
+		h.clock.Advance(steerInterval)
+	}
+	if snap, _ := h.s.Snapshot(); !snap.Slots[0].SteeredAway {
+		t.Errorf("slot 0: connections queued on http for %v and none accepted there, but not steered away", 2*DefaultStuckWindow)
 	}
 }

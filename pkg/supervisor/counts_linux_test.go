@@ -120,3 +120,38 @@ func TestSteeringStuckOnItsListener(t *testing.T) {
 		t.Errorf("slot 0: connections queued on http for %v and none accepted there, but not steered away", 2*DefaultStuckWindow)
 	}
 }
+
+// A rolling reload that reorders the TCP listeners changes the one
+// steering watches: its slots' new children, on the other listener's
+// terms, would look missing to the checks of the old one, and each slot
+// be steered away from as soon as its old child drained. It goes by
+// generation instead.
+func TestRollingReorderSteered(t *testing.T) {
+	t.Parallel()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := rollingConfig(t, 2, 1)
+	cfg.Sockets, cfg.Steer = SocketsMaster, SteerOn
+	cfg.Listen = Listeners{{Name: "http", Network: NetTCP, Addr: testkit.FreeAddr(t)},
+		{Name: "admin", Network: NetTCP, Addr: testkit.FreeAddr(t)}}
+	next := cfg
+	next.Listen = Listeners{cfg.Listen[1], cfg.Listen[0]}
+	h := newHarness(t, cfg, func(e *env, o *Options) {
+		e.steerSupported = steer.Supported
+		o.Load = func() (Config, error) { return next, nil }
+	})
+	h.readyAll(1)
+	h.clock.Advance(steerInterval)
+	res := h.reloadAsync()
+	h.ready(h.child(0, 2))
+	h.clock.Advance(steerInterval)
+	if snap, _ := h.s.Snapshot(); snap.Slots[0].SteeredAway {
+		t.Errorf("slot 0 steered away from while its new child serves: %+v", snap.Slots[0])
+	}
+	h.readyAll(2)
+	h.clock.Advance(steerInterval)
+	if r := h.result(res); r.Err != nil {
+		t.Fatalf("reload: %+v", r)
+	}
+}

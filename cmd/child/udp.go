@@ -3,7 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
+	"os"
+	"time"
 
 	"github.com/prefork/prefork/pkg/child"
 )
@@ -12,25 +13,30 @@ import (
 const maxDatagram = 64 << 10
 
 // serveUDP answers every datagram read on pc with answer, sent back to
-// its sender, until drain is closed: it then closes pc, so reading stops
-// at once, and returns nil. Datagrams still queued in a socket this
-// child bound are lost with it; a socket the master holds keeps them for
-// the next child. A failed answer (the sender's address unreachable, a
-// full buffer) is dropped, as UDP drops, and serving goes on.
+// its sender, until drain is closed: reading then stops at once (a read
+// deadline in the past wakes the read in progress), the datagram read
+// last is still answered, and serveUDP closes pc and returns nil. Closing
+// pc to stop would race with that answer: a datagram read just before
+// would be lost, though a socket the master holds keeps every one not yet
+// read for the next child. Datagrams still queued in a socket this child
+// bound are lost with it. A failed answer (the sender's address
+// unreachable, a full buffer) is dropped, as UDP drops, and serving goes
+// on.
 func serveUDP(pc *child.PacketConn, answer []byte, drain <-chan struct{}) error {
+	defer pc.Close()
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
 		select {
 		case <-drain:
-			pc.Close()
+			_ = pc.SetReadDeadline(time.Now())
 		case <-stop:
 		}
 	}()
 	buf := make([]byte, maxDatagram)
 	for {
 		_, from, err := pc.ReadFromUDPAddrPort(buf) // counted on the page
-		if errors.Is(err, net.ErrClosed) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil
 		}
 		if err != nil {

@@ -9,8 +9,9 @@
 //     Under --sockets master the master passes them by systemd socket
 //     activation (listener i as fd 3+i, LISTEN_FDS=N, LISTEN_FDNAMES with
 //     their names, LISTEN_PID equal to the child's pid); otherwise the
-//     child binds each PREFORK_LISTEN_<NAME> itself with SO_REUSEADDR and
-//     SO_REUSEPORT so every child of every generation shares the address.
+//     child binds each PREFORK_LISTEN_<NAME> itself with SO_REUSEPORT
+//     (and SO_REUSEADDR for TCP only) so every child of every generation
+//     shares the address.
 //     A child given no names has one listener, "default": fd 3, else
 //     PREFORK_LISTEN, else (standalone) 127.0.0.1:8080. The same binary
 //     thus runs in both socket modes and on its own. Listen takes the

@@ -78,8 +78,9 @@ func ListenNamed(ctx context.Context, name string) (net.Listener, error) {
 // counts every datagram read on the counters page. As for ListenNamed, a
 // name can be taken once, an unknown name is an error, and so is a
 // stream listener. An inherited descriptor must be a datagram socket; a
-// bound one gets SO_REUSEADDR and SO_REUSEPORT, so the children of every
-// generation share the address. ctx bounds binding only.
+// bound one gets SO_REUSEPORT (and not SO_REUSEADDR, which for UDP lets
+// another user's socket share the address), so the children of every
+// generation share it. ctx bounds binding only.
 func ListenPacket(ctx context.Context, name string) (net.PacketConn, error) {
 	pc, err := listeners.listenPacket(ctx, name)
 	if err != nil {

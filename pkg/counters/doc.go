@@ -17,10 +17,13 @@
 // listener counts it as listener 0.
 //
 // Invariants: only the child writes the page, and only with atomic adds
-// of one: per accepted connection, to offset 0 and to its listener's
-// counter; per datagram read, to offset 8 and to its listener's counter
-// (Counter.Accept, Counter.Datagram; Counter.Inc adds to offset 0 alone).
-// The master only loads it. No value ever decreases while the page lives.
+// of one: per accepted connection, to its listener's counter and then to
+// offset 0; per datagram read, to its listener's counter and then to
+// offset 8 (Counter.Accept, Counter.Datagram; Counter.Inc adds to offset 0
+// alone). The master only loads it, a total before the listeners'
+// counters: in that order every unit of the total is found on a listener,
+// except what Inc counted. The master gives those to the first stream
+// listener. No value ever decreases while the page lives.
 // Counting costs at most two atomic adds in the child: no syscall and no
 // allocation. The memfd is sealed against shrinking and growing, so a
 // mapping of it can never fault (SIGBUS) on a truncated file.

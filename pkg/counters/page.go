@@ -111,24 +111,29 @@ type Counter struct {
 // It is Accept without a listener, kept for callers that have one.
 func (c *Counter) Inc() { atomic.AddUint64(&c.w[acceptsWord], 1) }
 
-// Accept counts one connection accepted on listener i: in the total of
-// accepts and in listener i's counter. For i outside 0..MaxListeners-1
+// Accept counts one connection accepted on listener i: in listener i's
+// counter, then in the total of accepts. For i outside 0..MaxListeners-1
 // only the total counts.
+//
+// The order is the protocol: a reader that loads the total first, then
+// the listeners' counters, finds every accept of that total on its
+// listener, so that what the total has beyond the listeners is only what
+// Inc counted (a child that names no listener).
 func (c *Counter) Accept(i int) {
-	atomic.AddUint64(&c.w[acceptsWord], 1)
 	if uint(i) < MaxListeners {
 		atomic.AddUint64(&c.w[listenersWord+i], 1)
 	}
+	atomic.AddUint64(&c.w[acceptsWord], 1)
 }
 
-// Datagram counts one datagram received on listener i: in the total of
-// datagrams and in listener i's counter. For i outside
-// 0..MaxListeners-1 only the total counts.
+// Datagram counts one datagram received on listener i: in listener i's
+// counter, then in the total of datagrams (the order of Accept). For i
+// outside 0..MaxListeners-1 only the total counts.
 func (c *Counter) Datagram(i int) {
-	atomic.AddUint64(&c.w[datagramsWord], 1)
 	if uint(i) < MaxListeners {
 		atomic.AddUint64(&c.w[listenersWord+i], 1)
 	}
+	atomic.AddUint64(&c.w[datagramsWord], 1)
 }
 
 // Load returns the total of accepted connections, loaded atomically.

@@ -150,12 +150,16 @@ func (c *child) accepts() uint64 {
 // marks, like accepts. Accepts the page counts in its total but on no
 // listener (a child built with the library before named listeners) go
 // to the first TCP listener, so that the listeners add up to the total.
-// Only the loop calls it.
+// The total is read first: the child counts an accept on its listener
+// before the total (counters.Counter.Accept), so none of the total is
+// missing from the listeners read after it, and none is taken for an
+// accept without a listener. Only the loop calls it.
 func (c *child) counts() []uint64 {
 	ls := c.gen.cfg.Listen
 	if len(c.countsSeen) < len(ls) {
 		c.countsSeen = append(c.countsSeen, make([]uint64, len(ls)-len(c.countsSeen))...)
 	}
+	total := c.accepts()
 	var onListeners uint64
 	first := -1
 	now := make([]uint64, len(ls))
@@ -168,13 +172,24 @@ func (c *child) counts() []uint64 {
 			}
 		}
 	}
-	if total := c.accepts(); first >= 0 && total > onListeners {
+	if first >= 0 && total > onListeners {
 		now[first] = addAccepts(now[first], total-onListeners)
 	}
 	for i := range ls {
 		c.countsSeen[i] = max(c.countsSeen[i], now[i])
 	}
 	return c.countsSeen[:len(ls)]
+}
+
+// steerAccepts returns the connections c accepted on its generation's
+// primary listener, the one steering watches (see counts); 0 when every
+// listener is UDP. Only the loop calls it.
+func (c *child) steerAccepts() uint64 {
+	i := c.gen.cfg.Listen.primaryIndex()
+	if i < 0 {
+		return 0
+	}
+	return c.counts()[i]
 }
 
 // addAccepts returns a+b, or the largest uint64 where that would wrap: a

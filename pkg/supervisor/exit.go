@@ -113,6 +113,7 @@ func (s *Supervisor) forget(c *child) {
 	s.gate.remove(c.pid)
 	s.taken.drop(c.pid) // its listener closes now, and its queue moves
 	s.tally.accepted[c.slot] = addAccepts(s.tally.accepted[c.slot], c.accepts())
+	s.steering.gone[c.slot] = addAccepts(s.steering.gone[c.slot], c.steerAccepts())
 	for i, n := range c.counts() {
 		k := countKeyOf(c.slot, c.gen.cfg.Listen[i])
 		s.tally.counted[k] = addAccepts(s.tally.counted[k], n)

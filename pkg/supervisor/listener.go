@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/prefork/prefork/pkg/sockopt"
@@ -146,6 +147,12 @@ func (ls Listeners) primary() (Listener, bool) {
 		}
 	}
 	return Listener{}, false
+}
+
+// primaryIndex is the index of primary in ls, or -1 when every listener
+// is UDP.
+func (ls Listeners) primaryIndex() int {
+	return slices.IndexFunc(ls, func(l Listener) bool { return l.Network == NetTCP })
 }
 
 // has reports whether ls has a listener of key k.

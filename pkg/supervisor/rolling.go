@@ -52,6 +52,11 @@ func cannotRoll(cur, next Config) string {
 		return fmt.Sprintf("the addresses change (%s to %s)", cur.Listen, next.Listen)
 	case cur.Sockets != next.Sockets:
 		return fmt.Sprintf("the socket mode changes (%s to %s)", cur.Sockets, next.Sockets)
+	case (cur.Steer != SteerOff || next.Steer != SteerOff) && cur.steerKey() != next.steerKey():
+		// The checks judge the slots by the children of the serving
+		// generation's first TCP listener: the new children, on
+		// another, would look missing.
+		return fmt.Sprintf("the first TCP listener, which steering watches, changes (%s to %s)", cur.Listen, next.Listen)
 	}
 	return ""
 }

@@ -55,6 +55,11 @@ type steering struct {
 	off      string       // why steering is off, for the log; "" when on
 	watch    programWatch // whether the program still chooses
 	rescue   rescue       // the rescues of stuck slots' queues (rescue.go)
+	// gone is, by slot, the connections the slot's gone children
+	// accepted on their primary listener: with the live children's, the
+	// progress the checks look for (the accepts of other listeners ran
+	// no program of this group).
+	gone map[int]uint64
 	// mirrors are the programs of the serving generation's other
 	// listeners (master socket mode), with what they were last told.
 	mirrors map[*steer.Steerer]*mirror
@@ -69,7 +74,7 @@ type mirror struct {
 
 func newSteering() *steering {
 	return &steering{health: make(map[int]*slotHealth), away: make(map[int]bool), changes: make(map[int]uint64),
-		mirrors: make(map[*steer.Steerer]*mirror)}
+		gone: make(map[int]uint64), mirrors: make(map[*steer.Steerer]*mirror)}
 }
 
 // follow resets the health state when the program is another one (a
@@ -345,7 +350,7 @@ func (s *Supervisor) steerTick() {
 			continue
 		}
 		v := &views[c.slot]
-		n := c.accepts()
+		n := c.steerAccepts()
 		v.accepts += n
 		// Every child gets a page; one that never counted on it (a
 		// program that ignores it) shows progress by its queue instead.
@@ -393,7 +398,7 @@ func (s *Supervisor) steerTick() {
 				}
 			}
 		}
-		accepts := s.tally.accepted[i] + v.accepts
+		accepts := s.steering.gone[i] + v.accepts
 		idle = idle && queued == 0 && accepts == h.accepts
 		changed := h.update(healthInput{ready: v.ready, hung: v.hung && !v.ready, accepts: accepts,
 			queued: queued, now: now, window: DefaultStuckWindow, interval: steerInterval, counting: v.counting, cpu: cpu, timed: timed})
@@ -471,7 +476,7 @@ func (s *Supervisor) watchProgram(prog *steer.Steerer, addr string, slots int) (
 		if !s.steeredSocket(c.gen) {
 			continue
 		}
-		n := c.accepts()
+		n := c.steerAccepts()
 		seen[pid] = n
 		if last, ok := w.seen[pid]; !ok || n > last {
 			grew += n - min(last, n)

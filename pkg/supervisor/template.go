@@ -89,7 +89,9 @@ func placeholderAt(s string) (string, int) {
 		case c == ':' && colon == 0 && i > 1:
 			colon = i
 		case c >= 'a' && c <= 'z', c == '_':
-		case colon > 0 && (c >= '0' && c <= '9' || c == '-'):
+		case colon > 0 && i > colon+1 && (c >= '0' && c <= '9' || c == '-'):
+			// A listener's name starts with a letter: {port:80} is
+			// no placeholder, and stays as written.
 		default:
 			return "", 0
 		}

@@ -41,7 +41,7 @@ func TestExpand(t *testing.T) {
 func TestCheckTemplate(t *testing.T) {
 	cfg := Config{Listen: Listeners{{Name: "http", Network: NetTCP, Addr: ":80"}, {Name: "admin", Network: NetTCP, Addr: ":81"},
 		{Name: "dns", Network: NetUDP, Addr: ":53"}}}
-	for _, ok := range []string{"{listen}", "{{lisen}", "{fd: 3}", `{"a":1}`, "{Listen}", "{}", "{slot}{port}", "{{.ID}}", "{fd:3}", "{listen:dns}", "{port:admin}"} {
+	for _, ok := range []string{"{listen}", "{{lisen}", "{fd: 3}", `{"a":1}`, "{Listen}", "{}", "{slot}{port}", "{{.ID}}", "{fd:3}", "{listen:dns}", "{port:admin}", "{port:80}", "{host:-x}"} {
 		t.Run(ok, func(t *testing.T) {
 			if err := cfg.checkTemplate(ok); err != nil {
 				t.Errorf("checkTemplate(%q) = %v, want nil", ok, err)
@@ -73,6 +73,7 @@ func TestListenerPlaceholders(t *testing.T) {
 		"--dns-port={port:dns} h={host:dns}.": "--dns-port=5353 h=.",
 		"{fd:3} {listen:nope}":                "{fd:3} {listen:nope}",
 		"{{listen:dns}":                       "{listen:dns}",
+		"{port:80} {host:8080}":               "{port:80} {host:8080}",
 	} {
 		if err := cfg.checkTemplate(in); err != nil && !strings.Contains(in, "nope") {
 			t.Errorf("checkTemplate(%q) = %v", in, err)

@@ -157,13 +157,13 @@ func (f *fdStore) fits(cfg Config, l listenFD) (socketKey, string) {
 // bound to addr (for a key udp://addr: a bound SO_REUSEPORT UDP socket),
 // or nil.
 func checkListener(fd int, key string) error {
-	type sockopt struct {
+	type option struct {
 		name       string
 		level, opt int
 		want       int
 	}
 	kind, addr := "listening SO_REUSEPORT TCP socket", key
-	checks := []sockopt{
+	checks := []option{
 		{"SO_TYPE", unix.SOL_SOCKET, unix.SO_TYPE, unix.SOCK_STREAM},
 		{"SO_PROTOCOL", unix.SOL_SOCKET, unix.SO_PROTOCOL, unix.IPPROTO_TCP},
 		{"SO_ACCEPTCONN", unix.SOL_SOCKET, unix.SO_ACCEPTCONN, 1},
@@ -171,7 +171,7 @@ func checkListener(fd int, key string) error {
 	}
 	if isPacketKey(key) {
 		kind, addr = "SO_REUSEPORT UDP socket", strings.TrimPrefix(key, "udp://")
-		checks = []sockopt{
+		checks = []option{
 			{"SO_TYPE", unix.SOL_SOCKET, unix.SO_TYPE, unix.SOCK_DGRAM},
 			{"SO_PROTOCOL", unix.SOL_SOCKET, unix.SO_PROTOCOL, unix.IPPROTO_UDP},
 			{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},

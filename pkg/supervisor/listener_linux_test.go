@@ -218,3 +218,40 @@ func TestSteeringMirroredOnUDP(t *testing.T) {
 		t.Errorf("slot 1 stuck: %d and %d datagrams, want %d and 0", got0, got1, n)
 	}
 }
+
+// A crashed child's slot gets a new socket on every TCP listener, so
+// that the connections queued for it on each move to the healthy slots;
+// its UDP socket stays, its datagrams waiting for the slot's next child.
+func TestCrashRenewsEveryTCPSocket(t *testing.T) {
+	t.Parallel()
+	if err := steer.Supported(); err != nil {
+		t.Skipf("the steering program does not load here: %v", err)
+	}
+	cfg := testConfig(t, 2)
+	cfg.Sockets, cfg.Steer = SocketsMaster, SteerOn
+	cfg.Listen = namedListeners(t)
+	h := newHarnessSteering(t, cfg)
+	h.readyAll(1)
+	h.clock.Advance(steerInterval)
+	held := func() (fds []int) {
+		h.onLoop(func() {
+			for _, l := range cfg.Listen {
+				fds = append(fds, h.s.sockets.held(l.key(), 1))
+			}
+		})
+		return fds
+	}
+	var migrates bool
+	h.onLoop(func() { migrates = h.s.sockets.steerer(cfg.Listen[0].key()).Migrates() })
+	if !migrates {
+		t.Skip("the steering program does not migrate here (before Linux 5.14): no socket is renewed")
+	}
+	before := held()
+	h.exit(h.child(1, 1), killedBy(unix.SIGKILL))
+	if n := h.logs.count("socket of the slot renewed"); n != 2 {
+		t.Errorf("%d sockets renewed, want the 2 TCP listeners'", n)
+	}
+	if after := held(); after[2] != before[2] {
+		t.Errorf("the UDP socket of slot 1 changed (fd %d to %d): its datagrams would be lost", before[2], after[2])
+	}
+}

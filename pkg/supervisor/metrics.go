@@ -87,13 +87,16 @@ func (s *Supervisor) slotCounts(n int) [][]metrics.SlotListener {
 			total[k] = addAccepts(total[k], v)
 		}
 	}
+	ports := make([]int, len(s.cur.cfg.Listen))
+	for j, l := range s.cur.cfg.Listen {
+		_, port, _ := net.SplitHostPort(l.Addr)
+		ports[j], _ = strconv.Atoi(port)
+	}
 	out := make([][]metrics.SlotListener, n)
 	for i := range out {
-		for _, l := range s.cur.cfg.Listen {
+		for j, l := range s.cur.cfg.Listen {
 			k := countKeyOf(i, l)
-			_, port, _ := net.SplitHostPort(l.Addr)
-			p, _ := strconv.Atoi(port)
-			out[i] = append(out[i], metrics.SlotListener{Name: l.Name, Network: l.Network, Port: p, Count: total[k]})
+			out[i] = append(out[i], metrics.SlotListener{Name: l.Name, Network: l.Network, Port: ports[j], Count: total[k]})
 			delete(total, k)
 		}
 	}

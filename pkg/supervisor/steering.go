@@ -219,12 +219,21 @@ func (s *Supervisor) steerAfterCrash(c *child) {
 			return
 		}
 	}
-	renewed, err := s.sockets.renew(c.gen.cfg.steerKey(), c.slot)
-	switch {
-	case err != nil:
-		s.log.Error("could not renew the socket of a crashed child's slot", "slot", c.slot, "err", err)
-	case renewed:
-		s.log.Info("socket of the slot renewed; its queued connections moved to the group's other sockets", "slot", c.slot)
+	// Every TCP listener's: the connections queued for the crashed
+	// child wait on each. A UDP socket's datagrams cannot move; they
+	// wait for the slot's next child.
+	for _, l := range c.gen.cfg.Listen {
+		if l.Network != NetTCP {
+			continue
+		}
+		renewed, err := s.sockets.renew(l.key(), c.slot)
+		switch {
+		case err != nil:
+			s.log.Error("could not renew the socket of a crashed child's slot", "slot", c.slot, "listen", l.String(), "err", err)
+		case renewed:
+			s.log.Info("socket of the slot renewed; its queued connections moved to the group's other sockets", "slot", c.slot,
+				"listen", l.String())
+		}
 	}
 }
 
@@ -257,26 +266,33 @@ func (s *Supervisor) mirrorSteer() {
 			m = &mirror{healthy: make(map[int]bool)}
 			s.steering.mirrors[prog] = m
 		}
-		if m.slots != s.steering.slots {
-			if err := prog.SetSlots(s.steering.slots); err != nil {
-				s.log.Error("could not give a listener's steering program the number of slots", "listen", l.String(), "err", err)
-				continue
-			}
-			m.slots = s.steering.slots
-		}
-		for i := range s.steering.slots {
-			h := s.steering.health[i]
-			healthy := h != nil && h.healthy
-			if m.healthy[i] == healthy {
-				continue
-			}
-			if err := prog.SetHealthy(i, healthy); err != nil {
-				s.log.Error("could not tell a listener's steering program a slot's health", "listen", l.String(), "slot", i, "err", err)
-				continue
-			}
-			m.healthy[i] = healthy
+		if err := s.mirrorTo(prog, m); err != nil {
+			s.log.Error("could not steer a listener's group as the first TCP listener's", "listen", l.String(), "err", err)
 		}
 	}
+}
+
+// mirrorTo tells prog what it was not told yet of the slots and their
+// health, and keeps in m what it was told.
+func (s *Supervisor) mirrorTo(prog *steer.Steerer, m *mirror) error {
+	if m.slots != s.steering.slots {
+		if err := prog.SetSlots(s.steering.slots); err != nil {
+			return fmt.Errorf("set %d slots: %w", s.steering.slots, err)
+		}
+		m.slots = s.steering.slots
+	}
+	for i := range s.steering.slots {
+		h := s.steering.health[i]
+		healthy := h != nil && h.healthy
+		if m.healthy[i] == healthy {
+			continue
+		}
+		if err := prog.SetHealthy(i, healthy); err != nil {
+			return fmt.Errorf("slot %d healthy %v: %w", i, healthy, err)
+		}
+		m.healthy[i] = healthy
+	}
+	return nil
 }
 
 // steers reports whether c serves the steered group.

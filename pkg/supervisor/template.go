@@ -33,11 +33,11 @@ func childValues(cfg Config, slot, generation int) map[string]string {
 	}
 	for i, l := range cfg.Listen {
 		host, port, _ := net.SplitHostPort(l.Addr)
+		of := map[string]string{"listen": l.Addr, "host": host, "port": port}
 		for _, name := range perListener {
-			val := map[string]string{"listen": l.Addr, "host": host, "port": port}[name]
-			v[name+":"+l.Name] = val
+			v[name+":"+l.Name] = of[name]
 			if i == 0 {
-				v[name] = val
+				v[name] = of[name]
 			}
 		}
 	}

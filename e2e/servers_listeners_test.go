@@ -1,92 +1,14 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prefork/prefork/internal/testkit"
 )
-
-// udpLoad is what a datagram load saw: sent, and answers read (late ones
-// too).
-type udpLoad struct{ sent, answered int }
-
-func (l udpLoad) lost() int { return l.sent - l.answered }
-
-// runUDPLoad sends datagrams to addr from clients sockets of their own,
-// each waiting for an answer (up to wait) before it sends the next, until
-// ctx ends or max are sent; then each waits up to wait for late answers.
-// Every answer read counts, whichever datagram it answers.
-func runUDPLoad(ctx context.Context, t *testing.T, addr string, clients, max int, wait time.Duration) udpLoad {
-	var mu sync.Mutex
-	var total udpLoad
-	var wg sync.WaitGroup
-	for range clients {
-		c, err := net.Dial("udp", addr)
-		if err != nil {
-			t.Error(err)
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			var mine udpLoad
-			buf := make([]byte, 256)
-			read := func() bool {
-				c.SetReadDeadline(time.Now().Add(wait))
-				_, err := c.Read(buf)
-				if err == nil {
-					mine.answered++
-				}
-				return err == nil
-			}
-			for ctx.Err() == nil && mine.sent < max/clients {
-				if _, err := c.Write([]byte("q")); err != nil {
-					continue // ECONNREFUSED of an earlier datagram: counted as lost
-				}
-				mine.sent++
-				read()
-			}
-			for mine.answered < mine.sent && read() {
-			}
-			mu.Lock()
-			total.sent += mine.sent
-			total.answered += mine.answered
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return total
-}
-
-// askUDP sends one datagram to addr and returns the answer.
-func askUDP(t *testing.T, addr string) string {
-	t.Helper()
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	buf := make([]byte, 256)
-	for range 10 { // a datagram may be refused while a child starts
-		if _, err := c.Write([]byte("q")); err != nil {
-			continue
-		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		if n, err := c.Read(buf); err == nil {
-			return string(buf[:n])
-		}
-	}
-	t.Fatalf("no answer from udp %s", addr)
-	return ""
-}
 
 // nginx with an HTTP, an admin and a UDP listener (the stream module):
 // each answers on its own address in both socket modes, and over a
@@ -122,14 +44,12 @@ func TestServerNginxListeners(t *testing.T) {
 					t.Fatalf("GET %s: %d %q %v; want %q...", addr, code, body, err, want)
 				}
 			}
-			if got := askUDP(t, dns); !strings.HasPrefix(got, "dns ") {
-				t.Fatalf("udp %s answered %q", dns, got)
+			if got, err := askUDPRaw(dns); err != nil || !strings.HasPrefix(string(got), "dns ") {
+				t.Fatalf("udp %s answered %q, %v", dns, got, err)
 			}
 
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			done := make(chan udpLoad, 1)
-			go func() { done <- runUDPLoad(ctx, t, dns, 8, 200_000, 2*time.Second) }()
+			load := startUDPLoad(t, dns, 8, 4, time.Millisecond, 200_000)
+			load.waitAnswered(t, 300, 30*time.Second)
 			for _, step := range []struct {
 				gen      int
 				strategy string
@@ -139,15 +59,12 @@ func TestServerNginxListeners(t *testing.T) {
 					t.Fatalf("%s reload: exit %d, %q, %q", step.strategy, code, out, errOut)
 				}
 				waitOldGone(t, m, step.gen)
+				load.waitAnswered(t, 300, 30*time.Second)
 			}
-			cancel()
-			load := <-done
-			t.Logf("%s mode, a generation and a rolling reload: %d datagrams sent, %d answered, %d lost", sockets, load.sent, load.answered, load.lost())
-			if load.answered == 0 {
-				t.Fatalf("no datagram answered: the load did not run")
-			}
-			if sockets == "master" && load.lost() != 0 {
-				t.Errorf("master mode lost %d of %d datagrams over the reloads; want 0", load.lost(), load.sent)
+			sent, answered := load.finish(t)
+			t.Logf("%s mode, a generation and a rolling reload: %d datagrams sent, %d answered, %d lost", sockets, sent, answered, sent-answered)
+			if sockets == "master" && sent != answered {
+				t.Errorf("master mode lost %d of %d datagrams over the reloads; want 0", sent-answered, sent)
 			}
 			if code, body, err := get(admin, "/"); err != nil || code != 200 {
 				t.Errorf("admin after the reloads: %d %q %v", code, body, err)

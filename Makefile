@@ -50,8 +50,10 @@ $(STATICCHECK):
 # sets the count), the rollouts' figures (peak/steady memory of 8 children
 # and reload time for generation and rolling reloads, with and without a
 # 64 MiB ballast; failed requests over 20 rolling reloads under load in
-# each socket mode, PREFORK_ROLLOUT_RELOADS sets the count), then the
-# accept counting's cost and one scrape of 256 slots. About 35 minutes on
+# each socket mode, PREFORK_ROLLOUT_RELOADS sets the count), datagrams
+# lost over 20 reloads under a UDP load and the spread of 1,000 source
+# ports (issue 16), then the accept and datagram counting's cost and one
+# scrape of 256 slots. About 35 minutes on
 # 2 cores.
 bench:
 	$(GO) test -run '^$$' -bench 'Spawn|ChildStart|CrashRecovery|Spread|DataPath|MasterIdle' -benchtime 5x -count 5 -timeout 30m ./bench/
@@ -62,9 +64,11 @@ bench:
 	$(GO) test -run '^$$' -bench 'Servers' -benchtime 1x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'Upgrade' -benchtime 1x -count 1 -timeout 40m ./bench/
 	$(GO) test -run '^$$' -bench 'Rollout' -benchtime 1x -count 1 -timeout 40m ./bench/
+	$(GO) test -run '^$$' -bench 'UDP' -benchtime 1x -count 1 -timeout 20m ./bench/
 	$(GO) test -run '^$$' -bench 'Accept' -benchtime 3000x -count 5 ./pkg/child/
 	$(GO) test -run '^$$' -bench 'Scrape256' -count 5 ./pkg/metrics/
-	$(GO) test -run '^$$' -bench 'CounterInc' -count 5 ./pkg/counters/
+	$(GO) test -run '^$$' -bench 'CounterInc|CounterDatagram' -count 5 ./pkg/counters/
+	$(GO) test -run '^$$' -bench 'ReadUDPPaired' -count 10 -benchtime 200000x ./pkg/child/
 
 clean:
 	rm -rf bin/

@@ -10,7 +10,8 @@ import (
 	"github.com/prefork/prefork/internal/testkit"
 )
 
-// nginx with an HTTP, an admin and a UDP listener (the stream module):
+// nginx with a UDP (the stream module), an HTTP and an admin listener,
+// ready by --ready listen on the UDP one:
 // each answers on its own address in both socket modes, and over a
 // generation and a rolling reload under a datagram load, master mode
 // loses no datagram (the slot's next nginx reads the same socket) while
@@ -25,7 +26,9 @@ func TestServerNginxListeners(t *testing.T) {
 			http, admin, dns, dir := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), t.TempDir()
 			vars := map[string]string{"HTTP": http, "ADMIN": admin, "DNS": dns + " udp", "DIR": dir}
 			args := []string{"--workers", "2", "--sockets", sockets, "--ready", "listen", "--stop-signal", "QUIT",
-				"--listen", "http=" + http, "--listen", "admin=" + admin, "--listen", "dns=udp://" + dns}
+				// The UDP listener first: --ready listen watches the
+				// first one, here a datagram socket.
+				"--listen", "dns=udp://" + dns, "--listen", "http=" + http, "--listen", "admin=" + admin}
 			if sockets == "child" {
 				for _, k := range []string{"HTTP", "ADMIN", "DNS"} {
 					vars[k] += " reuseport"
@@ -38,7 +41,11 @@ func TestServerNginxListeners(t *testing.T) {
 			conf := fill(t, filepath.Join(servers(t), "nginx-listeners.conf"), dir, vars)
 			args = append(args, "--", "/usr/sbin/nginx", "-e", "stderr", "-c", conf, "-g", "pid "+dir+"/nginx.{slot}.{generation}.pid;")
 			m := startServerMaster(t, "", nil, args...)
-			m.waitMsg(30*time.Second, 2, "child ready")
+			for _, l := range m.waitMsg(30*time.Second, 2, "child ready") {
+				if l.str("by") != "listen" {
+					t.Errorf("child ready by %q, want listen (nginx sends no READY=1): %v", l.str("by"), l)
+				}
+			}
 			for addr, want := range map[string]string{http: "http ", admin: "admin "} {
 				if code, body, err := get(addr, "/"); err != nil || code != 200 || !strings.HasPrefix(string(body), want) {
 					t.Fatalf("GET %s: %d %q %v; want %q...", addr, code, body, err, want)

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,24 +212,13 @@ func (l *udpLoad) stopLoad(tb testing.TB) udpLoadResult {
 		errs: l.errs.Load(), behind: l.behind.Load(), elapsed: l.stopped.Sub(l.start), firstErr: l.firstErr}
 }
 
-// freeUDPAddr returns a loopback UDP address that was free a moment ago.
-func freeUDPAddr(tb testing.TB) string {
-	tb.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
-
 // startUDPMaster starts a master of udpWorkers reference children with
 // one UDP listener (unnamed: "default") and metrics on a free port, and
 // waits until they are ready. It returns the master, the UDP address and
 // the metrics address.
 func startUDPMaster(b *testing.B, args ...string) (*master, string, string) {
 	b.Helper()
-	addr, metrics := freeUDPAddr(b), testkit.FreeAddr(b)
+	addr, metrics := testkit.FreeUDPAddr(b), testkit.FreeAddr(b)
 	m := startMasterOn(b, "udp://"+addr, udpWorkers, append([]string{"--metrics", metrics}, args...)...)
 	m.waitReady(time.Minute, udpWorkers)
 	return m, addr, metrics
@@ -277,52 +265,6 @@ func (r udpRun) String() string {
 		r.reloads, r.udpLoadResult, r.read-r.answered, r.serverDrops, r.clientDrops, r.rcvbufErrors)
 }
 
-// udpDrops is the sum of the drops column of /proc/net/udp over the
-// sockets bound on ports. A socket closed since is not seen.
-func udpDrops(tb testing.TB, ports ...int) int64 {
-	tb.Helper()
-	data, err := os.ReadFile("/proc/net/udp")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var drops int64
-	for line := range strings.Lines(string(data)) {
-		f := strings.Fields(line)
-		if len(f) < 13 || !slices.ContainsFunc(ports, func(p int) bool { return strings.HasSuffix(f[1], fmt.Sprintf(":%04X", p)) }) {
-			continue
-		}
-		n, err := strconv.ParseInt(f[len(f)-1], 10, 64)
-		if err != nil {
-			tb.Fatalf("/proc/net/udp: drops %q: %v", f[len(f)-1], err)
-		}
-		drops += n
-	}
-	return drops
-}
-
-// rcvbufErrors is the host's UDP RcvbufErrors (/proc/net/snmp).
-func rcvbufErrors(tb testing.TB) int64 {
-	tb.Helper()
-	data, err := os.ReadFile("/proc/net/snmp")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var rows [][]string
-	for line := range strings.Lines(string(data)) {
-		if rest, ok := strings.CutPrefix(line, "Udp: "); ok {
-			rows = append(rows, strings.Fields(rest))
-		}
-	}
-	if len(rows) == 2 {
-		if i := slices.Index(rows[0], "RcvbufErrors"); i >= 0 && i < len(rows[1]) {
-			n, _ := strconv.ParseInt(rows[1][i], 10, 64)
-			return n
-		}
-	}
-	tb.Fatalf("/proc/net/snmp: no Udp RcvbufErrors")
-	return 0
-}
-
 // udpReloadRun starts a master in the socket mode given, puts the load
 // on it, and either runs reloads reloads one after another (each `master
 // reload`, which returns once the new generation serves), or, with
@@ -330,7 +272,7 @@ func rcvbufErrors(tb testing.TB) int64 {
 func udpReloadRun(b *testing.B, sockets string, reloads int, d time.Duration) udpRun {
 	b.Helper()
 	m, addr, metrics := startUDPMaster(b, "--sockets", sockets, "--drain-timeout", "10s")
-	errs0 := rcvbufErrors(b)
+	errs0 := testkit.UDPCounters(b)["RcvbufErrors"]
 	load := startUDPLoad(b, addr)
 	waitAnswers(b, load, 1000)
 	for i := range reloads {
@@ -344,9 +286,9 @@ func udpReloadRun(b *testing.B, sockets string, reloads int, d time.Duration) ud
 	waitAnswers(b, load, 1000)
 	r := udpRun{udpLoadResult: load.stopLoad(b), reloads: reloads}
 	r.read = datagramsRead(b, metrics)
-	r.serverDrops = udpDrops(b, int(netip.MustParseAddrPort(addr).Port()))
-	r.clientDrops = udpDrops(b, load.ports...)
-	r.rcvbufErrors = rcvbufErrors(b) - errs0
+	r.serverDrops = testkit.UDPDrops(b, int(netip.MustParseAddrPort(addr).Port()))
+	r.clientDrops = testkit.UDPDrops(b, load.ports...)
+	r.rcvbufErrors = testkit.UDPCounters(b)["RcvbufErrors"] - errs0
 	m.stop()
 	return r
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,17 +27,6 @@ import (
 // per-listener metrics and the listen line of `master status`, with
 // bin/master and the reference child, which answers every datagram with
 // its {"slot","generation","pid"} JSON.
-
-// freeUDPAddr returns a loopback UDP address that was free a moment ago.
-func freeUDPAddr(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
 
 // askUDP sends one datagram to addr from a new socket and decodes the
 // reference child's answer.
@@ -165,7 +153,7 @@ func TestListenersNamedBothModes(t *testing.T) {
 				workers = 2
 				k       = 6 // requests per TCP listener, datagrams to the UDP one
 			)
-			httpAddr, adminAddr, dnsAddr := testkit.FreeAddr(t), testkit.FreeAddr(t), freeUDPAddr(t)
+			httpAddr, adminAddr, dnsAddr := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeUDPAddr(t)
 			metricsAddr := testkit.FreeAddr(t)
 			m := startMasterOn(t, "", nil, "--workers", strconv.Itoa(workers), "--sockets", mode,
 				"--metrics", metricsAddr, "--listen", "http="+httpAddr, "--listen", "admin="+adminAddr,
@@ -240,7 +228,7 @@ func TestListenersReloadChangesAddresses(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			const workers = 2
-			httpAddr, adminAddr, newHTTP, dnsAddr := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), freeUDPAddr(t)
+			httpAddr, adminAddr, newHTTP, dnsAddr := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeUDPAddr(t)
 			metricsAddr := testkit.FreeAddr(t)
 			cfg := filepath.Join(t.TempDir(), "prefork.yaml")
 			config := func(listen ...string) string {
@@ -450,11 +438,11 @@ func TestUDPReloadsLoseNoDatagram(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			const workers = 4
-			dnsAddr, metricsAddr := freeUDPAddr(t), testkit.FreeAddr(t)
+			dnsAddr, metricsAddr := testkit.FreeUDPAddr(t), testkit.FreeAddr(t)
 			m := startMasterOn(t, "", nil, "--workers", strconv.Itoa(workers), "--sockets", mode,
 				"--drain-timeout", "10s", "--metrics", metricsAddr, "--listen", "dns=udp://"+dnsAddr)
 			m.waitReady(workers)
-			errs0 := udpErrors(t)
+			errs0 := testkit.UDPCounters(t)
 			load := startUDPLoad(t, dnsAddr, 8, 16, 4*time.Millisecond, 30_000)
 			load.waitAnswered(t, 300, 30*time.Second)
 			reloads := [][]string{{"reload"}, {"reload"}, {"reload"}, {"reload", "--strategy", "rolling", "--max-surge", "1"}}
@@ -480,14 +468,14 @@ func TestUDPReloadsLoseNoDatagram(t *testing.T) {
 			// the sockets still open on the port).
 			read := parseListenerSeries(scrape(t, metricsAddr)).sum("datagrams_total", "dns")
 			port := netip.MustParseAddrPort(dnsAddr).Port()
-			errs := udpErrors(t)
+			errs := testkit.UDPCounters(t)
 			for k, v := range errs0 {
 				errs[k] -= v
 			}
 			t.Logf("--sockets %s, %d reloads: %d datagrams sent, %d answered, %d lost (%d read by a child and not answered; "+
 				"kernel drops on the server's open sockets %d, on the client's %d; the host's UDP InErrors, RcvbufErrors, NoPorts meanwhile: %d, %d, %d), "+
 				"%d windows written off, %d bad; generations answering: %v",
-				mode, len(reloads), sent, answered, lost, int64(read)-answered, udpDrops(t, int(port)), udpDrops(t, load.ports...),
+				mode, len(reloads), sent, answered, lost, int64(read)-answered, testkit.UDPDrops(t, int(port)), testkit.UDPDrops(t, load.ports...),
 				errs["InErrors"], errs["RcvbufErrors"], errs["NoPorts"], load.stalls.Load(), load.bad.Load(), gens)
 			if sent < 1000 {
 				t.Errorf("only %d datagrams sent: the load did not run", sent)
@@ -500,54 +488,6 @@ func TestUDPReloadsLoseNoDatagram(t *testing.T) {
 			}
 		})
 	}
-}
-
-// udpDrops is the sum of the drops column of /proc/net/udp over the
-// sockets bound on ports: datagrams the kernel dropped on them (a full
-// receive buffer, most often). A socket closed since is not seen.
-func udpDrops(t *testing.T, ports ...int) uint64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/net/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var drops uint64
-	for line := range strings.Lines(string(data)) {
-		f := strings.Fields(line)
-		if len(f) < 13 || !slices.ContainsFunc(ports, func(p int) bool { return strings.HasSuffix(f[1], fmt.Sprintf(":%04X", p)) }) {
-			continue
-		}
-		n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
-		if err != nil {
-			t.Fatalf("/proc/net/udp: drops %q: %v", f[len(f)-1], err)
-		}
-		drops += n
-	}
-	return drops
-}
-
-// udpErrors returns the host's UDP counters of /proc/net/snmp by name
-// (InErrors, RcvbufErrors, NoPorts, ...): every test's, so only a hint.
-func udpErrors(t *testing.T) map[string]int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/net/snmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows [][]string
-	for line := range strings.Lines(string(data)) {
-		if rest, ok := strings.CutPrefix(line, "Udp: "); ok {
-			rows = append(rows, strings.Fields(rest))
-		}
-	}
-	if len(rows) != 2 || len(rows[0]) != len(rows[1]) {
-		t.Fatalf("/proc/net/snmp: %d Udp rows", len(rows))
-	}
-	counters := map[string]int64{}
-	for i, name := range rows[0] {
-		counters[name], _ = strconv.ParseInt(rows[1][i], 10, 64)
-	}
-	return counters
 }
 
 // Bad listener input is one clear line on stderr and a non-zero exit,

@@ -30,20 +30,7 @@ type udpReader interface {
 //
 //	go test -run '^$' -bench ReadUDP -count 10 -benchtime 200000x ./pkg/child/
 func BenchmarkReadUDP(b *testing.B) {
-	page, err := counters.NewPage()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer page.Close()
-	fd, err := unix.Dup(page.FD())
-	if err != nil {
-		b.Fatal(err)
-	}
-	counter, err := counters.OpenCounter(fd)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer counter.Close()
+	counter := benchCounter(b)
 	reads := []struct {
 		name string
 		read func(r udpReader, buf []byte) error
@@ -104,20 +91,7 @@ func BenchmarkReadUDP(b *testing.B) {
 //
 //	go test -run '^$' -bench ReadUDPPaired -count 10 -benchtime 200000x ./pkg/child/
 func BenchmarkReadUDPPaired(b *testing.B) {
-	page, err := counters.NewPage()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer page.Close()
-	fd, err := unix.Dup(page.FD())
-	if err != nil {
-		b.Fatal(err)
-	}
-	counter, err := counters.OpenCounter(fd)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer counter.Close()
+	counter := benchCounter(b)
 	lc := sockopt.ListenConfig()
 	raw, err := lc.ListenPacket(context.Background(), "udp", "127.0.0.1:0")
 	if err != nil {
@@ -161,4 +135,24 @@ func pairedReads(b *testing.B, client *net.UDPConn, conns [2]udpReader) {
 	b.ReportMetric(plain, "ns/plain")
 	b.ReportMetric(measured, "ns/measured")
 	b.ReportMetric(100*(measured/plain-1), "overhead-%")
+}
+
+// benchCounter returns a child's side of a new counter page, both closed
+// when b ends.
+func benchCounter(b *testing.B) *counters.Counter {
+	page, err := counters.NewPage()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { page.Close() })
+	fd, err := unix.Dup(page.FD())
+	if err != nil {
+		b.Fatal(err)
+	}
+	counter, err := counters.OpenCounter(fd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { counter.Close() })
+	return counter
 }

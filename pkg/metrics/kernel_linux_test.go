@@ -2,76 +2,11 @@ package metrics
 
 import (
 	"fmt"
-	"maps"
 	"net"
 	"os"
-	"strings"
 	"testing"
 	"time"
 )
-
-const procNetUDP = `   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            
-  117: 0100007F:14E9 00000000:0000 07 00000000:00000300 00:00000000 00000000     0        0 4711 2 0000000000000000 0          
-  117: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4712 2 0000000000000000 0          
-  118: 0100007F:14EA 00000000:0000 07 00000000:00000900 00:00000000 00000000     0        0 4713 2 0000000000000000 0          
-  117: 0100007F:14E9 0100007F:C350 01 00000000:00000500 00:00000000 00000000     0        0 4714 2 0000000000000000 0          
-`
-
-const procNetUDP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-  117: 00000000000000000000000001000000:14E9 00000000000000000000000000000000:0000 07 00000000:00000A00 00:00000000 00000000     0        0 4715 2 0000000000000000 0
-`
-
-func TestParseReceiveQueues(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		in      string
-		port    int
-		want    map[uint64]uint64
-		wantErr bool
-	}{
-		// 5353 is 14E9: two sockets; 5354's and the connected socket's
-		// (st 01) lines are not 5353's listeners.
-		{name: "udp", in: procNetUDP, port: 5353, want: map[uint64]uint64{4711: 0x300, 4712: 0}},
-		{name: "other port", in: procNetUDP, port: 5354, want: map[uint64]uint64{4713: 0x900}},
-		{name: "none", in: procNetUDP, port: 53, want: map[uint64]uint64{}},
-		{name: "udp6", in: procNetUDP6, port: 5353, want: map[uint64]uint64{4715: 0xA00}},
-		{name: "header only", in: "  sl  local_address\n", port: 5353, want: map[uint64]uint64{}},
-		{name: "empty", in: "", port: 5353, want: map[uint64]uint64{}},
-		{name: "short line", in: "header\n 0: short\n", port: 5353, wantErr: true},
-		{name: "bad queue field", in: "header\n 0: 0100007F:14E9 00000000:0000 07 00000300 00:0 0 0 0 4711\n", port: 5353, wantErr: true},
-		{name: "bad rx_queue", in: "header\n 0: 0100007F:14E9 00000000:0000 07 0:zz 00:0 0 0 0 4711\n", port: 5353, wantErr: true},
-		{name: "bad inode", in: "header\n 0: 0100007F:14E9 00000000:0000 07 0:1 00:0 0 0 0 x\n", port: 5353, wantErr: true},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got := map[uint64]uint64{}
-			err := parseReceiveQueues([]byte(tt.in), tt.port, got)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
-			}
-			if err == nil && !maps.Equal(got, tt.want) {
-				t.Errorf("queues = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-// parseReceiveQueues never panics, and what it returns is of the port
-// asked for.
-func FuzzParseReceiveQueues(f *testing.F) {
-	f.Add([]byte(procNetUDP), 5353)
-	f.Add([]byte(procNetUDP6), 5353)
-	f.Add([]byte("header\n 0: short\n"), 0)
-	f.Fuzz(func(t *testing.T, data []byte, port int) {
-		queues := map[uint64]uint64{}
-		if err := parseReceiveQueues(data, port, queues); err != nil {
-			return
-		}
-		want := fmt.Sprintf(":%04X", port)
-		if len(queues) > 0 && !strings.Contains(string(data), want) {
-			t.Errorf("sockets %v found on port %d, absent from the input", queues, port)
-		}
-	})
-}
 
 // The real tables: a UDP socket on a loopback port, with datagrams waiting
 // in its receive buffer, is found by inode with a queue of at least their

@@ -23,10 +23,11 @@ func ListenQueues(port int) (map[uint64]uint64, error) {
 	return queues, nil
 }
 
-// ReceiveQueues returns the receive queue of every UDP socket bound on
-// port in the caller's network namespace, by socket inode: the bytes its
-// unread datagrams are charged (see ReceiveQueue), as /proc/net/udp and
-// udp6 show them. Connected UDP sockets bound on the port are listed too.
+// ReceiveQueues returns the receive queue of every unconnected UDP socket
+// bound on port in the caller's network namespace, by socket inode: the
+// bytes its unread datagrams are charged (see ReceiveQueue), as
+// /proc/net/udp and udp6 show them. A connected socket on the port takes
+// only its peer's datagrams: it is no server's, and is left out.
 func ReceiveQueues(port int) (map[uint64]uint64, error) {
 	queues, err := readQueues([]string{"/proc/net/udp", "/proc/net/udp6"}, port, parseReceiveQueues)
 	if err != nil {
@@ -61,12 +62,12 @@ func parseListenQueues(data []byte, port int, queues map[uint64]uint64) error {
 	return parseQueues(data, port, "0A", queues)
 }
 
-// parseReceiveQueues adds to queues the sockets bound on port found in
-// the contents of /proc/net/udp or udp6, in any state (07, TCP_CLOSE, for
-// an unconnected one; 01 for a connected one). For UDP, rx_queue is the
-// memory charged for the datagrams not yet read, in bytes.
+// parseReceiveQueues adds to queues the unconnected sockets (state 07,
+// TCP_CLOSE; a connected one is 01) bound on port found in the contents
+// of /proc/net/udp or udp6. For UDP, rx_queue is the memory charged for
+// the datagrams not yet read, in bytes.
 func parseReceiveQueues(data []byte, port int, queues map[uint64]uint64) error {
-	return parseQueues(data, port, "", queues)
+	return parseQueues(data, port, "07", queues)
 }
 
 // parseQueues adds to queues, by inode, the rx_queue of each socket on

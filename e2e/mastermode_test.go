@@ -32,7 +32,7 @@ func TestMasterModeDescriptors(t *testing.T) {
 		if !strings.HasPrefix(in.targets["3"], "socket:") {
 			t.Errorf("slot %d: fd 3 is %s, want a socket", slot, in.targets["3"])
 		}
-		if in.activation != "LISTEN_FDS=1 LISTEN_PID_is_self=true LISTEN_FDNAMES=prefork PREFORK_COUNTERS_FD=4" {
+		if in.activation != "LISTEN_FDS=1 LISTEN_PID_is_self=true LISTEN_FDNAMES=default PREFORK_COUNTERS_FD=4" {
 			t.Errorf("slot %d: socket activation variables %q", slot, in.activation)
 		}
 	}

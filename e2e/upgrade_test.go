@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/pkg/supervisor"
 )
 
 // Upgrades of the master in place (issue 14): `master upgrade` execs a
@@ -180,7 +182,7 @@ func TestUpgradeRejectsBrokenBinary(t *testing.T) {
 		{"exits1", "exited with code 1"},
 		{"script", "not an ELF executable"},
 		{"noexec", "permission denied"},
-		{"oldstate", "state format 1"},
+		{"oldstate", fmt.Sprintf("state format %d", supervisor.UpgradeFormat())},
 		{"missing", "no such file"},
 	} {
 		binary := bins[c.name]

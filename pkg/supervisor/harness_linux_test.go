@@ -28,9 +28,11 @@ type harness struct {
 	logs    *logRecorder
 	systemd *recorder // what the master told its service manager
 	done    chan error
-	// loadsReturned counts the calls of Options.Load that returned: their
-	// result is on its way to the loop, which settle waits for.
-	loadsReturned atomic.Int64
+	// loadsEntered and loadsReturned count the calls of Options.Load
+	// that began and that returned: a read the loop started but whose
+	// goroutine has not run yet, and a result on its way to the loop,
+	// are what settle waits for.
+	loadsEntered, loadsReturned atomic.Int64
 	// execd is set once the master exec'd in place (a fake upgrade): its
 	// loop is gone, and a harness of the new master goes on.
 	execd atomic.Bool
@@ -80,6 +82,7 @@ func newHarness(t *testing.T, cfg Config, options ...harnessOption) *harness {
 	}
 	if load := opts.Load; load != nil {
 		opts.Load = func() (Config, error) {
+			h.loadsEntered.Add(1)
 			defer h.loadsReturned.Add(1)
 			return load()
 		}
@@ -118,9 +121,11 @@ func (h *harness) settle() {
 		}
 		// A handler that signalled a fake child queued its SIGCHLD
 		// behind this round trip, and a config read that returned is
-		// on its way (reads are numbered by call): go round again until
-		// the loop has both.
-		inFlight := pending != 0 && h.loadsReturned.Load() >= int64(pending)
+		// on its way (reads are numbered by call), or has not begun (its
+		// goroutine not scheduled yet, on a busy machine): go round again
+		// until the loop has them. A read that began and has not returned
+		// is a test's blocking one, left to block.
+		inFlight := pending != 0 && (h.loadsReturned.Load() >= int64(pending) || h.loadsEntered.Load() < int64(pending))
 		if err != nil || !h.procs.sigchldQueued() && !inFlight {
 			return
 		}

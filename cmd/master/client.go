@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -218,8 +219,15 @@ func printStatus(w io.Writer, st supervisor.Status) {
 	if st.Reload != nil {
 		fmt.Fprintln(w, reloadLine(*st.Reload))
 	}
+	// DATAGRAMS only where a listener is UDP: the table stays as it was
+	// for everyone else.
+	udp := slices.ContainsFunc(st.Listen, func(l string) bool { return strings.Contains(l, "=udp://") })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tACCEPTS\tRESTARTS\tUPTIME\tNOTE")
+	counts := "ACCEPTS"
+	if udp {
+		counts += "\tDATAGRAMS"
+	}
+	fmt.Fprintf(tw, "SLOT\tGEN\tPID\tSTATE\t%s\tRESTARTS\tUPTIME\tNOTE\n", counts)
 	for _, ch := range st.Children {
 		pid, up := strconv.Itoa(ch.PID), (time.Duration(ch.UptimeSeconds) * time.Second).String()
 		var notes []string
@@ -231,7 +239,11 @@ func printStatus(w io.Writer, st supervisor.Status) {
 		if ch.Note != "" {
 			notes = append(notes, ch.Note)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", ch.Slot, ch.Generation, pid, ch.State, ch.Accepts,
+		n := strconv.FormatUint(ch.Accepts, 10)
+		if udp {
+			n += "\t" + strconv.FormatUint(ch.Datagrams, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", ch.Slot, ch.Generation, pid, ch.State, n,
 			ch.Restarts, up, strings.Join(notes, "; "))
 	}
 	tw.Flush()

@@ -212,3 +212,29 @@ func TestStatusShowsReload(t *testing.T) {
 		})
 	}
 }
+
+// master status names the listeners, and has a DATAGRAMS column where
+// one of them is UDP (only there: the table stays as it was elsewhere).
+func TestStatusShowsListeners(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		listen     []string
+		wantHeader string
+		wantRow    string
+	}{
+		{listen: []string{"default=127.0.0.1:8080"},
+			wantHeader: "SLOT  GEN  PID  STATE  ACCEPTS  RESTARTS", wantRow: "0     1    70   ready  5        0"},
+		{listen: []string{"http=127.0.0.1:8080", "dns=udp://127.0.0.1:5353"},
+			wantHeader: "SLOT  GEN  PID  STATE  ACCEPTS  DATAGRAMS  RESTARTS", wantRow: "0     1    70   ready  5        9          0"},
+	} {
+		st := supervisor.Status{PID: 7, Version: "v1", Generation: 1, Workers: 1, Sockets: "master", Ready: "notify", Listen: tt.listen,
+			Children: []supervisor.ChildStatus{{Slot: 0, Generation: 1, PID: 70, State: supervisor.StateReady, Accepts: 5, Datagrams: 9}}}
+		var out bytes.Buffer
+		printStatus(&out, st)
+		lines := strings.Split(out.String(), "\n")
+		if len(lines) < 4 || lines[1] != "listen "+strings.Join(tt.listen, ", ") ||
+			!strings.HasPrefix(lines[2], tt.wantHeader) || !strings.HasPrefix(lines[3], tt.wantRow) {
+			t.Errorf("status with listeners %v:\n%s\nwant the listen line, %q and %q", tt.listen, out.String(), tt.wantHeader, tt.wantRow)
+		}
+	}
+}

@@ -192,6 +192,18 @@ func (c *child) steerAccepts() uint64 {
 	return c.counts()[i]
 }
 
+// datagrams returns the datagrams c read on its UDP listeners, as counts
+// takes them.
+func (c *child) datagrams() uint64 {
+	var n uint64
+	for i, v := range c.counts() {
+		if c.gen.cfg.Listen[i].Network == NetUDP {
+			n = addAccepts(n, v)
+		}
+	}
+	return n
+}
+
 // addAccepts returns a+b, or the largest uint64 where that would wrap: a
 // child may write a count near 2^64 on its page, and a total that
 // wrapped would go down.

@@ -91,6 +91,9 @@ func TestNamedListenersMasterMode(t *testing.T) {
 	if l, _ := slotCount(t, h, 0, "dns"); l.Network != NetUDP {
 		t.Errorf("dns listener: network %q", l.Network)
 	}
+	if c := h.status().Children[0]; c.Accepts != 4 || c.Datagrams != 5 {
+		t.Errorf("status of slot 0's child: %d accepts, %d datagrams; want 4 and 5", c.Accepts, c.Datagrams)
+	}
 
 	res := h.reloadAsync()
 	h.readyAll(2)

@@ -36,6 +36,9 @@ type ChildStatus struct {
 	// its counter page: the most the page ever showed, since the child
 	// writes it.
 	Accepts uint64 `json:"accepts"`
+	// Datagrams counts the datagrams it read on its UDP listeners, the
+	// same way.
+	Datagrams uint64 `json:"datagrams"`
 	// Restarts counts the unplanned exits of the slot that were restarted,
 	// over the life of the supervisor.
 	Restarts      int       `json:"restarts"`
@@ -123,6 +126,7 @@ func (s *Supervisor) status() Status {
 			PID:           c.pid,
 			State:         c.state(),
 			Accepts:       c.accepts(),
+			Datagrams:     c.datagrams(),
 			Restarts:      s.tally.restarts[c.slot],
 			UptimeSeconds: now.Sub(c.started).Seconds(),
 			Started:       c.started,

@@ -66,7 +66,9 @@ type steering struct {
 }
 
 // mirror is what a program of another listener was last told: its
-// active slots and, by slot, whether it is healthy.
+// active slots (-1: not told yet) and, by slot, whether it is healthy (a
+// slot not in the map: not told yet; the program may hold anything, from
+// the time it steered the first TCP listener itself).
 type mirror struct {
 	slots   int
 	healthy map[int]bool
@@ -170,6 +172,9 @@ func (s *Supervisor) syncSteerSlots() {
 	if prog == nil {
 		return
 	}
+	if s.steering.of != prog {
+		s.unmirror(prog)
+	}
 	s.steering.follow(prog)
 	n := 0
 	for _, g := range []*generation{s.cur, s.reload.next} {
@@ -263,11 +268,30 @@ func (s *Supervisor) mirrorSteer() {
 		seen[prog] = true
 		m := s.steering.mirrors[prog]
 		if m == nil {
-			m = &mirror{healthy: make(map[int]bool)}
+			m = &mirror{slots: -1, healthy: make(map[int]bool)}
 			s.steering.mirrors[prog] = m
 		}
 		if err := s.mirrorTo(prog, m); err != nil {
 			s.log.Error("could not steer a listener's group as the first TCP listener's", "listen", l.String(), "err", err)
+		}
+	}
+}
+
+// unmirror makes prog, a program that mirrored another listener's (a
+// reload made its listener the first TCP one), what follow takes a new
+// program for: every slot it was told healthy goes back to unhealthy,
+// until the checks find it healthy again.
+func (s *Supervisor) unmirror(prog *steer.Steerer) {
+	m := s.steering.mirrors[prog]
+	if m == nil {
+		return
+	}
+	delete(s.steering.mirrors, prog)
+	for i, healthy := range m.healthy {
+		if healthy {
+			if err := prog.SetHealthy(i, false); err != nil {
+				s.log.Error("could not reset a slot's health in the steering program", "slot", i, "err", err)
+			}
 		}
 	}
 }
@@ -284,7 +308,7 @@ func (s *Supervisor) mirrorTo(prog *steer.Steerer, m *mirror) error {
 	for i := range s.steering.slots {
 		h := s.steering.health[i]
 		healthy := h != nil && h.healthy
-		if m.healthy[i] == healthy {
+		if told, ok := m.healthy[i]; ok && told == healthy {
 			continue
 		}
 		if err := prog.SetHealthy(i, healthy); err != nil {
